@@ -1,0 +1,49 @@
+/* mp-error.h: the MP_ERROR domain
+ *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ */
+
+#pragma once
+
+#if !defined(MPPORT_INSIDE) && !defined(MPPORT_COMPILATION)
+# error "Only <mpport/mpport.h> can be included directly."
+#endif
+
+#include <glib.h>
+
+#include "mp-version-macros.h"
+
+G_BEGIN_DECLS
+
+/**
+ * MP_ERROR:
+ *
+ * The error domain of mpport; errors in it carry an [enum@Mp.Error] code.
+ *
+ * Since: 1.0
+ */
+#define MP_ERROR (mp_error_quark ())
+
+/**
+ * MpError:
+ * @MP_ERROR_DATA_CLONE: a message could not be posted because its transfer
+ *   list holds something that cannot be transferred: %NULL, a non-port, the
+ *   posting port itself, its entangled peer, a duplicate, or a port that is
+ *   closed or was transferred away. Nothing was posted and every listed port
+ *   is unchanged.
+ * @MP_ERROR_INVALID_STATE: the object cannot do this in its current state,
+ *   for example posting on a port that was closed or transferred away.
+ *
+ * Error codes of the %MP_ERROR domain.
+ *
+ * Since: 1.0
+ */
+typedef enum {
+  MP_ERROR_DATA_CLONE,
+  MP_ERROR_INVALID_STATE,
+} MpError;
+
+MP_AVAILABLE_IN_ALL
+GQuark mp_error_quark (void) G_GNUC_CONST;
+
+G_END_DECLS

@@ -1,0 +1,927 @@
+/* mp-message-port.c: one end of a message channel
+ *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ */
+
+#include "config.h"
+
+#include "mp-error.h"
+#include "mp-i18n-private.h"
+#include "mp-message-port-private.h"
+
+/**
+ * MpMessagePort:
+ *
+ * One end of a [class@Mp.MessageChannel]: what is posted on one port is delivered, in order
+ * and exactly once, at the other.
+ *
+ * Every method may be called from any thread. Messages are [struct@GLib.Variant]s, which
+ * are immutable and so safe to share between threads; ports travel in the transfer list of
+ * [method@Mp.MessagePort.post_message] and arrive as new objects.
+ *
+ * A port delivers nothing until [method@Mp.MessagePort.start] binds it to the calling
+ * thread's thread-default [struct@GLib.MainContext]; from then on its
+ * [signal@Mp.MessagePort::message] and [signal@Mp.MessagePort::close] signals are emitted
+ * only from that context's dispatch, on the thread iterating it, and never inside the call
+ * that caused them. [method@Mp.MessagePort.receive] takes messages synchronously instead.
+ *
+ * ```c
+ * static void
+ * on_message (MpMessagePort *port, MpMessage *message, gpointer user_data)
+ * {
+ *   g_print ("got %d\n", g_variant_get_int32 (mp_message_get_data (message)));
+ * }
+ *
+ * g_autoptr(MpMessageChannel) channel = mp_message_channel_new ();
+ * MpMessagePort *port2 = mp_message_channel_get_port2 (channel);
+ *
+ * g_signal_connect (port2, "message", G_CALLBACK (on_message), NULL);
+ * mp_message_port_start (port2);   // delivers on this thread's main context
+ *
+ * // from any thread:
+ * mp_message_port_post_message (mp_message_channel_get_port1 (channel),
+ *                               g_variant_new_int32 (42), NULL, 0, NULL);
+ * ```
+ *
+ * A started, open port keeps itself alive until it or its peer is closed, so a caller does
+ * not need to keep a reference to it just to receive.
+ *
+ * Since: 1.0
+ */
+
+struct _MpMessagePort
+{
+  GObject parent_instance;
+
+  /* Immutable. The port holds a reference on side->pipe. */
+  MpPipeSide *side;
+
+  /* TRUE once the side belongs to another object (transferred away), or for an object made
+   * for a transfer that has not been committed. At most one object per side is not detached:
+   * the owner. Written under side->mutex, read atomically anywhere. */
+  int detached;
+
+  /* TRUE once start() attached a source. Guarded by side->mutex. */
+  gboolean started;
+
+  /* The context start() attached to. Weak: the source attached to the context holds the
+   * port, so a strong reference would be a cycle that keeps a dropped context alive. Cleared
+   * when the port is detached or the context is finalized. Guarded by side->mutex. */
+  GMainContext *context;
+
+  /* Priority of the source. Written only by set_priority() (from the owning thread, as
+   * GObject setters are), read anywhere. Atomic. */
+  int priority;
+};
+
+G_DEFINE_FINAL_TYPE (MpMessagePort, mp_message_port, G_TYPE_OBJECT)
+
+enum {
+  PROP_0,
+  PROP_CONTEXT,
+  PROP_CLOSED,
+  PROP_PRIORITY,
+  N_PROPS
+};
+
+static GParamSpec *properties[N_PROPS];
+
+enum {
+  SIGNAL_MESSAGE,
+  SIGNAL_CLOSE,
+  N_SIGNALS
+};
+
+static guint signals[N_SIGNALS];
+
+/* The persistent source of a started port, attached to its owning context. */
+typedef struct
+{
+  GSource parent;
+  MpMessagePort *port;   /* strong, released in finalize */
+} MpPortSource;
+
+static gboolean
+is_detached (MpMessagePort *self)
+{
+  return g_atomic_int_get (&self->detached) != 0;
+}
+
+/* Owner-thread part of closing: emits notify::closed then "close" and tears the source down.
+ * Called from the dispatch with no lock held; @source is the side's former reference. */
+static void
+emit_close_and_destroy (MpMessagePort *self,
+                        GSource       *source)
+{
+  g_object_notify_by_pspec (G_OBJECT (self), properties[PROP_CLOSED]);
+  g_signal_emit (self, signals[SIGNAL_CLOSE], 0);
+
+  /* Drops the context's reference; the port's own goes with the source's finalize. */
+  g_source_destroy (source);
+  g_source_unref (source);
+}
+
+/* Detaches @source from the side if it is still the attached one and the side must emit
+ * "close". Returns the side's reference on the source, or NULL. */
+static GSource *
+take_source_for_close_locked (MpPipeSide *side,
+                              GSource    *source)
+{
+  if (side->source != source || !mp_pipe_side_test (side, MP_SIDE_CLOSE_PENDING))
+    return NULL;
+
+  side->source = NULL;
+  mp_pipe_side_clear_locked (side, MP_SIDE_CLOSE_PENDING | MP_SIDE_ATTACHED | MP_SIDE_ARMED);
+
+  return source;
+}
+
+static gboolean
+mp_port_source_dispatch (GSource     *source,
+                         GSourceFunc  callback,
+                         gpointer     user_data)
+{
+  MpMessagePort *self = ((MpPortSource *) source)->port;
+  MpPipeSide *side = self->side;
+  GSource *closing = NULL;
+  guint budget = MP_MESSAGE_PORT_DISPATCH_BUDGET;
+
+  /* Order matters (see mp_pipe_side_wake_locked()): reset the ready time, then clear
+   * ARMED, then look at the inbox. */
+  g_source_set_ready_time (source, -1);
+
+  g_mutex_lock (&side->mutex);
+  if (side->source != source)
+    {
+      /* Detached or closed since it was woken; whoever did that destroys it. */
+      g_mutex_unlock (&side->mutex);
+      return G_SOURCE_CONTINUE;
+    }
+  mp_pipe_side_clear_locked (side, MP_SIDE_ARMED);
+
+  /* One message at a time under the lock, so that receive() on other threads, a transfer
+   * or a close() made by a handler all see the exact rest of the queue. */
+  for (;;)
+    {
+      GList *link;
+      MpMessage *message;
+
+      if (side->source != source)
+        break;
+
+      if (mp_pipe_side_test (side, MP_SIDE_CLOSE_PENDING))
+        {
+          closing = take_source_for_close_locked (side, source);
+          break;
+        }
+
+      if (budget == 0)
+        {
+          if (side->inbox.length > 0)
+            mp_pipe_side_wake_locked (side);
+          break;
+        }
+
+      link = g_queue_pop_head_link (&side->inbox);
+      if (link == NULL)
+        break;
+      message = link->data;
+
+      if (mp_message_is_close_marker (message))
+        {
+          GQueue rest = G_QUEUE_INIT;
+
+          /* The peer closed: everything it posted before was delivered. */
+          mp_pipe_side_close_locked (side, &rest);
+          g_mutex_unlock (&side->mutex);
+          mp_message_drop (message);
+          mp_message_queue_drop (&rest);
+          g_mutex_lock (&side->mutex);
+          continue;
+        }
+
+      g_mutex_unlock (&side->mutex);
+
+      g_signal_emit (self, signals[SIGNAL_MESSAGE], 0, message);
+      mp_message_unref (message);
+      budget--;
+
+      g_mutex_lock (&side->mutex);
+    }
+  g_mutex_unlock (&side->mutex);
+
+  if (closing != NULL)
+    emit_close_and_destroy (self, closing);
+
+  return G_SOURCE_CONTINUE;
+}
+
+static void
+mp_port_source_finalize (GSource *source)
+{
+  g_clear_object (&((MpPortSource *) source)->port);
+}
+
+static GSourceFuncs mp_port_source_funcs = {
+  .dispatch = mp_port_source_dispatch,
+  .finalize = mp_port_source_finalize,
+};
+
+/* Never called: the dispatch function does not use the callback. The callback slot only
+ * carries mp_port_source_destroyed(), which GLib runs when the source is destroyed. */
+static gboolean
+mp_port_source_unused_callback (gpointer user_data)
+{
+  g_assert_not_reached ();
+  return G_SOURCE_REMOVE;
+}
+
+/* Runs whenever the source is destroyed, with no context lock held. If the side still holds
+ * the source, nobody on our side destroyed it: the owning context is being finalized (its
+ * thread quit and dropped it). The port then closes, silently since it has no context left,
+ * and the peer is told. Taking the side lock here waits out any thread that is waking the
+ * source, so the context cannot be freed under a waker. */
+static void
+mp_port_source_destroyed (gpointer data)
+{
+  GSource *source = data;
+  MpMessagePort *self = ((MpPortSource *) source)->port;
+  MpPipeSide *side;
+  GQueue dropped = G_QUEUE_INIT;
+  gboolean closed;
+
+  if (self == NULL)
+    return;
+  side = self->side;
+
+  g_mutex_lock (&side->mutex);
+  if (side->source != source)
+    {
+      g_mutex_unlock (&side->mutex);
+      return;
+    }
+  side->source = NULL;
+  self->context = NULL;
+  mp_pipe_side_clear_locked (side, MP_SIDE_ATTACHED | MP_SIDE_ARMED | MP_SIDE_CLOSE_PENDING);
+  closed = mp_pipe_side_close_locked (side, &dropped);
+  g_mutex_unlock (&side->mutex);
+
+  if (closed)
+    mp_pipe_side_notify_peer_closed (side);
+  mp_message_queue_drop (&dropped);
+  g_source_unref (source);
+}
+
+static void
+mp_message_port_finalize (GObject *object)
+{
+  MpMessagePort *self = MP_MESSAGE_PORT (object);
+  MpPipeSide *side = self->side;
+  GQueue dropped = G_QUEUE_INIT;
+  gboolean closed = FALSE;
+
+  /* A started port cannot get here while open (its source holds it), so an owner being
+   * finalized is unstarted: its side closes and the peer gets "close". */
+  g_mutex_lock (&side->mutex);
+  if (!is_detached (self))
+    {
+      g_assert (side->source == NULL);
+      closed = mp_pipe_side_close_locked (side, &dropped);
+    }
+  g_mutex_unlock (&side->mutex);
+
+  if (closed)
+    mp_pipe_side_notify_peer_closed (side);
+  mp_message_queue_drop (&dropped);
+
+  mp_pipe_unref (side->pipe);
+
+  G_OBJECT_CLASS (mp_message_port_parent_class)->finalize (object);
+}
+
+static void
+mp_message_port_get_property (GObject    *object,
+                              guint       prop_id,
+                              GValue     *value,
+                              GParamSpec *pspec)
+{
+  MpMessagePort *self = MP_MESSAGE_PORT (object);
+
+  switch (prop_id)
+    {
+    case PROP_CONTEXT:
+      g_value_set_boxed (value, mp_message_port_get_context (self));
+      break;
+
+    case PROP_CLOSED:
+      g_value_set_boolean (value, mp_message_port_is_closed (self));
+      break;
+
+    case PROP_PRIORITY:
+      g_value_set_int (value, mp_message_port_get_priority (self));
+      break;
+
+    default:
+      G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
+    }
+}
+
+static void
+mp_message_port_set_property (GObject      *object,
+                              guint         prop_id,
+                              const GValue *value,
+                              GParamSpec   *pspec)
+{
+  MpMessagePort *self = MP_MESSAGE_PORT (object);
+
+  switch (prop_id)
+    {
+    case PROP_PRIORITY:
+      mp_message_port_set_priority (self, g_value_get_int (value));
+      break;
+
+    default:
+      G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
+    }
+}
+
+static void
+mp_message_port_class_init (MpMessagePortClass *klass)
+{
+  GObjectClass *object_class = G_OBJECT_CLASS (klass);
+
+  object_class->finalize = mp_message_port_finalize;
+  object_class->get_property = mp_message_port_get_property;
+  object_class->set_property = mp_message_port_set_property;
+
+  /**
+   * MpMessagePort:context:
+   *
+   * The context the port delivers on: the thread-default [struct@GLib.MainContext] of
+   * the thread that called [method@Mp.MessagePort.start]. %NULL until then, and for a port
+   * that was transferred away. The port does not keep the context alive.
+   *
+   * Since: 1.0
+   */
+  properties[PROP_CONTEXT] =
+    g_param_spec_boxed ("context", NULL, NULL,
+                        G_TYPE_MAIN_CONTEXT,
+                        G_PARAM_READABLE | G_PARAM_STATIC_STRINGS | G_PARAM_EXPLICIT_NOTIFY);
+
+  /**
+   * MpMessagePort:closed:
+   *
+   * Whether the port is closed: %TRUE as soon as its own [method@Mp.MessagePort.close]
+   * returns, for a port that was transferred away, and for the surviving port once it
+   * reaches its peer's close, after the messages posted before it.
+   *
+   * A started port notifies it on its context, just before [signal@Mp.MessagePort::close].
+   *
+   * Since: 1.0
+   */
+  properties[PROP_CLOSED] =
+    g_param_spec_boolean ("closed", NULL, NULL,
+                          FALSE,
+                          G_PARAM_READABLE | G_PARAM_STATIC_STRINGS | G_PARAM_EXPLICIT_NOTIFY);
+
+  /**
+   * MpMessagePort:priority:
+   *
+   * The priority of the port's dispatch on its context, like a [struct@GLib.Source]'s.
+   * Set it from the owning thread; the notification is emitted on the calling thread.
+   *
+   * Since: 1.0
+   */
+  properties[PROP_PRIORITY] =
+    g_param_spec_int ("priority", NULL, NULL,
+                      G_MININT, G_MAXINT, G_PRIORITY_DEFAULT,
+                      G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | G_PARAM_EXPLICIT_NOTIFY);
+
+  g_object_class_install_properties (object_class, N_PROPS, properties);
+
+  /**
+   * MpMessagePort::message:
+   * @self: the port
+   * @message: the message
+   *
+   * Emitted for each message, in the order posted, on the thread iterating the port's
+   * context, once [method@Mp.MessagePort.start] was called. One dispatch delivers at most
+   * 1024 messages, then yields to the main loop.
+   *
+   * @message belongs to the emission: take a reference to keep it. Its ports are unstarted.
+   *
+   * Since: 1.0
+   */
+  signals[SIGNAL_MESSAGE] =
+    g_signal_new ("message",
+                  G_TYPE_FROM_CLASS (klass),
+                  G_SIGNAL_RUN_LAST,
+                  0,
+                  NULL, NULL,
+                  g_cclosure_marshal_VOID__BOXED,
+                  G_TYPE_NONE,
+                  1,
+                  MP_TYPE_MESSAGE);
+  g_signal_set_va_marshaller (signals[SIGNAL_MESSAGE],
+                              G_TYPE_FROM_CLASS (klass),
+                              g_cclosure_marshal_VOID__BOXEDv);
+
+  /**
+   * MpMessagePort::close:
+   * @self: the port
+   *
+   * Emitted once on a started port's context when the port closes: after its own
+   * [method@Mp.MessagePort.close], after the messages its peer posted before the peer
+   * closed, or when the peer went away. Never emitted inside the call that closed it.
+   *
+   * Since: 1.0
+   */
+  signals[SIGNAL_CLOSE] =
+    g_signal_new ("close",
+                  G_TYPE_FROM_CLASS (klass),
+                  G_SIGNAL_RUN_LAST,
+                  0,
+                  NULL, NULL,
+                  g_cclosure_marshal_VOID__VOID,
+                  G_TYPE_NONE,
+                  0);
+  g_signal_set_va_marshaller (signals[SIGNAL_CLOSE],
+                              G_TYPE_FROM_CLASS (klass),
+                              g_cclosure_marshal_VOID__VOIDv);
+}
+
+static void
+mp_message_port_init (MpMessagePort *self)
+{
+  self->priority = G_PRIORITY_DEFAULT;
+}
+
+/* A new port object for @side. Unless it is made the @owner (by a new channel), it stays
+ * detached until a transfer commits it. */
+MpMessagePort *
+mp_message_port_new_for_side (MpPipeSide *side,
+                              gboolean    owner)
+{
+  MpMessagePort *self = g_object_new (MP_TYPE_MESSAGE_PORT, NULL);
+
+  self->side = side;
+  self->detached = !owner;
+  mp_pipe_ref (side->pipe);
+
+  return self;
+}
+
+static int
+compare_ports_by_side (gconstpointer a,
+                       gconstpointer b)
+{
+  const MpMessagePort *pa = *(MpMessagePort *const *) a;
+  const MpMessagePort *pb = *(MpMessagePort *const *) b;
+
+  if (pa->side != pb->side)
+    return pa->side < pb->side ? -1 : 1;
+
+  return pa < pb ? -1 : (pa > pb ? 1 : 0);
+}
+
+static gboolean
+check_transfer_list (MpMessagePort        *self,
+                     MpMessagePort *const *transfer,
+                     guint                 n_transfer,
+                     MpMessagePort       **sorted,
+                     GError              **error)
+{
+  for (guint i = 0; i < n_transfer; i++)
+    {
+      MpMessagePort *port = transfer[i];
+
+      if (port == NULL)
+        {
+          g_set_error (error, MP_ERROR, MP_ERROR_DATA_CLONE,
+                       _("Entry %u of the transfer list is NULL"), i);
+          return FALSE;
+        }
+      if (!MP_IS_MESSAGE_PORT (port))
+        {
+          g_set_error (error, MP_ERROR, MP_ERROR_DATA_CLONE,
+                       _("Entry %u of the transfer list is not a message port"), i);
+          return FALSE;
+        }
+      if (port == self || port->side == self->side)
+        {
+          g_set_error_literal (error, MP_ERROR, MP_ERROR_DATA_CLONE,
+                               _("The transfer list contains the source port"));
+          return FALSE;
+        }
+      if (port->side == self->side->peer)
+        {
+          g_set_error_literal (error, MP_ERROR, MP_ERROR_DATA_CLONE,
+                               _("The transfer list contains the peer of the source port"));
+          return FALSE;
+        }
+      sorted[i] = port;
+    }
+
+  /* Sorted by side, so that duplicates are adjacent and the side locks are taken in one
+   * global order. */
+  qsort (sorted, n_transfer, sizeof (MpMessagePort *), compare_ports_by_side);
+  for (guint i = 1; i < n_transfer; i++)
+    if (sorted[i] == sorted[i - 1])
+      {
+        g_set_error_literal (error, MP_ERROR, MP_ERROR_DATA_CLONE,
+                             _("The transfer list contains a port twice"));
+        return FALSE;
+      }
+
+  return TRUE;
+}
+
+/* Hands the side of each port of @transfer to a new object, atomically: either every port
+ * was open and is now detached, or nothing changed and @error is set. Returns the new
+ * objects in transfer-list order. */
+static GPtrArray *
+transfer_ports (MpMessagePort        *self,
+                MpMessagePort *const *transfer,
+                guint                 n_transfer,
+                GError              **error)
+{
+  g_autofree MpMessagePort **sorted = g_new (MpMessagePort *, n_transfer);
+  g_autofree GSource **sources = NULL;
+  g_autoptr(GPtrArray) created = NULL;
+  guint n_locked = 0;
+  gboolean ok = TRUE;
+
+  if (!check_transfer_list (self, transfer, n_transfer, sorted, error))
+    return NULL;
+
+  /* Made before locking (no GObject construction under a lock); they stay detached, and so
+   * inert if dropped, until the commit below makes them owners. */
+  created = g_ptr_array_new_full (n_transfer, g_object_unref);
+  for (guint i = 0; i < n_transfer; i++)
+    g_ptr_array_add (created, mp_message_port_new_for_side (transfer[i]->side, FALSE));
+
+  for (n_locked = 0; n_locked < n_transfer; n_locked++)
+    {
+      MpMessagePort *port = sorted[n_locked];
+
+      if (n_locked > 0 && port->side == sorted[n_locked - 1]->side)
+        {
+          /* Two objects of one side: at most one of them owns it. */
+          ok = FALSE;
+          break;
+        }
+      g_mutex_lock (&port->side->mutex);
+      if (is_detached (port) || mp_pipe_side_test (port->side, MP_SIDE_CLOSED))
+        {
+          n_locked++;
+          ok = FALSE;
+          break;
+        }
+    }
+
+  if (ok)
+    {
+      sources = g_new0 (GSource *, n_transfer);
+      for (guint i = 0; i < n_transfer; i++)
+        {
+          MpMessagePort *port = transfer[i];
+          MpMessagePort *heir = g_ptr_array_index (created, i);
+          MpPipeSide *side = port->side;
+
+          g_atomic_int_set (&port->detached, TRUE);
+          port->context = NULL;
+          sources[i] = g_steal_pointer (&side->source);
+          mp_pipe_side_clear_locked (side, MP_SIDE_ATTACHED | MP_SIDE_ARMED);
+          g_atomic_int_set (&heir->detached, FALSE);
+        }
+    }
+
+  while (n_locked > 0)
+    g_mutex_unlock (&sorted[--n_locked]->side->mutex);
+
+  if (!ok)
+    {
+      g_set_error_literal (error, MP_ERROR, MP_ERROR_DATA_CLONE,
+                           _("The transfer list contains a port that is closed or was already transferred"));
+      return NULL;
+    }
+
+  /* The old objects' sources go now: they emit nothing more, and release their port. */
+  for (guint i = 0; i < n_transfer; i++)
+    if (sources[i] != NULL)
+      {
+        g_source_destroy (sources[i]);
+        g_source_unref (sources[i]);
+      }
+
+  return g_steal_pointer (&created);
+}
+
+/**
+ * mp_message_port_post_message:
+ * @self: a port
+ * @message: (nullable): the payload; a floating reference is sunk
+ * @transfer: (array length=n_transfer) (nullable): ports to transfer with the message
+ * @n_transfer: the number of ports in @transfer
+ * @error: return location for a #GError
+ *
+ * Posts @message to the peer of @self. Callable from any thread; it never emits a signal.
+ *
+ * The ports of @transfer go with the message: the receiver finds new objects for them in
+ * [method@Mp.Message.get_ports], in the same order, and the objects in @transfer become
+ * detached — posting on them fails, and they emit nothing more. Messages queued at a
+ * transferred port travel with it.
+ *
+ * Posting on a port that was closed or transferred away fails with
+ * %MP_ERROR_INVALID_STATE. A transfer list holding %NULL, something that is not a port,
+ * @self, its peer, the same port twice, or a port that is closed or transferred away fails
+ * with %MP_ERROR_DATA_CLONE, and then nothing changes: every listed port stays usable.
+ * If the peer is closed, the message is dropped and the call succeeds (its ports close).
+ *
+ * Returns: %TRUE if the message was posted (or dropped because the peer is closed)
+ *
+ * Since: 1.0
+ */
+gboolean
+mp_message_port_post_message (MpMessagePort        *self,
+                              GVariant             *message,
+                              MpMessagePort *const *transfer,
+                              guint                 n_transfer,
+                              GError              **error)
+{
+  g_autoptr(GVariant) data = message != NULL ? g_variant_ref_sink (message) : NULL;
+  GPtrArray *ports = NULL;
+
+  g_return_val_if_fail (MP_IS_MESSAGE_PORT (self), FALSE);
+  g_return_val_if_fail (transfer != NULL || n_transfer == 0, FALSE);
+  g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+  if (is_detached (self))
+    {
+      g_set_error_literal (error, MP_ERROR, MP_ERROR_INVALID_STATE,
+                           _("The port was transferred away"));
+      return FALSE;
+    }
+  if (mp_pipe_side_test (self->side, MP_SIDE_CLOSED))
+    {
+      g_set_error_literal (error, MP_ERROR, MP_ERROR_INVALID_STATE,
+                           _("The port is closed"));
+      return FALSE;
+    }
+
+  if (n_transfer > 0)
+    {
+      ports = transfer_ports (self, transfer, n_transfer, error);
+      if (ports == NULL)
+        return FALSE;
+    }
+
+  if (!mp_pipe_side_send (self->side, mp_message_new (g_steal_pointer (&data), ports)))
+    {
+      g_set_error_literal (error, MP_ERROR, MP_ERROR_INVALID_STATE,
+                           _("The port is closed"));
+      return FALSE;
+    }
+
+  return TRUE;
+}
+
+/**
+ * mp_message_port_start:
+ * @self: a port
+ *
+ * Starts delivering @self's messages, those already queued first, as
+ * [signal@Mp.MessagePort::message] signals on the calling thread's thread-default
+ * [struct@GLib.MainContext] (see [method@GLib.MainContext.push_thread_default]; the global
+ * default context if none was pushed). Call it on the thread that will iterate that
+ * context. Starting twice, or starting a closed or transferred-away port, does nothing.
+ *
+ * Once started, the open port keeps itself alive until it or its peer closes. Nothing is
+ * emitted inside this call.
+ *
+ * Since: 1.0
+ */
+void
+mp_message_port_start (MpMessagePort *self)
+{
+  MpPipeSide *side;
+  GMainContext *context;
+  GSource *source;
+  gboolean attached = FALSE;
+
+  g_return_if_fail (MP_IS_MESSAGE_PORT (self));
+
+  side = self->side;
+  if (is_detached (self) || mp_pipe_side_test (side, MP_SIDE_CLOSED | MP_SIDE_ATTACHED))
+    return;
+
+  context = g_main_context_ref_thread_default ();
+  source = g_source_new (&mp_port_source_funcs, sizeof (MpPortSource));
+  ((MpPortSource *) source)->port = g_object_ref (self);
+  g_source_set_static_name (source, "MpMessagePort");
+  g_source_set_priority (source, g_atomic_int_get (&self->priority));
+  g_source_set_callback (source, mp_port_source_unused_callback, source, mp_port_source_destroyed);
+  g_source_attach (source, context);
+
+  g_mutex_lock (&side->mutex);
+  if (!is_detached (self) && !self->started && !mp_pipe_side_test (side, MP_SIDE_CLOSED))
+    {
+      self->started = TRUE;
+      self->context = context;
+      side->source = source;   /* the side takes our reference */
+      mp_pipe_side_set_locked (side, MP_SIDE_ATTACHED);
+      if (side->inbox.length > 0)
+        mp_pipe_side_wake_locked (side);
+      attached = TRUE;
+    }
+  g_mutex_unlock (&side->mutex);
+
+  if (!attached)
+    {
+      /* Lost a race with another start(), a close() or a transfer. */
+      g_source_destroy (source);
+      g_source_unref (source);
+    }
+
+  g_main_context_unref (context);
+}
+
+/**
+ * mp_message_port_close:
+ * @self: a port
+ *
+ * Closes @self and disentangles it from its peer. Callable from any thread; closing twice,
+ * or closing a transferred-away port, does nothing.
+ *
+ * Messages queued at @self are dropped, and once this returns on the owning thread (for
+ * example inside a [signal@Mp.MessagePort::message] handler) no further message is
+ * emitted. A started port emits [signal@Mp.MessagePort::close] later, on its context. The
+ * peer emits it after the messages @self posted before closing; posting to it from then
+ * on succeeds and drops the message.
+ *
+ * Since: 1.0
+ */
+void
+mp_message_port_close (MpMessagePort *self)
+{
+  MpPipeSide *side;
+  GQueue dropped = G_QUEUE_INIT;
+  gboolean closed = FALSE;
+
+  g_return_if_fail (MP_IS_MESSAGE_PORT (self));
+
+  side = self->side;
+  g_mutex_lock (&side->mutex);
+  if (!is_detached (self))
+    closed = mp_pipe_side_close_locked (side, &dropped);
+  g_mutex_unlock (&side->mutex);
+
+  if (closed)
+    mp_pipe_side_notify_peer_closed (side);
+  mp_message_queue_drop (&dropped);
+}
+
+/**
+ * mp_message_port_receive:
+ * @self: a port
+ *
+ * Takes the oldest queued message of @self, synchronously and without emitting anything.
+ * Callable from any thread, whether or not the port is started; it shares one queue with
+ * the [signal@Mp.MessagePort::message] delivery, so each message goes to exactly one of
+ * them. Never blocks.
+ *
+ * Reaching the peer's close closes @self (a started port then emits
+ * [signal@Mp.MessagePort::close] on its context) and returns %NULL.
+ *
+ * Returns: (transfer full) (nullable): the oldest message, or %NULL if none is queued or
+ *   the port is closed
+ *
+ * Since: 1.0
+ */
+MpMessage *
+mp_message_port_receive (MpMessagePort *self)
+{
+  MpPipeSide *side;
+  GQueue dropped = G_QUEUE_INIT;
+  MpMessage *message = NULL;
+  GList *link;
+
+  g_return_val_if_fail (MP_IS_MESSAGE_PORT (self), NULL);
+
+  side = self->side;
+  g_mutex_lock (&side->mutex);
+  if (!is_detached (self) && !mp_pipe_side_test (side, MP_SIDE_CLOSED) &&
+      (link = g_queue_pop_head_link (&side->inbox)) != NULL)
+    {
+      message = link->data;
+      if (mp_message_is_close_marker (message))
+        {
+          mp_pipe_side_close_locked (side, &dropped);
+          g_queue_push_tail_link (&dropped, &message->link);
+          message = NULL;
+        }
+    }
+  g_mutex_unlock (&side->mutex);
+
+  mp_message_queue_drop (&dropped);
+
+  return message;
+}
+
+/**
+ * mp_message_port_get_context:
+ * @self: a port
+ *
+ * Gets the context @self delivers on. Callable from any thread.
+ *
+ * Returns: (transfer none) (nullable): the context given by
+ *   [method@Mp.MessagePort.start], or %NULL if the port was not started or was
+ *   transferred away
+ *
+ * Since: 1.0
+ */
+GMainContext *
+mp_message_port_get_context (MpMessagePort *self)
+{
+  GMainContext *context;
+
+  g_return_val_if_fail (MP_IS_MESSAGE_PORT (self), NULL);
+
+  g_mutex_lock (&self->side->mutex);
+  context = self->context;
+  g_mutex_unlock (&self->side->mutex);
+
+  return context;
+}
+
+/**
+ * mp_message_port_is_closed:
+ * @self: a port
+ *
+ * Gets [property@Mp.MessagePort:closed]. Callable from any thread.
+ *
+ * Returns: %TRUE if @self is closed or was transferred away
+ *
+ * Since: 1.0
+ */
+gboolean
+mp_message_port_is_closed (MpMessagePort *self)
+{
+  g_return_val_if_fail (MP_IS_MESSAGE_PORT (self), TRUE);
+
+  return is_detached (self) || mp_pipe_side_test (self->side, MP_SIDE_CLOSED);
+}
+
+/**
+ * mp_message_port_get_priority:
+ * @self: a port
+ *
+ * Gets [property@Mp.MessagePort:priority]. Callable from any thread.
+ *
+ * Returns: the priority of the port's dispatch
+ *
+ * Since: 1.0
+ */
+int
+mp_message_port_get_priority (MpMessagePort *self)
+{
+  g_return_val_if_fail (MP_IS_MESSAGE_PORT (self), G_PRIORITY_DEFAULT);
+
+  return g_atomic_int_get (&self->priority);
+}
+
+/**
+ * mp_message_port_set_priority:
+ * @self: a port
+ * @priority: the priority, such as %G_PRIORITY_DEFAULT
+ *
+ * Sets [property@Mp.MessagePort:priority], before or after
+ * [method@Mp.MessagePort.start]. Call it from the owning thread: "notify::priority" is
+ * emitted on the calling thread.
+ *
+ * Since: 1.0
+ */
+void
+mp_message_port_set_priority (MpMessagePort *self,
+                              int            priority)
+{
+  GSource *source = NULL;
+
+  g_return_if_fail (MP_IS_MESSAGE_PORT (self));
+
+  if (g_atomic_int_exchange (&self->priority, priority) == priority)
+    return;
+
+  g_mutex_lock (&self->side->mutex);
+  if (!is_detached (self) && self->side->source != NULL)
+    source = g_source_ref (self->side->source);
+  g_mutex_unlock (&self->side->mutex);
+
+  if (source != NULL)
+    {
+      g_source_set_priority (source, priority);
+      g_source_unref (source);
+    }
+
+  g_object_notify_by_pspec (G_OBJECT (self), properties[PROP_PRIORITY]);
+}

@@ -1,0 +1,47 @@
+/* mp-message-private.h: MpMessage internals, shared with the pipe
+ *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ */
+
+#pragma once
+
+#include "mp-message.h"
+
+G_BEGIN_DECLS
+
+typedef enum {
+  MP_MESSAGE_FLAG_NONE         = 0,
+  /* The peer closed: the in-band marker it appends last to the survivor's inbox. */
+  MP_MESSAGE_FLAG_CLOSE_MARKER = 1 << 0,
+} MpMessageFlags;
+
+struct _MpMessage
+{
+  /* The queue node, so that a post costs one allocation. link.data == self. While the
+   * message is queued, the link belongs to the inbox and is guarded by its side's lock;
+   * a queued message has exactly one reference, the queue's. */
+  GList link;
+
+  gatomicrefcount ref_count;
+  MpMessageFlags flags;   /* immutable */
+  GVariant *data;         /* immutable, nullable */
+
+  /* (element-type MpMessagePort): the transferred ports, owned. NULL until a transfer list
+   * or get_ports() asks for it; installed once with a compare-and-swap. */
+  GPtrArray *ports;
+};
+
+MpMessage *mp_message_new               (GVariant  *data,
+                                         GPtrArray *ports);
+MpMessage *mp_message_new_close_marker  (void);
+
+static inline gboolean
+mp_message_is_close_marker (const MpMessage *self)
+{
+  return (self->flags & MP_MESSAGE_FLAG_CLOSE_MARKER) != 0;
+}
+
+void       mp_message_queue_drop        (GQueue    *messages);
+void       mp_message_drop              (MpMessage *message);
+
+G_END_DECLS

@@ -1,0 +1,202 @@
+/* mp-message.c: one delivered message
+ *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ */
+
+#include "config.h"
+
+#include "mp-message-private.h"
+
+/**
+ * MpMessage:
+ *
+ * One message delivered by a [class@Mp.MessagePort]: its payload, a [struct@GLib.Variant]
+ * or %NULL, and the ports that travelled with it in the transfer list.
+ *
+ * `MpMessage` is a reference-counted boxed type, not a `GObject`, because one is made for
+ * every message posted. It is immutable, so a reference may be used and released from any
+ * thread. A handler of [signal@Mp.MessagePort::message] that wants to keep the message
+ * past its return takes a reference with [method@Mp.Message.ref].
+ *
+ * Since: 1.0
+ */
+
+G_DEFINE_BOXED_TYPE (MpMessage, mp_message, mp_message_ref, mp_message_unref)
+
+MpMessage *
+mp_message_new (GVariant  *data,
+                GPtrArray *ports)
+{
+  MpMessage *self = g_new0 (MpMessage, 1);
+
+  self->link.data = self;
+  g_atomic_ref_count_init (&self->ref_count);
+  self->data = data;
+  self->ports = ports;
+
+  return self;
+}
+
+MpMessage *
+mp_message_new_close_marker (void)
+{
+  MpMessage *self = mp_message_new (NULL, NULL);
+
+  self->flags = MP_MESSAGE_FLAG_CLOSE_MARKER;
+
+  return self;
+}
+
+/**
+ * mp_message_ref:
+ * @self: a message
+ *
+ * Takes a reference on @self. Callable from any thread.
+ *
+ * Returns: (transfer full): @self
+ *
+ * Since: 1.0
+ */
+MpMessage *
+mp_message_ref (MpMessage *self)
+{
+  g_return_val_if_fail (self != NULL, NULL);
+
+  g_atomic_ref_count_inc (&self->ref_count);
+
+  return self;
+}
+
+static void
+mp_message_free (MpMessage *self)
+{
+  g_clear_pointer (&self->data, g_variant_unref);
+  /* Ports that were never delivered are unstarted: finalizing them closes their sides, and
+   * that drops their own queues through mp_message_queue_drop(), never recursively. */
+  g_clear_pointer (&self->ports, g_ptr_array_unref);
+  g_free (self);
+}
+
+/**
+ * mp_message_unref:
+ * @self: (transfer full): a message
+ *
+ * Releases a reference on @self; the last one frees it, its payload, and its reference on
+ * each transferred port. Callable from any thread.
+ *
+ * Since: 1.0
+ */
+void
+mp_message_unref (MpMessage *self)
+{
+  g_return_if_fail (self != NULL);
+
+  if (g_atomic_ref_count_dec (&self->ref_count))
+    mp_message_free (self);
+}
+
+/**
+ * mp_message_get_data:
+ * @self: a message
+ *
+ * Gets the payload that was posted. Callable from any thread.
+ *
+ * Returns: (transfer none) (nullable): the payload, or %NULL if %NULL was posted
+ *
+ * Since: 1.0
+ */
+GVariant *
+mp_message_get_data (MpMessage *self)
+{
+  g_return_val_if_fail (self != NULL, NULL);
+
+  return self->data;
+}
+
+/**
+ * mp_message_get_ports:
+ * @self: a message
+ *
+ * Gets the ports that travelled in the transfer list, in transfer-list order. They are new
+ * [class@Mp.MessagePort] objects, not yet started: call [method@Mp.MessagePort.start] on
+ * the thread whose context should receive their messages, or [method@Mp.MessagePort.receive].
+ * Keep a reference to a port that must outlive the message. Callable from any thread.
+ *
+ * Returns: (transfer none) (element-type MpMessagePort): the ports, never %NULL
+ *
+ * Since: 1.0
+ */
+GPtrArray *
+mp_message_get_ports (MpMessage *self)
+{
+  GPtrArray *ports;
+
+  g_return_val_if_fail (self != NULL, NULL);
+
+  ports = g_atomic_pointer_get (&self->ports);
+  if (ports == NULL)
+    {
+      GPtrArray *empty = g_ptr_array_new_with_free_func (g_object_unref);
+
+      if (g_atomic_pointer_compare_and_exchange_full (&self->ports, NULL, empty, &ports))
+        ports = empty;
+      else
+        g_ptr_array_unref (empty);
+    }
+
+  return ports;
+}
+
+/* Messages dropped undelivered may carry ports whose sides hold queues of messages carrying
+ * ports, and so on (a nesting 20 000 deep must not overflow the stack). Each thread drains
+ * such drops from a flat list: a drop nested inside another is appended and handled by the
+ * outermost call's loop. Thread-local, so no lock. */
+static _Thread_local GQueue drop_pending = G_QUEUE_INIT;
+static _Thread_local gboolean drop_draining;
+
+static void
+queue_splice_tail (GQueue *dest,
+                   GQueue *src)
+{
+  if (src->head == NULL)
+    return;
+
+  if (dest->tail != NULL)
+    {
+      dest->tail->next = src->head;
+      src->head->prev = dest->tail;
+    }
+  else
+    dest->head = src->head;
+
+  dest->tail = src->tail;
+  dest->length += src->length;
+  g_queue_init (src);
+}
+
+/* Releases every message of @messages (a queue of MpMessage links, emptied) with no lock
+ * held by the caller. */
+void
+mp_message_queue_drop (GQueue *messages)
+{
+  GList *link;
+
+  queue_splice_tail (&drop_pending, messages);
+
+  if (drop_draining)
+    return;
+
+  drop_draining = TRUE;
+  while ((link = g_queue_pop_head_link (&drop_pending)) != NULL)
+    mp_message_unref (link->data);
+  drop_draining = FALSE;
+}
+
+void
+mp_message_drop (MpMessage *message)
+{
+  GQueue one = G_QUEUE_INIT;
+
+  g_queue_push_tail_link (&one, &message->link);
+  mp_message_queue_drop (&one);
+}

@@ -1,0 +1,98 @@
+/* mp-pipe-private.h: the two-sided pipe behind a message channel
+ *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ */
+
+#pragma once
+
+#include <glib.h>
+
+#include "mp-message-private.h"
+
+G_BEGIN_DECLS
+
+/* Bits of MpPipeSide.state. Written only with the side's mutex held (atomically, so that
+ * lock-free readers such as is_closed() see whole values); read anywhere. */
+typedef enum {
+  /* The side is closed: its inbox was dropped and whatever is posted to it is dropped. */
+  MP_SIDE_CLOSED        = 1 << 0,
+  /* The attached source was woken and has not yet started the dispatch that answers it. */
+  MP_SIDE_ARMED         = 1 << 1,
+  /* A started port's source is attached: side->source is set. */
+  MP_SIDE_ATTACHED      = 1 << 2,
+  /* The side closed while attached; its dispatch must still emit "close". */
+  MP_SIDE_CLOSE_PENDING = 1 << 3,
+  /* The peer's close marker is queued (or was consumed): nothing more can arrive. */
+  MP_SIDE_PEER_CLOSED   = 1 << 4,
+} MpSideState;
+
+typedef struct _MpPipe     MpPipe;
+typedef struct _MpPipeSide MpPipeSide;
+
+/* One direction's endpoint: the inbox of messages posted by the peer side, and how to wake
+ * whoever owns it. Aligned so that the two sides of a pipe (one per thread, typically) do not
+ * share a cache line. */
+struct _MpPipeSide
+{
+  /* Guards inbox, source and the state bits. Never held while user code runs; the only
+   * foreign call made under it is g_source_set_ready_time()/g_source_get_context(), which
+   * take the owning context's lock: nothing takes a side lock while holding a context lock. */
+  GMutex mutex;
+
+  /* MpMessage links posted by the peer, oldest first. Guarded by mutex. */
+  GQueue inbox;
+
+  /* The owning port's source while MP_SIDE_ATTACHED (a strong reference), else NULL.
+   * Guarded by mutex: wake-ups call g_source_set_ready_time() on it with the lock held, and
+   * detaching steals it under the lock, so no thread can wake a source that is being torn
+   * down (GLib 2.74 reads source->context unlocked there). */
+  GSource *source;
+
+  /* MpSideState bits; see above. */
+  int state;
+
+  /* Immutable after mp_pipe_new(). */
+  MpPipeSide *peer;
+  MpPipe *pipe;
+} __attribute__ ((aligned (64)));
+
+struct _MpPipe
+{
+  MpPipeSide sides[2];
+  /* Each port object holds one reference, whether it owns its side or was detached. */
+  gatomicrefcount ref_count;
+};
+
+MpPipe     *mp_pipe_new   (void);
+MpPipe     *mp_pipe_ref   (MpPipe *self);
+void        mp_pipe_unref (MpPipe *self);
+
+static inline gboolean
+mp_pipe_side_test (MpPipeSide *side,
+                   MpSideState bits)
+{
+  return (g_atomic_int_get (&side->state) & bits) != 0;
+}
+
+static inline void
+mp_pipe_side_set_locked (MpPipeSide *side,
+                         MpSideState bits)
+{
+  g_atomic_int_or (&side->state, bits);
+}
+
+static inline void
+mp_pipe_side_clear_locked (MpPipeSide *side,
+                           MpSideState bits)
+{
+  g_atomic_int_and (&side->state, ~bits);
+}
+
+void        mp_pipe_side_wake_locked         (MpPipeSide *side);
+gboolean    mp_pipe_side_close_locked        (MpPipeSide *side,
+                                              GQueue     *dropped);
+void        mp_pipe_side_notify_peer_closed  (MpPipeSide *side);
+gboolean    mp_pipe_side_send                (MpPipeSide *from,
+                                              MpMessage  *message);
+
+G_END_DECLS
