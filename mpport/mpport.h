@@ -15,4 +15,5 @@
 # include "mp-message.h"
 # include "mp-message-port.h"
 # include "mp-message-channel.h"
+# include "mp-broadcast-channel.h"
 #undef MPPORT_INSIDE
