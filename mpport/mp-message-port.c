@@ -189,13 +189,13 @@ mp_port_source_dispatch (GSource     *source,
 
       if (mp_message_is_close_marker (message))
         {
-          GQueue rest = G_QUEUE_INIT;
+          MpPipeDropped rest = MP_PIPE_DROPPED_INIT;
 
           /* The peer closed: everything it posted before was delivered. */
           mp_pipe_side_close_locked (side, &rest);
+          g_queue_push_tail_link (&rest.messages, &message->link);
           g_mutex_unlock (&side->mutex);
-          mp_message_drop (message);
-          mp_message_queue_drop (&rest);
+          mp_pipe_dropped_release (&rest, NULL);
           g_mutex_lock (&side->mutex);
           continue;
         }
@@ -247,7 +247,7 @@ mp_port_source_destroyed (gpointer data)
   GSource *source = data;
   MpMessagePort *self = ((MpPortSource *) source)->port;
   MpPipeSide *side;
-  GQueue dropped = G_QUEUE_INIT;
+  MpPipeDropped dropped = MP_PIPE_DROPPED_INIT;
   gboolean closed;
 
   if (self == NULL)
@@ -268,7 +268,7 @@ mp_port_source_destroyed (gpointer data)
 
   if (closed)
     mp_pipe_side_notify_peer_closed (side);
-  mp_message_queue_drop (&dropped);
+  mp_pipe_dropped_release (&dropped, NULL);
   g_source_unref (source);
 }
 
@@ -277,7 +277,7 @@ mp_message_port_finalize (GObject *object)
 {
   MpMessagePort *self = MP_MESSAGE_PORT (object);
   MpPipeSide *side = self->side;
-  GQueue dropped = G_QUEUE_INIT;
+  MpPipeDropped dropped = MP_PIPE_DROPPED_INIT;
   gboolean closed = FALSE;
 
   /* A started port cannot get here while open (its source holds it), so an owner being
@@ -292,7 +292,7 @@ mp_message_port_finalize (GObject *object)
 
   if (closed)
     mp_pipe_side_notify_peer_closed (side);
-  mp_message_queue_drop (&dropped);
+  mp_pipe_dropped_release (&dropped, NULL);
 
   mp_pipe_unref (side->pipe);
 
@@ -547,6 +547,7 @@ transfer_ports (MpMessagePort        *self,
 {
   g_autofree MpMessagePort **sorted = g_new (MpMessagePort *, n_transfer);
   g_autofree GSource **sources = NULL;
+  MpPipeDropped waiters = MP_PIPE_DROPPED_INIT;
   g_autoptr(GPtrArray) created = NULL;
   guint n_locked = 0;
   gboolean ok = TRUE;
@@ -592,6 +593,8 @@ transfer_ports (MpMessagePort        *self,
           port->context = NULL;
           sources[i] = g_steal_pointer (&side->source);
           mp_pipe_side_clear_locked (side, MP_SIDE_ATTACHED | MP_SIDE_ARMED);
+          /* Receives pending on the old object fail; the new one starts with none. */
+          mp_pipe_side_steal_waiters_locked (side, &waiters);
           g_atomic_int_set (&heir->detached, FALSE);
         }
     }
@@ -605,6 +608,8 @@ transfer_ports (MpMessagePort        *self,
                            _("The transfer list contains a port that is closed or was already transferred"));
       return NULL;
     }
+
+  mp_pipe_dropped_release (&waiters, _("The port was transferred away"));
 
   /* The old objects' sources go now: they emit nothing more, and release their port. */
   for (guint i = 0; i < n_transfer; i++)
@@ -765,7 +770,7 @@ void
 mp_message_port_close (MpMessagePort *self)
 {
   MpPipeSide *side;
-  GQueue dropped = G_QUEUE_INIT;
+  MpPipeDropped dropped = MP_PIPE_DROPPED_INIT;
   gboolean closed = FALSE;
 
   g_return_if_fail (MP_IS_MESSAGE_PORT (self));
@@ -778,7 +783,7 @@ mp_message_port_close (MpMessagePort *self)
 
   if (closed)
     mp_pipe_side_notify_peer_closed (side);
-  mp_message_queue_drop (&dropped);
+  mp_pipe_dropped_release (&dropped, NULL);
 }
 
 /**
@@ -802,7 +807,7 @@ MpMessage *
 mp_message_port_receive (MpMessagePort *self)
 {
   MpPipeSide *side;
-  GQueue dropped = G_QUEUE_INIT;
+  MpPipeDropped dropped = MP_PIPE_DROPPED_INIT;
   MpMessage *message = NULL;
   GList *link;
 
@@ -817,13 +822,13 @@ mp_message_port_receive (MpMessagePort *self)
       if (mp_message_is_close_marker (message))
         {
           mp_pipe_side_close_locked (side, &dropped);
-          g_queue_push_tail_link (&dropped, &message->link);
+          g_queue_push_tail_link (&dropped.messages, &message->link);
           message = NULL;
         }
     }
   g_mutex_unlock (&side->mutex);
 
-  mp_message_queue_drop (&dropped);
+  mp_pipe_dropped_release (&dropped, NULL);
 
   return message;
 }
@@ -924,4 +929,229 @@ mp_message_port_set_priority (MpMessagePort *self,
     }
 
   g_object_notify_by_pspec (G_OBJECT (self), properties[PROP_PRIORITY]);
+}
+
+typedef struct
+{
+  MpReceiveWaiter *waiter;   /* owned */
+  MpMessage *message;        /* owned, or NULL */
+  GError *error;             /* owned, or NULL */
+} WaiterCompletion;
+
+/* Runs from the completion idle (or its release), never from a cancellable handler, so the
+ * disconnect cannot deadlock; it waits out a handler running on another thread. */
+static void
+waiter_free (MpReceiveWaiter *waiter)
+{
+  if (waiter->cancelled_id != 0)
+    g_cancellable_disconnect (g_task_get_cancellable (waiter->task), waiter->cancelled_id);
+  g_object_unref (waiter->task);
+  g_free (waiter);
+}
+
+static gboolean
+waiter_completion_dispatch (gpointer data)
+{
+  WaiterCompletion *completion = data;
+  GTask *task = g_object_ref (completion->waiter->task);
+
+  waiter_free (g_steal_pointer (&completion->waiter));
+
+  /* We are a later iteration's source on the task's context: GTask completes right here. */
+  if (completion->message != NULL)
+    g_task_return_pointer (task, g_steal_pointer (&completion->message),
+                           (GDestroyNotify) mp_message_unref);
+  else
+    g_task_return_error (task, g_steal_pointer (&completion->error));
+  g_object_unref (task);
+
+  return G_SOURCE_REMOVE;
+}
+
+static void
+waiter_completion_free (gpointer data)
+{
+  WaiterCompletion *completion = data;
+
+  /* Only if the context went away before the idle ran: the message is dropped like any
+   * undelivered one. */
+  if (completion->waiter != NULL)
+    waiter_free (completion->waiter);
+  if (completion->message != NULL)
+    mp_message_drop (completion->message);
+  g_clear_error (&completion->error);
+  g_free (completion);
+}
+
+void
+mp_receive_waiter_complete (MpReceiveWaiter *waiter,
+                            MpMessage       *message,
+                            GError          *error)
+{
+  WaiterCompletion *completion = g_new0 (WaiterCompletion, 1);
+  GSource *idle = g_idle_source_new ();
+
+  g_assert (!waiter->queued);
+  g_assert ((message != NULL) != (error != NULL));
+
+  completion->waiter = waiter;
+  completion->message = message;
+  completion->error = error;
+
+  g_source_set_static_name (idle, "MpMessagePort receive");
+  g_source_set_priority (idle, g_task_get_priority (waiter->task));
+  g_source_set_callback (idle, waiter_completion_dispatch, completion, waiter_completion_free);
+  g_source_attach (idle, g_task_get_context (waiter->task));
+  g_source_unref (idle);
+}
+
+/* Runs in the thread that cancels, inside g_cancellable_cancel(), so that once it returns
+ * the receive can no longer take a message. A receive still waiting leaves the queue and
+ * fails (later, from its context); one already served completes with its message. */
+static void
+waiter_cancelled (GCancellable *cancellable,
+                  gpointer      data)
+{
+  MpReceiveWaiter *waiter = data;
+  gboolean was_queued;
+
+  g_mutex_lock (&waiter->side->mutex);
+  was_queued = waiter->queued;
+  if (was_queued)
+    {
+      g_queue_unlink (&waiter->side->waiters, &waiter->link);
+      waiter->queued = FALSE;
+    }
+  g_mutex_unlock (&waiter->side->mutex);
+
+  if (was_queued)
+    mp_receive_waiter_complete (waiter, NULL,
+                                g_error_new_literal (G_IO_ERROR, G_IO_ERROR_CANCELLED,
+                                                     _("The receive was cancelled")));
+}
+
+/**
+ * mp_message_port_receive_async:
+ * @self: a port
+ * @cancellable: (nullable): a #GCancellable
+ * @callback: (scope async): called when a message arrived or the receive failed
+ * @user_data: data for @callback
+ *
+ * Takes the next message of @self asynchronously: the oldest queued one, or else the next
+ * one posted. Callable from any thread, started or not; @callback runs on the calling
+ * thread's thread-default [struct@GLib.MainContext], never inside this call. Call
+ * [method@Mp.MessagePort.receive_finish] from it.
+ *
+ * Receives share one queue with [method@Mp.MessagePort.receive] and the
+ * [signal@Mp.MessagePort::message] delivery, so each message goes to exactly one of
+ * them; pending receives are served before the signal, oldest first.
+ *
+ * It fails with %MP_ERROR_INVALID_STATE when the port is or becomes closed or is
+ * transferred away, and with %G_IO_ERROR_CANCELLED when @cancellable is cancelled first;
+ * a cancelled receive takes no message.
+ *
+ * Since: 1.0
+ */
+void
+mp_message_port_receive_async (MpMessagePort       *self,
+                               GCancellable        *cancellable,
+                               GAsyncReadyCallback  callback,
+                               gpointer             user_data)
+{
+  g_autoptr(GTask) task = NULL;
+  MpPipeSide *side;
+  MpReceiveWaiter *waiter;
+  MpMessage *message = NULL;
+  MpPipeDropped dropped = MP_PIPE_DROPPED_INIT;
+  const char *failure = NULL;
+  gboolean cancelled = FALSE;
+  gboolean queued;
+
+  g_return_if_fail (MP_IS_MESSAGE_PORT (self));
+  g_return_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable));
+
+  task = g_task_new (self, cancellable, callback, user_data);
+  g_task_set_source_tag (task, mp_message_port_receive_async);
+  /* Once a message is handed over, a late cancel must not lose it. */
+  g_task_set_check_cancellable (task, FALSE);
+
+  if (g_task_return_error_if_cancelled (task))
+    return;
+
+  waiter = g_new0 (MpReceiveWaiter, 1);
+  waiter->link.data = waiter;
+  waiter->task = g_object_ref (task);
+  waiter->side = side = self->side;
+
+  /* Connected before the waiter is queued (a handler run at once finds it unqueued and does
+   * nothing) and never under the side lock, which the handler takes. */
+  if (cancellable != NULL)
+    waiter->cancelled_id = g_cancellable_connect (cancellable, G_CALLBACK (waiter_cancelled),
+                                                  waiter, NULL);
+
+  g_mutex_lock (&side->mutex);
+  if (is_detached (self))
+    failure = _("The port was transferred away");
+  else if (mp_pipe_side_test (side, MP_SIDE_CLOSED))
+    failure = _("The port is closed");
+  else if (side->inbox.length > 0)
+    {
+      message = g_queue_pop_head_link (&side->inbox)->data;
+      if (mp_message_is_close_marker (message))
+        {
+          mp_pipe_side_close_locked (side, &dropped);
+          g_queue_push_tail_link (&dropped.messages, &message->link);
+          message = NULL;
+          failure = _("The port is closed");
+        }
+    }
+  else if (g_cancellable_is_cancelled (cancellable))
+    cancelled = TRUE;
+  else
+    {
+      waiter->queued = TRUE;
+      g_queue_push_tail_link (&side->waiters, &waiter->link);
+    }
+  queued = waiter->queued;
+  g_mutex_unlock (&side->mutex);
+
+  /* Once queued, the waiter belongs to the side: a post, a close or a cancel completes it,
+   * maybe already on another thread. */
+  if (queued)
+    return;
+
+  mp_pipe_dropped_release (&dropped, NULL);
+  if (message != NULL)
+    mp_receive_waiter_complete (waiter, message, NULL);
+  else if (cancelled)
+    mp_receive_waiter_complete (waiter, NULL,
+                                g_error_new_literal (G_IO_ERROR, G_IO_ERROR_CANCELLED,
+                                                     _("The receive was cancelled")));
+  else
+    mp_receive_waiter_complete (waiter, NULL,
+                                g_error_new_literal (MP_ERROR, MP_ERROR_INVALID_STATE, failure));
+}
+
+/**
+ * mp_message_port_receive_finish:
+ * @self: a port
+ * @result: the result given to the callback
+ * @error: return location for a #GError
+ *
+ * Finishes [method@Mp.MessagePort.receive_async].
+ *
+ * Returns: (transfer full): the message, or %NULL with @error set
+ *
+ * Since: 1.0
+ */
+MpMessage *
+mp_message_port_receive_finish (MpMessagePort  *self,
+                                GAsyncResult   *result,
+                                GError        **error)
+{
+  g_return_val_if_fail (MP_IS_MESSAGE_PORT (self), NULL);
+  g_return_val_if_fail (g_task_is_valid (result, self), NULL);
+  g_return_val_if_fail (error == NULL || *error == NULL, NULL);
+
+  return g_task_propagate_pointer (G_TASK (result), error);
 }

@@ -9,7 +9,7 @@
 # error "Only <mpport/mpport.h> can be included directly."
 #endif
 
-#include <glib-object.h>
+#include <gio/gio.h>
 
 #include "mp-version-macros.h"
 #include "mp-message.h"
@@ -33,6 +33,15 @@ MP_AVAILABLE_IN_ALL
 void          mp_message_port_close        (MpMessagePort        *self);
 MP_AVAILABLE_IN_ALL
 MpMessage    *mp_message_port_receive      (MpMessagePort        *self) G_GNUC_WARN_UNUSED_RESULT;
+MP_AVAILABLE_IN_ALL
+void          mp_message_port_receive_async  (MpMessagePort        *self,
+                                              GCancellable         *cancellable,
+                                              GAsyncReadyCallback   callback,
+                                              gpointer              user_data);
+MP_AVAILABLE_IN_ALL
+MpMessage    *mp_message_port_receive_finish (MpMessagePort        *self,
+                                              GAsyncResult         *result,
+                                              GError              **error) G_GNUC_WARN_UNUSED_RESULT;
 MP_AVAILABLE_IN_ALL
 GMainContext *mp_message_port_get_context  (MpMessagePort        *self);
 MP_AVAILABLE_IN_ALL

@@ -5,7 +5,7 @@
 
 #pragma once
 
-#include <glib.h>
+#include <gio/gio.h>
 
 #include "mp-message-private.h"
 
@@ -42,6 +42,11 @@ struct _MpPipeSide
   /* MpMessage links posted by the peer, oldest first. Guarded by mutex. */
   GQueue inbox;
 
+  /* MpReceiveWaiter links: receive_async() calls waiting for a message, oldest first.
+   * Guarded by mutex. Non-empty only while the inbox is empty: a post hands its message to
+   * the oldest waiter instead of queueing it. */
+  GQueue waiters;
+
   /* The owning port's source while MP_SIDE_ATTACHED (a strong reference), else NULL.
    * Guarded by mutex: wake-ups call g_source_set_ready_time() on it with the lock held, and
    * detaching steals it under the lock, so no thread can wake a source that is being torn
@@ -62,6 +67,35 @@ struct _MpPipe
   /* Each port object holds one reference, whether it owns its side or was detached. */
   gatomicrefcount ref_count;
 };
+
+/* A pending mp_message_port_receive_async(). Owned by the side's waiters queue while
+ * queued, then by its completion. */
+typedef struct
+{
+  GList link;              /* in MpPipeSide.waiters; link.data == self */
+  GTask *task;             /* strong; its source object is the port */
+  gulong cancelled_id;     /* handler on the task's cancellable, or 0 */
+  MpPipeSide *side;        /* the side it waits on; alive as long as the task's port */
+  gboolean queued;         /* in side->waiters; guarded by side->mutex */
+} MpReceiveWaiter;
+
+/* Completes @waiter later, from an idle on its task's context (never inside the caller),
+ * with @message (transfer full) or else @error (transfer full). Implemented with the port. */
+void        mp_receive_waiter_complete (MpReceiveWaiter *waiter,
+                                        MpMessage       *message,
+                                        GError          *error);
+
+/* What a side gives up when it closes or changes hands; released with no lock held. */
+typedef struct
+{
+  GQueue messages;   /* MpMessage links, dropped */
+  GQueue waiters;    /* MpReceiveWaiter links, failed with MP_ERROR_INVALID_STATE */
+} MpPipeDropped;
+
+#define MP_PIPE_DROPPED_INIT { G_QUEUE_INIT, G_QUEUE_INIT }
+
+void        mp_pipe_dropped_release (MpPipeDropped *dropped,
+                                     const char    *waiter_message);
 
 MpPipe     *mp_pipe_new   (void);
 MpPipe     *mp_pipe_ref   (MpPipe *self);
@@ -89,8 +123,10 @@ mp_pipe_side_clear_locked (MpPipeSide *side,
 }
 
 void        mp_pipe_side_wake_locked         (MpPipeSide *side);
-gboolean    mp_pipe_side_close_locked        (MpPipeSide *side,
-                                              GQueue     *dropped);
+gboolean    mp_pipe_side_close_locked        (MpPipeSide    *side,
+                                              MpPipeDropped *dropped);
+void        mp_pipe_side_steal_waiters_locked (MpPipeSide    *side,
+                                               MpPipeDropped *dropped);
 void        mp_pipe_side_notify_peer_closed  (MpPipeSide *side);
 gboolean    mp_pipe_side_send                (MpPipeSide *from,
                                               MpMessage  *message);

@@ -5,6 +5,8 @@
 
 #include "config.h"
 
+#include "mp-error.h"
+#include "mp-i18n-private.h"
 #include "mp-pipe-private.h"
 
 /* A pipe is what a channel really is: two sides, each a locked inbox plus a state word. The
@@ -24,6 +26,7 @@ mp_pipe_new (void)
 
       g_mutex_init (&side->mutex);
       g_queue_init (&side->inbox);
+      g_queue_init (&side->waiters);
       side->peer = &self->sides[1 - i];
       side->pipe = self;
     }
@@ -52,6 +55,7 @@ mp_pipe_unref (MpPipe *self)
       /* Every port object is gone, and the last owner closed its side on finalization. */
       g_assert (side->source == NULL);
       g_assert (side->inbox.length == 0);
+      g_assert (side->waiters.length == 0);
       g_mutex_clear (&side->mutex);
     }
 
@@ -72,20 +76,60 @@ mp_pipe_side_wake_locked (MpPipeSide *side)
   g_source_set_ready_time (side->source, 0);
 }
 
-/* Closes @side: marks it closed and moves its inbox to @dropped, for the caller to release
- * with mp_message_queue_drop() once unlocked. An attached side is told to emit "close" from
- * its dispatch. The caller then calls mp_pipe_side_notify_peer_closed(), unlocked.
- * Returns FALSE if the side was already closed. */
+static void
+queue_move (GQueue *dest,
+            GQueue *src)
+{
+  g_assert (dest->length == 0);
+  *dest = *src;
+  g_queue_init (src);
+}
+
+/* Moves the pending receive_async() calls of @side to the end of @dropped's. */
+void
+mp_pipe_side_steal_waiters_locked (MpPipeSide    *side,
+                                   MpPipeDropped *dropped)
+{
+  GList *link;
+
+  while ((link = g_queue_pop_head_link (&side->waiters)) != NULL)
+    {
+      ((MpReceiveWaiter *) link->data)->queued = FALSE;
+      g_queue_push_tail_link (&dropped->waiters, link);
+    }
+}
+
+/* Releases what a side gave up: drops the messages and fails the waiters with
+ * MP_ERROR_INVALID_STATE and @waiter_message (or "The port is closed"). No lock held. */
+void
+mp_pipe_dropped_release (MpPipeDropped *dropped,
+                         const char    *waiter_message)
+{
+  GList *link;
+
+  while ((link = g_queue_pop_head_link (&dropped->waiters)) != NULL)
+    mp_receive_waiter_complete (link->data, NULL,
+                                g_error_new_literal (MP_ERROR, MP_ERROR_INVALID_STATE,
+                                                     waiter_message != NULL ? waiter_message
+                                                                            : _("The port is closed")));
+
+  mp_message_queue_drop (&dropped->messages);
+}
+
+/* Closes @side: marks it closed and moves its inbox and waiters to @dropped, for the caller
+ * to release with mp_pipe_dropped_release() once unlocked. An attached side is told to emit
+ * "close" from its dispatch. The caller then calls mp_pipe_side_notify_peer_closed(),
+ * unlocked. Returns FALSE if the side was already closed. */
 gboolean
-mp_pipe_side_close_locked (MpPipeSide *side,
-                           GQueue     *dropped)
+mp_pipe_side_close_locked (MpPipeSide    *side,
+                           MpPipeDropped *dropped)
 {
   if (mp_pipe_side_test (side, MP_SIDE_CLOSED))
     return FALSE;
 
   mp_pipe_side_set_locked (side, MP_SIDE_CLOSED);
-  *dropped = side->inbox;
-  g_queue_init (&side->inbox);
+  queue_move (&dropped->messages, &side->inbox);
+  mp_pipe_side_steal_waiters_locked (side, dropped);
 
   if (mp_pipe_side_test (side, MP_SIDE_ATTACHED))
     {
@@ -103,6 +147,7 @@ mp_pipe_side_notify_peer_closed (MpPipeSide *side)
 {
   MpPipeSide *peer = side->peer;
   MpMessage *marker = mp_message_new_close_marker ();
+  MpPipeDropped dropped = MP_PIPE_DROPPED_INIT;
 
   g_mutex_lock (&peer->mutex);
   if (mp_pipe_side_test (peer, MP_SIDE_CLOSED | MP_SIDE_PEER_CLOSED))
@@ -112,9 +157,21 @@ mp_pipe_side_notify_peer_closed (MpPipeSide *side)
       return;
     }
   mp_pipe_side_set_locked (peer, MP_SIDE_PEER_CLOSED);
-  g_queue_push_tail_link (&peer->inbox, &marker->link);
-  mp_pipe_side_wake_locked (peer);
+  if (peer->waiters.length > 0)
+    {
+      /* A waiting receive_async() means the inbox is empty: the marker is reached now. */
+      g_assert (peer->inbox.length == 0);
+      mp_pipe_side_close_locked (peer, &dropped);
+      g_queue_push_tail_link (&dropped.messages, &marker->link);
+    }
+  else
+    {
+      g_queue_push_tail_link (&peer->inbox, &marker->link);
+      mp_pipe_side_wake_locked (peer);
+    }
   g_mutex_unlock (&peer->mutex);
+
+  mp_pipe_dropped_release (&dropped, NULL);
 }
 
 /* Queues @message (transfer full) at the peer of @from. A closed peer drops it and that is
@@ -134,6 +191,16 @@ mp_pipe_side_send (MpPipeSide *from,
       g_mutex_unlock (&to->mutex);
       mp_message_drop (message);
       return (state & MP_SIDE_CLOSED) != 0;
+    }
+  if (to->waiters.length > 0)
+    {
+      /* Pending async receives are served first, oldest first. */
+      MpReceiveWaiter *waiter = g_queue_pop_head_link (&to->waiters)->data;
+
+      waiter->queued = FALSE;
+      g_mutex_unlock (&to->mutex);
+      mp_receive_waiter_complete (waiter, message, NULL);
+      return TRUE;
     }
   g_queue_push_tail_link (&to->inbox, &message->link);
   mp_pipe_side_wake_locked (to);
