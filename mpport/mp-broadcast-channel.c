@@ -75,26 +75,29 @@ struct _MpBroadcastGroup
   GPtrArray *inboxes;    /* MpBroadcastInbox, weak, the live ones of this name */
 };
 
-/* The deliveries of one name to one context (at one priority): posts are queued here as
- * entries (message, destinations in creation order), so one context sees every post
- * message-major and creation-minor, with one wake-up per burst. */
+/* The deliveries of one name to one context: posts are queued here as entries (message,
+ * destinations in creation order), so one context sees every post message-major and
+ * creation-minor, with one wake-up per burst. */
 struct _MpBroadcastInbox
 {
   gatomicrefcount ref_count;
 
-  /* Guards entries, source and state. Taken after bc_lock, never before it. */
+  /* Guards entries, source, armed and dead. Taken after bc_lock, never before it. */
   GMutex mutex;
   GQueue entries;    /* MpBroadcastEntry links, oldest first */
-  GSource *source;   /* strong while live, NULL once torn down */
+  /* Strong, until the source retires itself from its dispatch (once dead) or its context is
+   * finalized. Only those two ever destroy it, on the owning thread or inside the context's
+   * finalization: destroying it from another thread would race with that finalization. */
+  GSource *source;
   gboolean armed;    /* the source was woken and its dispatch has not begun */
+  gboolean dead;     /* torn down: no more entries; the source is woken to retire */
 
-  /* Guarded by bc_lock. group is NULL once the inbox is torn down. */
+  /* Guarded by bc_lock. group is NULL once the inbox is unlinked. */
   MpBroadcastGroup *group;
   guint n_channels;
 
-  /* Immutable: the lookup key within the group. context is weak. */
+  /* Immutable: the lookup key within the group. Weak. */
   GMainContext *context;
-  int priority;
 };
 
 typedef struct
@@ -199,13 +202,14 @@ mp_inbox_source_dispatch (GSource     *source,
                           gpointer     user_data)
 {
   MpBroadcastInbox *inbox = ((MpInboxSource *) source)->inbox;
+  GSource *retired = NULL;
   guint budget = MP_BROADCAST_DISPATCH_BUDGET;
 
   g_source_set_ready_time (source, -1);
 
   g_mutex_lock (&inbox->mutex);
   inbox->armed = FALSE;
-  while (inbox->source == source)
+  while (!inbox->dead)
     {
       GList *link;
       MpBroadcastEntry *entry;
@@ -232,7 +236,16 @@ mp_inbox_source_dispatch (GSource     *source,
 
       g_mutex_lock (&inbox->mutex);
     }
+  if (inbox->dead)
+    retired = g_steal_pointer (&inbox->source);
   g_mutex_unlock (&inbox->mutex);
+
+  if (retired != NULL)
+    {
+      /* GLib holds the source through this dispatch. */
+      g_source_unref (retired);
+      return G_SOURCE_REMOVE;
+    }
 
   return G_SOURCE_CONTINUE;
 }
@@ -277,46 +290,43 @@ inbox_unlink_locked (MpBroadcastInbox *inbox)
   inbox->group = NULL;
 }
 
-/* Stops an unlinked inbox: no more wake-ups, queued deliveries dropped. No lock held. */
+/* Stops an unlinked inbox from any thread: queued deliveries are dropped (their channels
+ * are all closed or gone elsewhere) and the source is woken to retire itself on its own
+ * thread. No lock held by the caller. */
 static void
 inbox_teardown (MpBroadcastInbox *inbox)
 {
   GQueue entries = G_QUEUE_INIT;
-  GSource *source;
 
   g_mutex_lock (&inbox->mutex);
-  source = g_steal_pointer (&inbox->source);
+  inbox->dead = TRUE;
   entries = inbox->entries;
   g_queue_init (&inbox->entries);
+  if (inbox->source != NULL)
+    g_source_set_ready_time (inbox->source, 0);
   g_mutex_unlock (&inbox->mutex);
 
   entries_free (&entries);
-  if (source != NULL)
-    {
-      g_source_destroy (source);
-      g_source_unref (source);
-    }
 }
 
-/* Runs when the inbox's source is destroyed. If the inbox is still linked, nobody here
- * destroyed it: its context is being finalized, and every channel delivering through it
- * closes. Taking the inbox lock in inbox_teardown() waits out any poster mid-wake-up. */
+/* Runs when the inbox's source is destroyed, with no context lock held. If the inbox is
+ * still linked, its context is being finalized: every channel delivering through it closes.
+ * Either way, taking the inbox lock waits out any thread mid-wake-up before the context can
+ * be freed, and a source not yet retired is released here. */
 static void
 mp_inbox_source_destroyed (gpointer data)
 {
-  MpBroadcastInbox *inbox = ((MpInboxSource *) data)->inbox;
+  GSource *source = data;
+  MpBroadcastInbox *inbox = ((MpInboxSource *) source)->inbox;
   g_autoptr(GPtrArray) closed = g_ptr_array_new_with_free_func (g_object_unref);
+  GQueue entries = G_QUEUE_INIT;
+  GSource *stolen = NULL;
 
   if (inbox == NULL)
     return;
 
   g_mutex_lock (&bc_lock);
-  if (inbox->group == NULL)
-    {
-      g_mutex_unlock (&bc_lock);
-      return;
-    }
-  else
+  if (inbox->group != NULL)
     {
       MpBroadcastGroup *group = inbox->group;
 
@@ -342,10 +352,20 @@ mp_inbox_source_destroyed (gpointer data)
     }
   g_mutex_unlock (&bc_lock);
 
-  inbox_teardown (inbox);
+  g_mutex_lock (&inbox->mutex);
+  inbox->dead = TRUE;
+  entries = inbox->entries;
+  g_queue_init (&inbox->entries);
+  if (inbox->source == source)
+    stolen = g_steal_pointer (&inbox->source);
+  g_mutex_unlock (&inbox->mutex);
+
+  entries_free (&entries);
+  if (stolen != NULL)
+    g_source_unref (stolen);
 }
 
-/* Finds or makes the inbox of @group for (@context, @priority) and counts @self in. */
+/* Finds or makes the inbox of @group for @context and counts a channel in. */
 static MpBroadcastInbox *
 inbox_join_locked (MpBroadcastGroup *group,
                    GMainContext     *context,
@@ -357,7 +377,7 @@ inbox_join_locked (MpBroadcastGroup *group,
   for (guint i = 0; i < group->inboxes->len; i++)
     {
       inbox = g_ptr_array_index (group->inboxes, i);
-      if (inbox->context == context && inbox->priority == priority)
+      if (inbox->context == context)
         {
           inbox->n_channels++;
           return inbox_ref (inbox);
@@ -371,7 +391,6 @@ inbox_join_locked (MpBroadcastGroup *group,
   inbox->group = group;
   inbox->n_channels = 1;
   inbox->context = context;
-  inbox->priority = priority;
 
   source = g_source_new (&mp_inbox_source_funcs, sizeof (MpInboxSource));
   ((MpInboxSource *) source)->inbox = inbox_ref (inbox);
@@ -384,6 +403,46 @@ inbox_join_locked (MpBroadcastGroup *group,
   g_ptr_array_add (group->inboxes, inbox);
 
   return inbox;
+}
+
+/* The priority of an inbox: the highest (numerically lowest) among its channels. Channels of
+ * one name on one context share one queue, so that posts keep their order there. */
+static int
+inbox_priority_locked (MpBroadcastInbox *inbox)
+{
+  GPtrArray *channels = inbox->group->channels;
+  int priority = G_MAXINT;
+
+  for (guint i = 0; i < channels->len; i++)
+    {
+      MpBroadcastChannel *channel = g_ptr_array_index (channels, i);
+
+      if (channel->inbox == inbox)
+        priority = MIN (priority, g_atomic_int_get (&channel->priority));
+    }
+
+  return priority;
+}
+
+/* Applies a priority computed by inbox_priority_locked(). Called on the owning thread,
+ * which keeps the context alive, with no lock held. */
+static void
+inbox_apply_priority (MpBroadcastInbox *inbox,
+                      int               priority)
+{
+  GSource *source = NULL;
+
+  g_mutex_lock (&inbox->mutex);
+  if (inbox->source != NULL)
+    source = g_source_ref (inbox->source);
+  g_mutex_unlock (&inbox->mutex);
+
+  if (source != NULL)
+    {
+      if (g_source_get_priority (source) != priority)
+        g_source_set_priority (source, priority);
+      g_source_unref (source);
+    }
 }
 
 /* Counts a channel out of its inbox. Returns the inbox if it must be torn down. */
@@ -405,6 +464,8 @@ mp_broadcast_channel_constructed (GObject *object)
   MpBroadcastChannel *self = MP_BROADCAST_CHANNEL (object);
   GMainContext *context = g_main_context_ref_thread_default ();
   MpBroadcastGroup *group;
+  MpBroadcastInbox *inbox;
+  int priority;
 
   G_OBJECT_CLASS (mp_broadcast_channel_parent_class)->constructed (object);
 
@@ -430,8 +491,12 @@ mp_broadcast_channel_constructed (GObject *object)
   self->inbox = inbox_join_locked (group, context, self->priority);
   /* The table's reference keeps the open channel alive. */
   g_ptr_array_add (group->channels, g_object_ref (self));
+  inbox = inbox_ref (self->inbox);
+  priority = inbox_priority_locked (inbox);
   g_mutex_unlock (&bc_lock);
 
+  inbox_apply_priority (inbox, priority);
+  inbox_unref (inbox);
   g_main_context_unref (context);
 }
 
@@ -552,8 +617,9 @@ mp_broadcast_channel_class_init (MpBroadcastChannelClass *klass)
   /**
    * MpBroadcastChannel:priority:
    *
-   * The priority of the channel's deliveries on its context. Set it from the owning
-   * thread; it applies to posts made after the change.
+   * The priority of the channel's deliveries on its context. Channels of one name on one
+   * context share one queue (so that posts reach them in creation order), dispatched at
+   * the highest priority among them. Set it from the owning thread.
    *
    * Since: 1.0
    */
@@ -860,8 +926,10 @@ mp_broadcast_channel_get_priority (MpBroadcastChannel *self)
  * @priority: the priority, such as %G_PRIORITY_DEFAULT
  *
  * Sets [property@Mp.BroadcastChannel:priority]. Call it from the thread that owns the
- * channel's context: "notify::priority" is emitted on the calling thread. Posts made
- * before the change are still delivered at the old priority.
+ * channel's context: "notify::priority" is emitted on the calling thread.
+ *
+ * The channels of one name on one context share one queue, so that each post reaches
+ * them in creation order; it is dispatched at the highest priority among them.
  *
  * Since: 1.0
  */
@@ -869,8 +937,8 @@ void
 mp_broadcast_channel_set_priority (MpBroadcastChannel *self,
                                    int                 priority)
 {
-  MpBroadcastInbox *old_inbox = NULL;
-  MpBroadcastInbox *teardown = NULL;
+  MpBroadcastInbox *inbox = NULL;
+  int effective = priority;
 
   g_return_if_fail (MP_IS_BROADCAST_CHANNEL (self));
 
@@ -883,16 +951,16 @@ mp_broadcast_channel_set_priority (MpBroadcastChannel *self,
   g_atomic_int_set (&self->priority, priority);
   if (!is_closed (self))
     {
-      old_inbox = self->inbox;
-      self->inbox = inbox_join_locked (self->group, self->context, priority);
-      teardown = inbox_leave_locked (old_inbox);
+      inbox = inbox_ref (self->inbox);
+      effective = inbox_priority_locked (inbox);
     }
   g_mutex_unlock (&bc_lock);
 
-  if (teardown != NULL)
-    inbox_teardown (teardown);
-  if (old_inbox != NULL)
-    inbox_unref (old_inbox);
+  if (inbox != NULL)
+    {
+      inbox_apply_priority (inbox, effective);
+      inbox_unref (inbox);
+    }
 
   g_object_notify_by_pspec (G_OBJECT (self), properties[PROP_PRIORITY]);
 }

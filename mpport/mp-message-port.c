@@ -64,6 +64,13 @@ struct _MpMessagePort
   /* TRUE once start() attached a source. Guarded by side->mutex. */
   gboolean started;
 
+  /* This object's source (strong) from start() until the source retires itself from its own
+   * dispatch, or its context is finalized. While the port owns its side and is attached,
+   * side->source points to it too. Guarded by side->mutex. Only the owning thread (the
+   * dispatch, by returning G_SOURCE_REMOVE) or the context's finalization ever destroys it:
+   * destroying a source from another thread races with the finalization of its context. */
+  GSource *source;
+
   /* The context start() attached to. Weak: the source attached to the context holds the
    * port, so a strong reference would be a cycle that keeps a dropped context alive. Cleared
    * when the port is detached or the context is finalized. Guarded by side->mutex. */
@@ -107,35 +114,6 @@ is_detached (MpMessagePort *self)
   return g_atomic_int_get (&self->detached) != 0;
 }
 
-/* Owner-thread part of closing: emits notify::closed then "close" and tears the source down.
- * Called from the dispatch with no lock held; @source is the side's former reference. */
-static void
-emit_close_and_destroy (MpMessagePort *self,
-                        GSource       *source)
-{
-  g_object_notify_by_pspec (G_OBJECT (self), properties[PROP_CLOSED]);
-  g_signal_emit (self, signals[SIGNAL_CLOSE], 0);
-
-  /* Drops the context's reference; the port's own goes with the source's finalize. */
-  g_source_destroy (source);
-  g_source_unref (source);
-}
-
-/* Detaches @source from the side if it is still the attached one and the side must emit
- * "close". Returns the side's reference on the source, or NULL. */
-static GSource *
-take_source_for_close_locked (MpPipeSide *side,
-                              GSource    *source)
-{
-  if (side->source != source || !mp_pipe_side_test (side, MP_SIDE_CLOSE_PENDING))
-    return NULL;
-
-  side->source = NULL;
-  mp_pipe_side_clear_locked (side, MP_SIDE_CLOSE_PENDING | MP_SIDE_ATTACHED | MP_SIDE_ARMED);
-
-  return source;
-}
-
 static gboolean
 mp_port_source_dispatch (GSource     *source,
                          GSourceFunc  callback,
@@ -143,7 +121,8 @@ mp_port_source_dispatch (GSource     *source,
 {
   MpMessagePort *self = ((MpPortSource *) source)->port;
   MpPipeSide *side = self->side;
-  GSource *closing = NULL;
+  GSource *retired = NULL;
+  gboolean emit_close = FALSE;
   guint budget = MP_MESSAGE_PORT_DISPATCH_BUDGET;
 
   /* Order matters (see mp_pipe_side_wake_locked()): reset the ready time, then clear
@@ -151,27 +130,21 @@ mp_port_source_dispatch (GSource     *source,
   g_source_set_ready_time (source, -1);
 
   g_mutex_lock (&side->mutex);
-  if (side->source != source)
-    {
-      /* Detached or closed since it was woken; whoever did that destroys it. */
-      g_mutex_unlock (&side->mutex);
-      return G_SOURCE_CONTINUE;
-    }
-  mp_pipe_side_clear_locked (side, MP_SIDE_ARMED);
+  if (side->source == source)
+    mp_pipe_side_clear_locked (side, MP_SIDE_ARMED);
 
   /* One message at a time under the lock, so that receive() on other threads, a transfer
    * or a close() made by a handler all see the exact rest of the queue. */
-  for (;;)
+  while (side->source == source)
     {
       GList *link;
       MpMessage *message;
 
-      if (side->source != source)
-        break;
-
       if (mp_pipe_side_test (side, MP_SIDE_CLOSE_PENDING))
         {
-          closing = take_source_for_close_locked (side, source);
+          side->source = NULL;
+          mp_pipe_side_clear_locked (side, MP_SIDE_CLOSE_PENDING | MP_SIDE_ATTACHED | MP_SIDE_ARMED);
+          emit_close = TRUE;
           break;
         }
 
@@ -208,10 +181,25 @@ mp_port_source_dispatch (GSource     *source,
 
       g_mutex_lock (&side->mutex);
     }
+
+  /* Closed, or transferred away (maybe by a handler just now, maybe from another thread,
+   * which then woke us for this): the source retires itself, here on its own thread. */
+  if (side->source != source && self->source == source)
+    retired = g_steal_pointer (&self->source);
   g_mutex_unlock (&side->mutex);
 
-  if (closing != NULL)
-    emit_close_and_destroy (self, closing);
+  if (emit_close)
+    {
+      g_object_notify_by_pspec (G_OBJECT (self), properties[PROP_CLOSED]);
+      g_signal_emit (self, signals[SIGNAL_CLOSE], 0);
+    }
+
+  if (retired != NULL)
+    {
+      /* GLib holds the source through this dispatch; the port goes with its finalize. */
+      g_source_unref (retired);
+      return G_SOURCE_REMOVE;
+    }
 
   return G_SOURCE_CONTINUE;
 }
@@ -236,11 +224,11 @@ mp_port_source_unused_callback (gpointer user_data)
   return G_SOURCE_REMOVE;
 }
 
-/* Runs whenever the source is destroyed, with no context lock held. If the side still holds
- * the source, nobody on our side destroyed it: the owning context is being finalized (its
- * thread quit and dropped it). The port then closes, silently since it has no context left,
- * and the peer is told. Taking the side lock here waits out any thread that is waking the
- * source, so the context cannot be freed under a waker. */
+/* Runs whenever the source is destroyed, with no context lock held. If the port still holds
+ * the source, it did not retire itself: its context is being finalized (its thread quit and
+ * dropped it). An attached port then closes, silently since it has no context left, and the
+ * peer is told. Taking the side lock here waits out any thread that is waking the source, so
+ * the context cannot be freed under a waker. */
 static void
 mp_port_source_destroyed (gpointer data)
 {
@@ -248,22 +236,26 @@ mp_port_source_destroyed (gpointer data)
   MpMessagePort *self = ((MpPortSource *) source)->port;
   MpPipeSide *side;
   MpPipeDropped dropped = MP_PIPE_DROPPED_INIT;
-  gboolean closed;
+  gboolean closed = FALSE;
 
   if (self == NULL)
     return;
   side = self->side;
 
   g_mutex_lock (&side->mutex);
-  if (side->source != source)
+  if (self->source != source)
     {
       g_mutex_unlock (&side->mutex);
       return;
     }
-  side->source = NULL;
+  self->source = NULL;
   self->context = NULL;
-  mp_pipe_side_clear_locked (side, MP_SIDE_ATTACHED | MP_SIDE_ARMED | MP_SIDE_CLOSE_PENDING);
-  closed = mp_pipe_side_close_locked (side, &dropped);
+  if (side->source == source)
+    {
+      side->source = NULL;
+      mp_pipe_side_clear_locked (side, MP_SIDE_ATTACHED | MP_SIDE_ARMED | MP_SIDE_CLOSE_PENDING);
+      closed = mp_pipe_side_close_locked (side, &dropped);
+    }
   g_mutex_unlock (&side->mutex);
 
   if (closed)
@@ -283,11 +275,9 @@ mp_message_port_finalize (GObject *object)
   /* A started port cannot get here while open (its source holds it), so an owner being
    * finalized is unstarted: its side closes and the peer gets "close". */
   g_mutex_lock (&side->mutex);
+  g_assert (self->source == NULL);
   if (!is_detached (self))
-    {
-      g_assert (side->source == NULL);
-      closed = mp_pipe_side_close_locked (side, &dropped);
-    }
+    closed = mp_pipe_side_close_locked (side, &dropped);
   g_mutex_unlock (&side->mutex);
 
   if (closed)
@@ -546,7 +536,6 @@ transfer_ports (MpMessagePort        *self,
                 GError              **error)
 {
   g_autofree MpMessagePort **sorted = g_new (MpMessagePort *, n_transfer);
-  g_autofree GSource **sources = NULL;
   MpPipeDropped waiters = MP_PIPE_DROPPED_INIT;
   g_autoptr(GPtrArray) created = NULL;
   guint n_locked = 0;
@@ -582,7 +571,6 @@ transfer_ports (MpMessagePort        *self,
 
   if (ok)
     {
-      sources = g_new0 (GSource *, n_transfer);
       for (guint i = 0; i < n_transfer; i++)
         {
           MpMessagePort *port = transfer[i];
@@ -591,8 +579,14 @@ transfer_ports (MpMessagePort        *self,
 
           g_atomic_int_set (&port->detached, TRUE);
           port->context = NULL;
-          sources[i] = g_steal_pointer (&side->source);
-          mp_pipe_side_clear_locked (side, MP_SIDE_ATTACHED | MP_SIDE_ARMED);
+          if (side->source != NULL)
+            {
+              /* The old object's source emits nothing more: it is woken to retire itself on
+               * its own thread (see mp_port_source_dispatch()). */
+              g_source_set_ready_time (side->source, 0);
+              side->source = NULL;
+              mp_pipe_side_clear_locked (side, MP_SIDE_ATTACHED | MP_SIDE_ARMED);
+            }
           /* Receives pending on the old object fail; the new one starts with none. */
           mp_pipe_side_steal_waiters_locked (side, &waiters);
           g_atomic_int_set (&heir->detached, FALSE);
@@ -610,14 +604,6 @@ transfer_ports (MpMessagePort        *self,
     }
 
   mp_pipe_dropped_release (&waiters, _("The port was transferred away"));
-
-  /* The old objects' sources go now: they emit nothing more, and release their port. */
-  for (guint i = 0; i < n_transfer; i++)
-    if (sources[i] != NULL)
-      {
-        g_source_destroy (sources[i]);
-        g_source_unref (sources[i]);
-      }
 
   return g_steal_pointer (&created);
 }
@@ -733,7 +719,8 @@ mp_message_port_start (MpMessagePort *self)
     {
       self->started = TRUE;
       self->context = context;
-      side->source = source;   /* the side takes our reference */
+      self->source = source;   /* takes our reference */
+      side->source = source;
       mp_pipe_side_set_locked (side, MP_SIDE_ATTACHED);
       if (side->inbox.length > 0)
         mp_pipe_side_wake_locked (side);
@@ -918,8 +905,8 @@ mp_message_port_set_priority (MpMessagePort *self,
     return;
 
   g_mutex_lock (&self->side->mutex);
-  if (!is_detached (self) && self->side->source != NULL)
-    source = g_source_ref (self->side->source);
+  if (self->source != NULL)
+    source = g_source_ref (self->source);
   g_mutex_unlock (&self->side->mutex);
 
   if (source != NULL)
@@ -973,8 +960,9 @@ waiter_completion_free (gpointer data)
 {
   WaiterCompletion *completion = data;
 
-  /* Only if the context went away before the idle ran: the message is dropped like any
-   * undelivered one. */
+  /* Normally all was handed over by the dispatch. The GTask keeps its context alive, so the
+   * idle is not destroyed undispatched unless someone destroys it by hand; then the message
+   * is dropped like any undelivered one. */
   if (completion->waiter != NULL)
     waiter_free (completion->waiter);
   if (completion->message != NULL)
@@ -1049,6 +1037,10 @@ waiter_cancelled (GCancellable *cancellable,
  * It fails with %MP_ERROR_INVALID_STATE when the port is or becomes closed or is
  * transferred away, and with %G_IO_ERROR_CANCELLED when @cancellable is cancelled first;
  * a cancelled receive takes no message.
+ *
+ * As with every #GTask, the pending call holds a reference on the calling thread's
+ * context and on @self until @callback has run: keep iterating that context (or cancel
+ * and then iterate) before dropping it.
  *
  * Since: 1.0
  */

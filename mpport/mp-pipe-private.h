@@ -47,10 +47,11 @@ struct _MpPipeSide
    * the oldest waiter instead of queueing it. */
   GQueue waiters;
 
-  /* The owning port's source while MP_SIDE_ATTACHED (a strong reference), else NULL.
-   * Guarded by mutex: wake-ups call g_source_set_ready_time() on it with the lock held, and
-   * detaching steals it under the lock, so no thread can wake a source that is being torn
-   * down (GLib 2.74 reads source->context unlocked there). */
+  /* The owning port's source while MP_SIDE_ATTACHED, else NULL; the port holds the
+   * reference. Guarded by mutex: wake-ups call g_source_set_ready_time() on it with the lock
+   * held, detaching clears it under the lock, and the source's destroy-notify takes the lock,
+   * so no thread wakes a source whose context is being finalized (GLib 2.74 reads
+   * source->context unlocked there). */
   GSource *source;
 
   /* MpSideState bits; see above. */
