@@ -21,6 +21,15 @@ MPPORT_DEBIAN_PACKAGES=(
   gobject-introspection
   gettext
   python3
+  valgrind
+  dpkg-dev
+  gjs
+  python3-gi
+  gir1.2-glib-2.0
+  libgtk-4-dev
+  gir1.2-gtk-4.0
+  xvfb
+  xauth
 )
 
 MPPORT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

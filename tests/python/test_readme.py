@@ -1,0 +1,66 @@
+# test_readme.py: the Python and GJS examples of README.md keep working
+#
+# SPDX-License-Identifier: LGPL-2.1-or-later
+#
+# Runs every ```python block of the README in its own interpreter (this one,
+# with the same environment) and every ```js block with `gjs -m`, each with a
+# time bound.
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+
+README = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'README.md')
+TIMEOUT = 30
+
+
+def blocks(language):
+    with open(README, encoding='utf-8') as f:
+        text = f.read()
+    return re.findall(r'^```%s\n(.*?)^```' % language, text, flags=re.M | re.S)
+
+
+def run_python(block):
+    return subprocess.run([sys.executable, '-c', block], capture_output=True, text=True,
+                          timeout=TIMEOUT)
+
+
+class TestReadme(unittest.TestCase):
+    def test_python_blocks_run(self):
+        python = blocks('python')
+        self.assertGreaterEqual(len(python), 2, 'README.md has Python examples')
+        for i, block in enumerate(python):
+            with self.subTest(block=i):
+                result = run_python(block)
+                sys.stdout.write(result.stdout)
+                self.assertEqual(result.returncode, 0, result.stderr)
+                self.assertTrue(result.stdout.strip(), 'the example prints something')
+
+    def test_python_outputs(self):
+        outputs = [run_python(block).stdout.splitlines() for block in blocks('python')]
+        self.assertIn(['port2 got ping', 'port1 got pong'], outputs)
+        self.assertIn(['reply: HELLO'], outputs)
+
+    @unittest.skipUnless(shutil.which('gjs'), 'gjs not found')
+    def test_js_blocks_run(self):
+        js = blocks('js')
+        self.assertTrue(js, 'README.md has GJS examples')
+        for i, block in enumerate(js):
+            with self.subTest(block=i), tempfile.TemporaryDirectory() as tmp:
+                path = os.path.join(tmp, 'example.js')
+                with open(path, 'w', encoding='utf-8') as f:
+                    f.write(block)
+                result = subprocess.run(['gjs', '-m', path], capture_output=True, text=True,
+                                        timeout=TIMEOUT)
+                sys.stdout.write(result.stdout)
+                self.assertEqual(result.returncode, 0, result.stderr)
+                self.assertEqual(result.stderr, '')
+                self.assertTrue(result.stdout.strip(), 'the example prints something')
+
+
+if __name__ == '__main__':
+    unittest.main(verbosity=2)
