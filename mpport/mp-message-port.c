@@ -196,7 +196,12 @@ mp_port_source_dispatch (GSource     *source,
 
   if (retired != NULL)
     {
-      /* GLib holds the source through this dispatch; the port goes with its finalize. */
+      /* The context is ours only as long as the source is attached to it: forget it now
+       * (it is alive while we dispatch it). GLib holds the source through this dispatch;
+       * the port goes with its finalize. */
+      g_mutex_lock (&side->mutex);
+      self->context = NULL;
+      g_mutex_unlock (&side->mutex);
       g_source_unref (retired);
       return G_SOURCE_REMOVE;
     }
@@ -348,8 +353,10 @@ mp_message_port_class_init (MpMessagePortClass *klass)
    * MpMessagePort:context:
    *
    * The context the port delivers on: the thread-default [struct@GLib.MainContext] of
-   * the thread that called [method@Mp.MessagePort.start]. %NULL until then, and for a port
-   * that was transferred away. The port does not keep the context alive.
+   * the thread that called [method@Mp.MessagePort.start]. %NULL until then, for a port
+   * that was transferred away, and once a closed port has emitted
+   * [signal@Mp.MessagePort::close] (or its context was finalized). The port does not keep
+   * the context alive.
    *
    * Since: 1.0
    */
@@ -526,86 +533,119 @@ check_transfer_list (MpMessagePort        *self,
   return TRUE;
 }
 
-/* Hands the side of each port of @transfer to a new object, atomically: either every port
- * was open and is now detached, or nothing changed and @error is set. Returns the new
- * objects in transfer-list order. */
-static GPtrArray *
-transfer_ports (MpMessagePort        *self,
-                MpMessagePort *const *transfer,
-                guint                 n_transfer,
-                GError              **error)
+static int
+compare_sides (gconstpointer a,
+               gconstpointer b)
+{
+  const MpPipeSide *sa = *(MpPipeSide *const *) a;
+  const MpPipeSide *sb = *(MpPipeSide *const *) b;
+
+  return sa < sb ? -1 : (sa > sb ? 1 : 0);
+}
+
+/* Posts @data (transfer full) with the ports of @transfer, atomically: the sides of the
+ * listed ports and the destination are locked together (in address order), so either every
+ * port was open and is handed to a new object travelling in the message, or nothing changed
+ * and @error is set. */
+static gboolean
+post_with_transfer (MpMessagePort        *self,
+                    GVariant             *data,
+                    MpMessagePort *const *transfer,
+                    guint                 n_transfer,
+                    GError              **error)
 {
   g_autofree MpMessagePort **sorted = g_new (MpMessagePort *, n_transfer);
+  g_autofree MpPipeSide **locks = g_new (MpPipeSide *, n_transfer + 1);
+  MpPipeSide *to = self->side->peer;
   MpPipeDropped waiters = MP_PIPE_DROPPED_INIT;
-  g_autoptr(GPtrArray) created = NULL;
-  guint n_locked = 0;
-  gboolean ok = TRUE;
+  MpReceiveWaiter *waiter = NULL;
+  MpSendResult result = MP_SEND_REFUSED;
+  GPtrArray *created;
+  MpMessage *message;
+  gboolean valid = TRUE;
 
   if (!check_transfer_list (self, transfer, n_transfer, sorted, error))
-    return NULL;
+    {
+      g_clear_pointer (&data, g_variant_unref);
+      return FALSE;
+    }
 
   /* Made before locking (no GObject construction under a lock); they stay detached, and so
    * inert if dropped, until the commit below makes them owners. */
   created = g_ptr_array_new_full (n_transfer, g_object_unref);
   for (guint i = 0; i < n_transfer; i++)
     g_ptr_array_add (created, mp_message_port_new_for_side (transfer[i]->side, FALSE));
+  message = mp_message_new (data, created);
 
-  for (n_locked = 0; n_locked < n_transfer; n_locked++)
+  for (guint i = 0; i < n_transfer; i++)
     {
-      MpMessagePort *port = sorted[n_locked];
-
-      if (n_locked > 0 && port->side == sorted[n_locked - 1]->side)
-        {
-          /* Two objects of one side: at most one of them owns it. */
-          ok = FALSE;
-          break;
-        }
-      g_mutex_lock (&port->side->mutex);
-      if (is_detached (port) || mp_pipe_side_test (port->side, MP_SIDE_CLOSED))
-        {
-          n_locked++;
-          ok = FALSE;
-          break;
-        }
+      /* Two objects of one side: at most one of them owns it. */
+      if (i > 0 && sorted[i]->side == sorted[i - 1]->side)
+        valid = FALSE;
+      locks[i] = sorted[i]->side;
     }
+  locks[n_transfer] = to;
+  qsort (locks, n_transfer + 1, sizeof (MpPipeSide *), compare_sides);
 
-  if (ok)
+  if (valid)
     {
-      for (guint i = 0; i < n_transfer; i++)
-        {
-          MpMessagePort *port = transfer[i];
-          MpMessagePort *heir = g_ptr_array_index (created, i);
-          MpPipeSide *side = port->side;
+      for (guint i = 0; i <= n_transfer; i++)
+        g_mutex_lock (&locks[i]->mutex);
 
-          g_atomic_int_set (&port->detached, TRUE);
-          port->context = NULL;
-          if (side->source != NULL)
+      for (guint i = 0; i < n_transfer && valid; i++)
+        if (is_detached (transfer[i]) || mp_pipe_side_test (transfer[i]->side, MP_SIDE_CLOSED))
+          valid = FALSE;
+
+      /* A sender closed meanwhile (its close marker is queued at @to) refuses the post
+       * before anything changes: result stays MP_SEND_REFUSED. */
+      if (valid && (mp_pipe_side_test (to, MP_SIDE_CLOSED) ||
+                    !mp_pipe_side_test (to, MP_SIDE_PEER_CLOSED)))
+        {
+          for (guint i = 0; i < n_transfer; i++)
             {
-              /* The old object's source emits nothing more: it is woken to retire itself on
-               * its own thread (see mp_port_source_dispatch()). */
-              g_source_set_ready_time (side->source, 0);
-              side->source = NULL;
-              mp_pipe_side_clear_locked (side, MP_SIDE_ATTACHED | MP_SIDE_ARMED);
+              MpMessagePort *port = transfer[i];
+              MpPipeSide *side = port->side;
+
+              g_atomic_int_set (&port->detached, TRUE);
+              port->context = NULL;
+              if (side->source != NULL)
+                {
+                  /* The old object's source emits nothing more: it is woken to retire itself
+                   * on its own thread (see mp_port_source_dispatch()). */
+                  g_source_set_ready_time (side->source, 0);
+                  side->source = NULL;
+                  mp_pipe_side_clear_locked (side, MP_SIDE_ATTACHED | MP_SIDE_ARMED);
+                }
+              /* Receives pending on the old object fail; the new one starts with none. */
+              mp_pipe_side_steal_waiters_locked (side, &waiters);
+              g_atomic_int_set (&((MpMessagePort *) g_ptr_array_index (created, i))->detached,
+                                FALSE);
             }
-          /* Receives pending on the old object fail; the new one starts with none. */
-          mp_pipe_side_steal_waiters_locked (side, &waiters);
-          g_atomic_int_set (&heir->detached, FALSE);
+          result = mp_pipe_side_send_locked (to, message, &waiter);
         }
+
+      for (guint i = n_transfer + 1; i > 0; i--)
+        g_mutex_unlock (&locks[i - 1]->mutex);
     }
 
-  while (n_locked > 0)
-    g_mutex_unlock (&sorted[--n_locked]->side->mutex);
-
-  if (!ok)
+  if (!valid)
     {
+      mp_message_drop (message);
       g_set_error_literal (error, MP_ERROR, MP_ERROR_DATA_CLONE,
                            _("The transfer list contains a port that is closed or was already transferred"));
-      return NULL;
+      return FALSE;
     }
 
   mp_pipe_dropped_release (&waiters, _("The port was transferred away"));
 
-  return g_steal_pointer (&created);
+  if (!mp_pipe_send_complete (result, message, waiter))
+    {
+      g_set_error_literal (error, MP_ERROR, MP_ERROR_INVALID_STATE,
+                           _("The port is closed"));
+      return FALSE;
+    }
+
+  return TRUE;
 }
 
 /**
@@ -641,7 +681,6 @@ mp_message_port_post_message (MpMessagePort        *self,
                               GError              **error)
 {
   g_autoptr(GVariant) data = message != NULL ? g_variant_ref_sink (message) : NULL;
-  GPtrArray *ports = NULL;
 
   g_return_val_if_fail (MP_IS_MESSAGE_PORT (self), FALSE);
   g_return_val_if_fail (transfer != NULL || n_transfer == 0, FALSE);
@@ -661,13 +700,9 @@ mp_message_port_post_message (MpMessagePort        *self,
     }
 
   if (n_transfer > 0)
-    {
-      ports = transfer_ports (self, transfer, n_transfer, error);
-      if (ports == NULL)
-        return FALSE;
-    }
+    return post_with_transfer (self, g_steal_pointer (&data), transfer, n_transfer, error);
 
-  if (!mp_pipe_side_send (self->side, mp_message_new (g_steal_pointer (&data), ports)))
+  if (!mp_pipe_side_send (self->side, mp_message_new (g_steal_pointer (&data), NULL)))
     {
       g_set_error_literal (error, MP_ERROR, MP_ERROR_INVALID_STATE,
                            _("The port is closed"));
@@ -827,8 +862,8 @@ mp_message_port_receive (MpMessagePort *self)
  * Gets the context @self delivers on. Callable from any thread.
  *
  * Returns: (transfer none) (nullable): the context given by
- *   [method@Mp.MessagePort.start], or %NULL if the port was not started or was
- *   transferred away
+ *   [method@Mp.MessagePort.start], or %NULL if the port was not started, was
+ *   transferred away, or closed and has emitted [signal@Mp.MessagePort::close]
  *
  * Since: 1.0
  */
@@ -1130,7 +1165,13 @@ mp_message_port_receive_async (MpMessagePort       *self,
  * @result: the result given to the callback
  * @error: return location for a #GError
  *
- * Finishes [method@Mp.MessagePort.receive_async].
+ * Finishes [method@Mp.MessagePort.receive_async]. Call it from the callback, on the
+ * thread that runs it (the thread-default context of the thread that called
+ * [method@Mp.MessagePort.receive_async]).
+ *
+ * Fails with %MP_ERROR_INVALID_STATE if the port was or became closed (its peer's close
+ * reached included) or was transferred away before a message arrived, and with
+ * %G_IO_ERROR_CANCELLED if the cancellable was cancelled first.
  *
  * Returns: (transfer full): the message, or %NULL with @error set
  *

@@ -129,7 +129,19 @@ gboolean    mp_pipe_side_close_locked        (MpPipeSide    *side,
 void        mp_pipe_side_steal_waiters_locked (MpPipeSide    *side,
                                                MpPipeDropped *dropped);
 void        mp_pipe_side_notify_peer_closed  (MpPipeSide *side);
-gboolean    mp_pipe_side_send                (MpPipeSide *from,
-                                              MpMessage  *message);
+typedef enum {
+  MP_SEND_QUEUED,
+  MP_SEND_DROPPED,
+  MP_SEND_REFUSED,
+} MpSendResult;
+
+MpSendResult mp_pipe_side_send_locked        (MpPipeSide       *to,
+                                              MpMessage        *message,
+                                              MpReceiveWaiter **waiter);
+gboolean    mp_pipe_send_complete            (MpSendResult      result,
+                                              MpMessage        *message,
+                                              MpReceiveWaiter  *waiter);
+gboolean    mp_pipe_side_send                (MpPipeSide       *from,
+                                              MpMessage        *message);
 
 G_END_DECLS

@@ -174,6 +174,54 @@ mp_pipe_side_notify_peer_closed (MpPipeSide *side)
   mp_pipe_dropped_release (&dropped, NULL);
 }
 
+/* Queues @message at @to, whose lock the caller holds, and says what became of it:
+ * QUEUED (owned by @to now, or handed to *@waiter, which the caller completes with it once
+ * unlocked), DROPPED (@to is closed: success, the caller drops it) or REFUSED (@to's peer,
+ * the sender, closed and its close marker is queued: the message could no longer come
+ * before it; the caller drops it and fails). */
+MpSendResult
+mp_pipe_side_send_locked (MpPipeSide       *to,
+                          MpMessage        *message,
+                          MpReceiveWaiter **waiter)
+{
+  int state = g_atomic_int_get (&to->state);
+
+  *waiter = NULL;
+
+  if (state & MP_SIDE_CLOSED)
+    return MP_SEND_DROPPED;
+  if (state & MP_SIDE_PEER_CLOSED)
+    return MP_SEND_REFUSED;
+
+  if (to->waiters.length > 0)
+    {
+      /* Pending async receives are served first, oldest first. */
+      *waiter = g_queue_pop_head_link (&to->waiters)->data;
+      (*waiter)->queued = FALSE;
+      return MP_SEND_QUEUED;
+    }
+
+  g_queue_push_tail_link (&to->inbox, &message->link);
+  mp_pipe_side_wake_locked (to);
+
+  return MP_SEND_QUEUED;
+}
+
+/* Finishes a send after the lock of its destination was released. Returns FALSE for
+ * MP_SEND_REFUSED. */
+gboolean
+mp_pipe_send_complete (MpSendResult     result,
+                       MpMessage       *message,
+                       MpReceiveWaiter *waiter)
+{
+  if (waiter != NULL)
+    mp_receive_waiter_complete (waiter, message, NULL);
+  else if (result != MP_SEND_QUEUED)
+    mp_message_drop (message);
+
+  return result != MP_SEND_REFUSED;
+}
+
 /* Queues @message (transfer full) at the peer of @from. A closed peer drops it and that is
  * success. Returns FALSE, dropping the message, only if @from itself closed concurrently and
  * its close marker is already queued: the message could no longer come before it. */
@@ -182,29 +230,12 @@ mp_pipe_side_send (MpPipeSide *from,
                    MpMessage  *message)
 {
   MpPipeSide *to = from->peer;
-  int state;
+  MpReceiveWaiter *waiter;
+  MpSendResult result;
 
   g_mutex_lock (&to->mutex);
-  state = g_atomic_int_get (&to->state);
-  if (state & (MP_SIDE_CLOSED | MP_SIDE_PEER_CLOSED))
-    {
-      g_mutex_unlock (&to->mutex);
-      mp_message_drop (message);
-      return (state & MP_SIDE_CLOSED) != 0;
-    }
-  if (to->waiters.length > 0)
-    {
-      /* Pending async receives are served first, oldest first. */
-      MpReceiveWaiter *waiter = g_queue_pop_head_link (&to->waiters)->data;
-
-      waiter->queued = FALSE;
-      g_mutex_unlock (&to->mutex);
-      mp_receive_waiter_complete (waiter, message, NULL);
-      return TRUE;
-    }
-  g_queue_push_tail_link (&to->inbox, &message->link);
-  mp_pipe_side_wake_locked (to);
+  result = mp_pipe_side_send_locked (to, message, &waiter);
   g_mutex_unlock (&to->mutex);
 
-  return TRUE;
+  return mp_pipe_send_complete (result, message, waiter);
 }
