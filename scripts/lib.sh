@@ -30,6 +30,11 @@ MPPORT_DEBIAN_PACKAGES=(
   gir1.2-gtk-4.0
   xvfb
   xauth
+  gi-docgen
+  git
+  spin
+  clang
+  libclang-rt-14-dev
 )
 
 MPPORT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -87,9 +92,9 @@ mpport_install_deps ()
 mpport_setup_build ()
 {
   if [ -f "$MPPORT_BUILDDIR/meson-private/coredata.dat" ]; then
-    meson setup --reconfigure "$MPPORT_BUILDDIR" ||
-      meson setup --wipe "$MPPORT_BUILDDIR"
+    meson setup --reconfigure -Ddocumentation=true "$MPPORT_BUILDDIR" ||
+      meson setup --wipe -Ddocumentation=true "$MPPORT_BUILDDIR"
   else
-    meson setup "$MPPORT_BUILDDIR"
+    meson setup -Ddocumentation=true "$MPPORT_BUILDDIR"
   fi
 }
