@@ -14,7 +14,8 @@
  *               (the bound: no lock, no allocation besides the GVariant)
  *
  * Runs are interleaved (run 1 of every implementation, then run 2 ...) so that drift on a
- * shared machine hits every column alike; the table shows medians. See bench/README.md.
+ * shared machine hits every column alike, each in a fresh child process (so that no
+ * implementation inherits another's heap); the table shows medians. See bench/README.md.
  *
  *   mp-bench [OPTION...] [SCENARIO...]     (mp-bench --help)
  */
@@ -118,6 +119,7 @@ static gboolean opt_raw;
 static gboolean opt_quiet;
 static gint64 opt_child_idle = -1;
 static gboolean opt_list;
+static gboolean opt_in_process;
 
 /* ------------------------------------------------------------------------------------------ */
 /* Small helpers                                                                              */
@@ -2001,6 +2003,48 @@ print_raw (const Scenario *scenario,
   fflush (stdout);
 }
 
+/* Runs one sample in a fresh process (this program, --raw, one run of one implementation):
+ * no implementation inherits the heap another one left (the invoke baseline leaves glibc's
+ * arenas holding a million freed idle sources, which slows down the next implementation that
+ * allocates per message), nor its threads' caches. */
+static void
+run_isolated (const Scenario *scenario,
+              Impl            impl,
+              Sample         *out)
+{
+  g_autofree char *scale = g_strdup_printf ("%.17g", opt_scale);
+  const char *argv[] = { self_exe, "--raw", "--quiet", "--runs", "1", "--scale", scale,
+                         "--impls", impl_names[impl], scenario->name, NULL };
+  g_autofree char *output = NULL;
+  g_autoptr(GError) error = NULL;
+  g_auto(GStrv) lines = NULL;
+  int status;
+
+  if (!g_spawn_sync (NULL, (char **) argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, &output, NULL,
+                     &status, &error) ||
+      !g_spawn_check_wait_status (status, &error))
+    g_error ("%s %s: %s", scenario->name, impl_names[impl], error->message);
+
+  lines = g_strsplit (output, "\n", -1);
+  for (guint l = 0; lines[l] != NULL; l++)
+    {
+      g_auto(GStrv) f = g_strsplit (lines[l], "\t", -1);
+
+      if (g_strv_length (f) < 11 || !g_str_equal (f[0], "RESULT"))
+        continue;
+      out->value = g_ascii_strtod (f[3], NULL);
+      out->p50 = g_ascii_strtod (f[4], NULL);
+      out->p99 = g_ascii_strtod (f[5], NULL);
+      out->seconds = g_ascii_strtod (f[6], NULL);
+      out->messages = g_ascii_strtoull (f[7], NULL, 10);
+      out->iterations = g_ascii_strtoull (f[8], NULL, 10);
+      out->sleeps = g_ascii_strtoull (f[9], NULL, 10);
+      out->wakes = g_ascii_strtoull (f[10], NULL, 10);
+      return;
+    }
+  g_error ("%s %s: no result from the child: %s", scenario->name, impl_names[impl], output);
+}
+
 static void
 run_all (const Scenario **selected,
          guint            n_selected,
@@ -2023,7 +2067,10 @@ run_all (const Scenario **selected,
             if (!(scenario->impls & impls & (1u << impl)))
               continue;
             progress (step++, n_steps, scenario->name, run, impl_labels[impl]);
-            scenario->run (scenario, impl, &sample);
+            if (opt_in_process || opt_raw || opt_callgrind)
+              scenario->run (scenario, impl, &sample);
+            else
+              run_isolated (scenario, impl, &sample);
             g_array_append_val (series_get (scenario, impl)->samples, sample);
             if (opt_raw)
               print_raw (scenario, impl, &sample);
@@ -2154,6 +2201,8 @@ main (int   argc,
       "Zero callgrind's counters at the start of the measured region and dump them at its end", NULL },
     { "raw", 0, 0, G_OPTION_ARG_NONE, &opt_raw, "Print one RESULT line per run", NULL },
     { "quiet", 'q', 0, G_OPTION_ARG_NONE, &opt_quiet, "No progress line", NULL },
+    { "in-process", 0, 0, G_OPTION_ARG_NONE, &opt_in_process,
+      "Run every sample in this process (default: each in a fresh child process)", NULL },
     { "list", 'l', 0, G_OPTION_ARG_NONE, &opt_list, "List the scenarios", NULL },
     { "child-idle", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_INT64, &opt_child_idle, NULL, NULL },
     G_OPTION_ENTRY_NULL
