@@ -16,5 +16,6 @@ G_BEGIN_DECLS
 
 MpMessagePort *mp_message_port_new_for_side (MpPipeSide *side,
                                               gboolean    owner);
+MpPipeSide    *mp_message_port_get_side     (MpMessagePort *self);
 
 G_END_DECLS

@@ -137,7 +137,6 @@ mp_port_source_dispatch (GSource     *source,
    * or a close() made by a handler all see the exact rest of the queue. */
   while (side->source == source)
     {
-      GList *link;
       MpMessage *message;
 
       if (mp_pipe_side_test (side, MP_SIDE_CLOSE_PENDING))
@@ -155,10 +154,9 @@ mp_port_source_dispatch (GSource     *source,
           break;
         }
 
-      link = g_queue_pop_head_link (&side->inbox);
-      if (link == NULL)
+      message = mp_pipe_side_pop_locked (side);
+      if (message == NULL)
         break;
-      message = link->data;
 
       if (mp_message_is_close_marker (message))
         {
@@ -468,6 +466,13 @@ mp_message_port_new_for_side (MpPipeSide *side,
   return self;
 }
 
+/* The side @self views. Immutable: callable under any lock. */
+MpPipeSide *
+mp_message_port_get_side (MpMessagePort *self)
+{
+  return self->side;
+}
+
 static int
 compare_ports_by_side (gconstpointer a,
                        gconstpointer b)
@@ -558,11 +563,13 @@ post_with_transfer (MpMessagePort        *self,
   g_autofree MpPipeSide **locks = g_new (MpPipeSide *, n_transfer + 1);
   MpPipeSide *to = self->side->peer;
   MpPipeDropped waiters = MP_PIPE_DROPPED_INIT;
+  g_autofree MpPipeSide **travelling = g_new (MpPipeSide *, n_transfer);
   MpReceiveWaiter *waiter = NULL;
   MpSendResult result = MP_SEND_REFUSED;
   GPtrArray *created;
   MpMessage *message;
   gboolean valid = TRUE;
+  gboolean cycle = FALSE;
 
   if (!check_transfer_list (self, transfer, n_transfer, sorted, error))
     {
@@ -582,7 +589,7 @@ post_with_transfer (MpMessagePort        *self,
       /* Two objects of one side: at most one of them owns it. */
       if (i > 0 && sorted[i]->side == sorted[i - 1]->side)
         valid = FALSE;
-      locks[i] = sorted[i]->side;
+      locks[i] = travelling[i] = sorted[i]->side;
     }
   locks[n_transfer] = to;
   qsort (locks, n_transfer + 1, sizeof (MpPipeSide *), compare_sides);
@@ -595,6 +602,17 @@ post_with_transfer (MpMessagePort        *self,
       for (guint i = 0; i < n_transfer && valid; i++)
         if (is_detached (transfer[i]) || mp_pipe_side_test (transfer[i]->side, MP_SIDE_CLOSED))
           valid = FALSE;
+
+      /* A message bound for the inbox (not dropped at a closed @to, not handed to a pending
+       * receive) must not close a transit cycle (see mp-pipe.c): its edges are added here,
+       * or it is refused before anything changes. */
+      if (valid && !mp_pipe_side_test (to, MP_SIDE_CLOSED | MP_SIDE_PEER_CLOSED) &&
+          to->waiters.length == 0 &&
+          !mp_pipe_side_transit_add_locked (to, travelling, n_transfer))
+        {
+          valid = FALSE;
+          cycle = TRUE;
+        }
 
       /* A sender closed meanwhile (its close marker is queued at @to) refuses the post
        * before anything changes: result stays MP_SEND_REFUSED. */
@@ -626,6 +644,14 @@ post_with_transfer (MpMessagePort        *self,
 
       for (guint i = n_transfer + 1; i > 0; i--)
         g_mutex_unlock (&locks[i - 1]->mutex);
+    }
+
+  if (cycle)
+    {
+      mp_message_drop (message);
+      g_set_error_literal (error, MP_ERROR, MP_ERROR_DATA_CLONE,
+                           _("The destination port travels in a message queued at a port of the transfer list: the message could never be received"));
+      return FALSE;
     }
 
   if (!valid)
@@ -667,6 +693,10 @@ post_with_transfer (MpMessagePort        *self,
  * %MP_ERROR_INVALID_STATE. A transfer list holding %NULL, something that is not a port,
  * @self, its peer, the same port twice, or a port that is closed or transferred away fails
  * with %MP_ERROR_DATA_CLONE, and then nothing changes: every listed port stays usable.
+ * So does a transfer that would make a cycle: when the peer of @self itself travels in a
+ * message queued at a listed port (directly, or inside a port travelling in a message
+ * queued there, and so on), the message would end up inside its own cargo, where nothing
+ * could ever receive it.
  * If the peer is closed, the message is dropped and the call succeeds (its ports close).
  *
  * Returns: %TRUE if the message was posted (or dropped because the peer is closed)
@@ -831,16 +861,14 @@ mp_message_port_receive (MpMessagePort *self)
   MpPipeSide *side;
   MpPipeDropped dropped = MP_PIPE_DROPPED_INIT;
   MpMessage *message = NULL;
-  GList *link;
 
   g_return_val_if_fail (MP_IS_MESSAGE_PORT (self), NULL);
 
   side = self->side;
   g_mutex_lock (&side->mutex);
   if (!is_detached (self) && !mp_pipe_side_test (side, MP_SIDE_CLOSED) &&
-      (link = g_queue_pop_head_link (&side->inbox)) != NULL)
+      (message = mp_pipe_side_pop_locked (side)) != NULL)
     {
-      message = link->data;
       if (mp_message_is_close_marker (message))
         {
           mp_pipe_side_close_locked (side, &dropped);
@@ -1123,7 +1151,7 @@ mp_message_port_receive_async (MpMessagePort       *self,
     failure = _("The port is closed");
   else if (side->inbox.length > 0)
     {
-      message = g_queue_pop_head_link (&side->inbox)->data;
+      message = mp_pipe_side_pop_locked (side);
       if (mp_message_is_close_marker (message))
         {
           mp_pipe_side_close_locked (side, &dropped);

@@ -57,6 +57,14 @@ struct _MpPipeSide
   /* MpSideState bits; see above. */
   int state;
 
+  /* How many messages of inbox carry ports (and so edges of the transit graph, see
+   * mp-pipe.c). Guarded by mutex. */
+  guint n_carrying;
+
+  /* While this side's owner travels in a message queued at another side's inbox: that
+   * side, else NULL. An edge of the transit graph, guarded by the transit lock. */
+  MpPipeSide *transit_at;
+
   /* Immutable after mp_pipe_new(). */
   MpPipeSide *peer;
   MpPipe *pipe;
@@ -134,6 +142,11 @@ typedef enum {
   MP_SEND_DROPPED,
   MP_SEND_REFUSED,
 } MpSendResult;
+
+MpMessage  *mp_pipe_side_pop_locked         (MpPipeSide *side);
+gboolean    mp_pipe_side_transit_add_locked  (MpPipeSide        *to,
+                                              MpPipeSide *const *sides,
+                                              guint              n_sides);
 
 MpSendResult mp_pipe_side_send_locked        (MpPipeSide       *to,
                                               MpMessage        *message,

@@ -7,6 +7,7 @@
 
 #include "mp-error.h"
 #include "mp-i18n-private.h"
+#include "mp-message-port-private.h"
 #include "mp-pipe-private.h"
 
 /* A pipe is what a channel really is: two sides, each a locked inbox plus a state word. The
@@ -56,10 +57,106 @@ mp_pipe_unref (MpPipe *self)
       g_assert (side->source == NULL);
       g_assert (side->inbox.length == 0);
       g_assert (side->waiters.length == 0);
+      g_assert (side->n_carrying == 0);
+      g_assert (side->transit_at == NULL);
       g_mutex_clear (&side->mutex);
     }
 
   g_free (self);
+}
+
+/* The transit graph. A transferred port travels as a new owner object inside its message;
+ * while that message is queued at side Y, the travelling side X has the edge
+ * X->transit_at == Y. Only Y's owner can ever take the message out, so if Y's owner in turn
+ * travels in a message queued at X (directly or along more edges), nobody can: the ports,
+ * their queues and every message posted to them would be unreachable for good. A post that
+ * transfers ports therefore walks the edges from its destination, and refuses itself if the
+ * walk reaches one of the sides it transfers (see mp_pipe_side_transit_add_locked()); the
+ * graph stays a forest, so every walk ends.
+ *
+ * The edges are guarded by one process-wide lock, taken only when a message that carries
+ * ports enters or leaves an inbox, never on the plain message path; it is always the
+ * innermost lock (taken under side locks, no lock taken under it). An edge X -> Y exists
+ * exactly while the message is in Y's inbox: it is removed under Y's lock in the same critical
+ * section that takes the message out. A side cannot be freed while its inbox holds a message
+ * (mp_pipe_unref()), so every side a walk reaches is alive while the lock is held. */
+static GMutex transit_lock;
+
+static gboolean
+message_carries_ports (MpMessage *message)
+{
+  /* A queued message has one reference, the queue's: nobody installs ports under us. */
+  return message->ports != NULL && message->ports->len > 0;
+}
+
+/* Removes the edges of @message, which just left the inbox of @side; @side's lock held and
+ * the transit lock held. */
+static void
+transit_forget (MpPipeSide *side,
+                MpMessage  *message)
+{
+  side->n_carrying--;
+
+  for (guint i = 0; i < message->ports->len; i++)
+    {
+      MpPipeSide *travelling = mp_message_port_get_side (g_ptr_array_index (message->ports, i));
+
+      g_assert (travelling->transit_at == side);
+      travelling->transit_at = NULL;
+    }
+}
+
+/* Adds the edges for a message carrying the owners of @sides that is about to be queued in
+ * @to's inbox, unless it would close a cycle: then returns FALSE and changes nothing. The
+ * caller holds the locks of @to and of every side of @sides, so the message is certainly
+ * queued once this returns TRUE. @sides are distinct and do not include @to. */
+gboolean
+mp_pipe_side_transit_add_locked (MpPipeSide        *to,
+                                 MpPipeSide *const *sides,
+                                 guint              n_sides)
+{
+  g_mutex_lock (&transit_lock);
+
+  /* Where does @to's owner travel, and that side's owner, and so on? If the walk reaches
+   * a side the message carries, the message would travel inside its own cargo. */
+  for (MpPipeSide *at = to->transit_at; at != NULL; at = at->transit_at)
+    for (guint i = 0; i < n_sides; i++)
+      if (sides[i] == at)
+        {
+          g_mutex_unlock (&transit_lock);
+          return FALSE;
+        }
+
+  for (guint i = 0; i < n_sides; i++)
+    {
+      g_assert (sides[i]->transit_at == NULL);
+      sides[i]->transit_at = to;
+    }
+
+  g_mutex_unlock (&transit_lock);
+
+  return TRUE;
+}
+
+/* Takes the oldest message out of @side's inbox (its lock held), or returns NULL. */
+MpMessage *
+mp_pipe_side_pop_locked (MpPipeSide *side)
+{
+  GList *link = g_queue_pop_head_link (&side->inbox);
+  MpMessage *message;
+
+  if (link == NULL)
+    return NULL;
+
+  message = link->data;
+  if (message_carries_ports (message))
+    {
+      g_mutex_lock (&transit_lock);
+      transit_forget (side, message);
+      g_mutex_unlock (&transit_lock);
+    }
+
+  return message;
 }
 
 /* Asks the attached source for a dispatch. Only the call that finds the side unarmed wakes
@@ -129,6 +226,14 @@ mp_pipe_side_close_locked (MpPipeSide    *side,
 
   mp_pipe_side_set_locked (side, MP_SIDE_CLOSED);
   queue_move (&dropped->messages, &side->inbox);
+  if (side->n_carrying > 0)
+    {
+      g_mutex_lock (&transit_lock);
+      for (GList *l = dropped->messages.head; l != NULL && side->n_carrying > 0; l = l->next)
+        if (message_carries_ports (l->data))
+          transit_forget (side, l->data);
+      g_mutex_unlock (&transit_lock);
+    }
   mp_pipe_side_steal_waiters_locked (side, dropped);
 
   if (mp_pipe_side_test (side, MP_SIDE_ATTACHED))
@@ -202,6 +307,8 @@ mp_pipe_side_send_locked (MpPipeSide       *to,
     }
 
   g_queue_push_tail_link (&to->inbox, &message->link);
+  if (message_carries_ports (message))
+    to->n_carrying++;   /* the caller added its edges */
   mp_pipe_side_wake_locked (to);
 
   return MP_SEND_QUEUED;

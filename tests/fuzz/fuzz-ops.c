@@ -36,8 +36,8 @@
  *     broadcast channel unless a queued delivery holds it; after a drain, nothing at all;
  *   - at the end everything is closed and drained and every object is finalized.
  *
- * A failed check aborts with a message: libFuzzer reports it as a crash. Posts that would
- * make a transfer cycle (see FUZZ_ALLOW_TRANSFER_CYCLES) are skipped: such a cycle leaks.
+ * A failed check aborts with a message: libFuzzer reports it as a crash. A post that would
+ * make a transfer cycle (see makes_cycle()) must fail with MP_ERROR_DATA_CLONE.
  */
 
 #include <mpport/mpport.h>
@@ -57,14 +57,6 @@
 #define MAX_DRAIN   100000
 #define MARKER   G_MAXUINT    /* the peer's close marker in a shadow queue */
 #define BC_ID_BASE 0x80000000u
-
-/* A post that moves side X into the inbox of a side whose owner travels, directly or
- * through more such messages, inside X's own inbox makes a cycle nothing can ever deliver
- * or close: every object and message in it leaks (reported to the library). By default such
- * posts are skipped; -DFUZZ_ALLOW_TRANSFER_CYCLES=1 makes them and so reports the leak. */
-#ifndef FUZZ_ALLOW_TRANSFER_CYCLES
-#define FUZZ_ALLOW_TRANSFER_CYCLES 0
-#endif
 
 static void fail (const char *format, ...) G_GNUC_PRINTF (1, 2) G_GNUC_NORETURN;
 
@@ -725,7 +717,9 @@ typedef enum {
 } EntryKind;
 
 /* Whether moving the sides of @recs into @dest's inbox closes a cycle: @dest's owner
- * travels in a message queued at a side whose owner travels ... inside one of them. */
+ * travels in a message queued at a side whose owner travels ... inside one of them. Such a
+ * message could never be received, and everything in the cycle would leak: the library
+ * refuses the post with MP_ERROR_DATA_CLONE. */
 static gboolean
 makes_cycle (int        dest,
              guint      n,
@@ -742,7 +736,9 @@ makes_cycle (int        dest,
       for (guint i = 0; i < n; i++)
         if (recs[i]->side == s)
           return TRUE;
-      if (side->owner != OWNER_IN_FLIGHT || side->carrier < 0)
+      /* A carrier handed to a pending receive_async() is on its way out: no cycle. */
+      if (side->owner != OWNER_IN_FLIGHT || side->carrier < 0 ||
+          MSG (side->carrier)->fate != M_QUEUED)
         return FALSE;
       s = MSG (side->carrier)->side;
     }
@@ -786,8 +782,8 @@ do_post (PortRec *rec,
         }
     }
 
-  if (expected_code < 0 && !FUZZ_ALLOW_TRANSFER_CYCLES && makes_cycle (side->peer, n, recs))
-    return;
+  if (expected_code < 0 && makes_cycle (side->peer, n, recs))
+    expected_code = MP_ERROR_DATA_CLONE;
 
   API_BEGIN ();
   ok = mp_message_port_post_message (rec->obj, g_variant_new_uint32 (id), list, n, &error);
