@@ -46,6 +46,23 @@
 #define CALLGRIND_DUMP_STATS_AT(name) ((void) (name))
 #endif
 
+/* GCC says which sanitizer is on with __SANITIZE_*__, clang with __has_feature (nested: GCC
+ * before 14 cannot even parse __has_feature (x) in an #if). */
+#if defined(__SANITIZE_THREAD__)
+#define BENCH_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature (thread_sanitizer)
+#define BENCH_TSAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define BENCH_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature (address_sanitizer)
+#define BENCH_ASAN 1
+#endif
+#endif
+
 /* ------------------------------------------------------------------------------------------ */
 /* Parameters                                                                                 */
 /* ------------------------------------------------------------------------------------------ */
@@ -91,6 +108,7 @@ typedef struct
   guint64 iterations;    /* main-loop iterations of the receiving context(s) */
   guint64 sleeps;        /* polls of the receiving context(s) allowed to block */
   guint64 wakes;         /* baselines (b)/(c): wake-ups signalled by the producer(s) */
+  guint64 allocs;        /* malloc/calloc/realloc calls in the measured region, all threads */
 } Sample;
 
 typedef struct _Scenario Scenario;
@@ -180,6 +198,16 @@ latch_wait (Latch *latch,
   g_mutex_unlock (&latch->mutex);
 }
 
+static int
+compare_double (gconstpointer a,
+                gconstpointer b)
+{
+  double x = *(const double *) a;
+  double y = *(const double *) b;
+
+  return (x > y) - (x < y);
+}
+
 static guint64
 scaled (guint64 count)
 {
@@ -188,10 +216,106 @@ scaled (guint64 count)
   return n < 1 ? 1 : (guint64) n;
 }
 
-/* The measured region: under callgrind (--callgrind) only this is counted. */
+/* ------------------------------------------------------------------------------------------ */
+/* Heap allocations                                                                           */
+/*                                                                                            */
+/* malloc(), calloc() and realloc() are defined here, counted, and forwarded to glibc's      */
+/* __libc_* entry points. GLib and libmpport reach them through the PLT, so each of their    */
+/* calls is counted. Not seen: calls made inside libc itself (strdup, stdio) and GLib 2.74's */
+/* g_slice magazines (GVariant instances, GList nodes), which take memory in chunks. Every   */
+/* thread counts in its own cache line with a plain load and store (no locked instruction,   */
+/* nothing shared), so counting costs every implementation the same few instructions per    */
+/* call; threads past the last slot share one with an atomic add. Left out under ASan and    */
+/* TSan, which interpose the allocator themselves.                                            */
+/* ------------------------------------------------------------------------------------------ */
+
+#if defined(__GLIBC__) && !defined(BENCH_ASAN) && !defined(BENCH_TSAN)
+#define COUNT_ALLOCS 1
+#define ALLOC_SLOTS  256
+
+typedef struct
+{
+  alignas (64) atomic_uint_fast64_t count;
+} AllocSlot;
+
+static AllocSlot alloc_slots[ALLOC_SLOTS + 1];   /* the last is shared by any thread beyond */
+static atomic_uint alloc_threads;
+static _Thread_local AllocSlot *alloc_slot;
+
+void *__libc_malloc (size_t size);
+void *__libc_calloc (size_t n_members, size_t size);
+void *__libc_realloc (void *ptr, size_t size);
+
+static inline void
+alloc_count (void)
+{
+  AllocSlot *slot = alloc_slot;
+
+  if (G_UNLIKELY (slot == NULL))
+    {
+      unsigned n = atomic_fetch_add_explicit (&alloc_threads, 1, memory_order_relaxed);
+
+      slot = alloc_slot = &alloc_slots[MIN (n, ALLOC_SLOTS)];
+    }
+  if (G_LIKELY (slot != &alloc_slots[ALLOC_SLOTS]))
+    atomic_store_explicit (&slot->count, atomic_load_explicit (&slot->count, memory_order_relaxed) + 1,
+                           memory_order_relaxed);
+  else
+    atomic_fetch_add_explicit (&slot->count, 1, memory_order_relaxed);
+}
+
+void *
+malloc (size_t size)
+{
+  alloc_count ();
+  return __libc_malloc (size);
+}
+
+void *
+calloc (size_t n_members,
+        size_t size)
+{
+  alloc_count ();
+  return __libc_calloc (n_members, size);
+}
+
+void *
+realloc (void   *ptr,
+         size_t  size)
+{
+  alloc_count ();
+  return __libc_realloc (ptr, size);
+}
+
+static guint64
+alloc_total (void)
+{
+  guint64 total = 0;
+
+  for (guint i = 0; i <= ALLOC_SLOTS; i++)
+    total += atomic_load_explicit (&alloc_slots[i].count, memory_order_relaxed);
+
+  return total;
+}
+#else
+#define COUNT_ALLOCS 0
+
+static guint64
+alloc_total (void)
+{
+  return 0;
+}
+#endif
+
+/* The measured region: under callgrind (--callgrind) only this is counted; the heap
+ * allocations made in it, by every thread, are kept in measured_allocs. Main thread only. */
+static guint64 allocs_at_begin;
+static guint64 measured_allocs;
+
 static void
 measure_begin (void)
 {
+  allocs_at_begin = alloc_total ();
   if (opt_callgrind)
     CALLGRIND_ZERO_STATS;
 }
@@ -201,6 +325,7 @@ measure_end (void)
 {
   if (opt_callgrind)
     CALLGRIND_DUMP_STATS_AT ("measured");
+  measured_allocs = alloc_total () - allocs_at_begin;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -510,6 +635,19 @@ ring_free (Ring *ring)
   g_aligned_free (ring);
 }
 
+/* The wake-up handshake is a store-buffering (Dekker) pair: the producer stores tail then
+ * loads need_wake, the consumer stores need_wake then loads tail; at least one of them must
+ * see the other's store. Natively a seq_cst fence between store and load orders them.
+ * ThreadSanitizer does not model fences (GCC warns with -Wtsan): there the four accesses
+ * are seq_cst operations instead, which gives the same guarantee by their single total order. */
+#ifdef BENCH_TSAN
+#define ring_fence()          ((void) 0)
+#define RING_SB_ORDER(order)  memory_order_seq_cst
+#else
+#define ring_fence()          atomic_thread_fence (memory_order_seq_cst)
+#define RING_SB_ORDER(order)  (order)
+#endif
+
 static void
 ring_push (Ring     *ring,
            GVariant *data)
@@ -523,11 +661,11 @@ ring_push (Ring     *ring,
         sched_yield ();
     }
   ring->slots[tail & (RING_SIZE - 1)] = data;
-  atomic_store_explicit (&ring->tail, tail + 1, memory_order_release);
+  atomic_store_explicit (&ring->tail, tail + 1, RING_SB_ORDER (memory_order_release));
 
   /* Pairs with the consumer's store of need_wake then load of tail. */
-  atomic_thread_fence (memory_order_seq_cst);
-  if (atomic_load_explicit (&ring->need_wake, memory_order_relaxed) &&
+  ring_fence ();
+  if (atomic_load_explicit (&ring->need_wake, RING_SB_ORDER (memory_order_relaxed)) &&
       atomic_exchange_explicit (&ring->need_wake, 0, memory_order_acq_rel))
     {
       if (eventfd_write (ring->efd, 1) < 0)
@@ -583,8 +721,8 @@ ring_source_dispatch (GSource     *source,
 
       /* Empty: declare idle, then look again (a push after this look writes the eventfd). */
       atomic_store_explicit (&ring->need_wake, 1, memory_order_seq_cst);
-      atomic_thread_fence (memory_order_seq_cst);
-      if (atomic_load_explicit (&ring->tail, memory_order_acquire) == head)
+      ring_fence ();
+      if (atomic_load_explicit (&ring->tail, RING_SB_ORDER (memory_order_acquire)) == head)
         break;
       /* More came: stay awake. A producer that already took need_wake woke us once more. */
       atomic_store_explicit (&ring->need_wake, 0, memory_order_relaxed);
@@ -959,13 +1097,12 @@ typedef struct
   Latch ready;
   Latch sends_done; /* the main thread returned from its last send: the echo side may go */
   gboolean echo_done;
-  guint64 echo_iterations, echo_sleeps;   /* the echo thread's loop; read after join */
   guint64 ping_wakes;   /* the ping link's producer wake-ups, read before the echo side frees it */
 
   guint64 n, rounds;
   gint32 sent;
   gint64 t0;
-  gint64 *rtt;
+  double *rtt;      /* ns per measured round trip */
   gboolean done;
 } PingPong;
 
@@ -999,7 +1136,7 @@ deliver_pong (GVariant *data,
       measure_begin ();
     }
   else if (pp->rounds > PINGPONG_WARMUP)
-    pp->rtt[pp->rounds - PINGPONG_WARMUP - 1] = t - pp->t0;
+    pp->rtt[pp->rounds - PINGPONG_WARMUP - 1] = (double) (t - pp->t0);
 
   if (++pp->rounds == pp->n + PINGPONG_WARMUP + 1)
     {
@@ -1028,22 +1165,9 @@ echo_thread (gpointer data)
   pp->ping_wakes = link_wakes (pp->ping);
   link_free (pp->ping);
   g_main_context_release (loop->context);
-  /* Counted from the start: the echo side's wake-ups include the warm-up. */
-  pp->echo_iterations = loop->iterations;
-  pp->echo_sleeps = loop->sleeps;
   loop_free (loop);
 
   return NULL;
-}
-
-static int
-compare_gint64 (gconstpointer a,
-                gconstpointer b)
-{
-  gint64 x = *(const gint64 *) a;
-  gint64 y = *(const gint64 *) b;
-
-  return (x > y) - (x < y);
 }
 
 static void
@@ -1054,10 +1178,10 @@ scenario_pingpong (const Scenario *scenario,
   PingPong pp = { 0 };
   Loop *loop = loop_new ();
   GThread *thread;
-  gint64 sum = 0;
+  double sum = 0;
 
   pp.n = scaled (scenario->count);
-  pp.rtt = g_new (gint64, pp.n);
+  pp.rtt = g_new (double, pp.n);
   latch_init (&pp.ready);
   latch_init (&pp.sends_done);
   pp.ping = link_new (impl);
@@ -1086,10 +1210,10 @@ scenario_pingpong (const Scenario *scenario,
 
   for (guint64 i = 0; i < pp.n; i++)
     sum += pp.rtt[i];
-  qsort (pp.rtt, pp.n, sizeof (gint64), compare_gint64);
+  qsort (pp.rtt, pp.n, sizeof (double), compare_double);
   out->messages = pp.n;
   out->seconds = sum / 1e9;
-  out->value = (double) sum / pp.n / 1000.0;
+  out->value = sum / pp.n / 1000.0;
   out->p50 = pp.rtt[pp.n / 2] / 1000.0;
   out->p99 = pp.rtt[MIN (pp.n - 1, pp.n * 99 / 100)] / 1000.0;
   g_free (pp.rtt);
@@ -1541,16 +1665,6 @@ series_find (const char *scenario_name,
   return NULL;
 }
 
-static int
-compare_double (gconstpointer a,
-                gconstpointer b)
-{
-  double x = *(const double *) a;
-  double y = *(const double *) b;
-
-  return (x > y) - (x < y);
-}
-
 static double
 median_of (double *values,
            guint   n)
@@ -1691,6 +1805,49 @@ print_row (const Scenario *scenario,
   g_string_free (targets_text, TRUE);
 }
 
+/* Third table: heap allocations per message (per round trip, delivery, operation). */
+static void
+print_allocs_table (void)
+{
+  if (!COUNT_ALLOCS)
+    {
+      printf ("\nHeap allocations: not counted in this build (ASan and TSan interpose the allocator)\n");
+      return;
+    }
+
+  printf ("\nHeap allocations per message, medians per run: malloc/calloc/realloc calls by every "
+          "thread in the measured region\n(pingpong: per round trip; bcast: per delivery; churn: per "
+          "operation). (b) and (c) show the\nGVariant's own (its data); GLib 2.74's g_slice (GVariant and "
+          "GBytes headers, GList nodes) is not seen\n");
+  printf ("%-16s %11s %11s %11s %11s\n", "scenario", impl_labels[IMPL_MPPORT],
+          impl_labels[IMPL_INVOKE], impl_labels[IMPL_QUEUE], impl_labels[IMPL_RING]);
+  for (guint s = 0; s < N_SCENARIOS; s++)
+    {
+      const Scenario *scenario = &scenarios[s];
+      gboolean any = FALSE;
+      char cells[N_IMPLS][32];
+
+      if (scenario->run == scenario_idle)
+        continue;
+      for (Impl impl = 0; impl < N_IMPLS; impl++)
+        {
+          Series *series = series_find (scenario->name, impl);
+
+          if (series == NULL)
+            g_strlcpy (cells[impl], "-", sizeof (cells[impl]));
+          else
+            {
+              g_snprintf (cells[impl], sizeof (cells[impl]), "%.2f",
+                          MEDIAN_U (series, allocs) / MAX (MEDIAN_U (series, messages), 1));
+              any = TRUE;
+            }
+        }
+      if (any)
+        printf ("%-16s %11s %11s %11s %11s\n", scenario->name, cells[IMPL_MPPORT], cells[IMPL_INVOKE],
+                cells[IMPL_QUEUE], cells[IMPL_RING]);
+    }
+}
+
 static void
 print_table (void)
 {
@@ -1756,6 +1913,8 @@ print_table (void)
         }
       printf ("\n");
     }
+
+  print_allocs_table ();
 }
 
 static void
@@ -1813,9 +1972,13 @@ write_json (const char *path)
           g_string_append_printf (json,
                                   "%s{\"value\": %.6g, \"p50\": %.6g, \"p99\": %.6g, \"seconds\": %.6f, "
                                   "\"messages\": %" G_GUINT64_FORMAT ", \"iterations\": %" G_GUINT64_FORMAT
-                                  ", \"blocking_polls\": %" G_GUINT64_FORMAT ", \"producer_wakes\": %" G_GUINT64_FORMAT "}",
+                                  ", \"blocking_polls\": %" G_GUINT64_FORMAT ", \"producer_wakes\": %" G_GUINT64_FORMAT,
                                   r ? ", " : "", s->value, s->p50, s->p99, s->seconds, s->messages,
                                   s->iterations, s->sleeps, s->wakes);
+          if (COUNT_ALLOCS && series->scenario->run != scenario_idle)
+            g_string_append_printf (json, ", \"allocations\": %" G_GUINT64_FORMAT "}", s->allocs);
+          else
+            g_string_append (json, ", \"allocations\": null}");
         }
       g_string_append_printf (json, "], \"median\": %.6g}", MEDIAN_D (series, value));
     }
@@ -1997,9 +2160,9 @@ print_raw (const Scenario *scenario,
            const Sample   *s)
 {
   printf ("RESULT\t%s\t%s\t%.6g\t%.6g\t%.6g\t%.6f\t%" G_GUINT64_FORMAT "\t%" G_GUINT64_FORMAT
-          "\t%" G_GUINT64_FORMAT "\t%" G_GUINT64_FORMAT "\n",
+          "\t%" G_GUINT64_FORMAT "\t%" G_GUINT64_FORMAT "\t%" G_GUINT64_FORMAT "\n",
           scenario->name, impl_names[impl], s->value, s->p50, s->p99, s->seconds, s->messages,
-          s->iterations, s->sleeps, s->wakes);
+          s->iterations, s->sleeps, s->wakes, s->allocs);
   fflush (stdout);
 }
 
@@ -2030,7 +2193,7 @@ run_isolated (const Scenario *scenario,
     {
       g_auto(GStrv) f = g_strsplit (lines[l], "\t", -1);
 
-      if (g_strv_length (f) < 11 || !g_str_equal (f[0], "RESULT"))
+      if (g_strv_length (f) < 12 || !g_str_equal (f[0], "RESULT"))
         continue;
       out->value = g_ascii_strtod (f[3], NULL);
       out->p50 = g_ascii_strtod (f[4], NULL);
@@ -2040,6 +2203,7 @@ run_isolated (const Scenario *scenario,
       out->iterations = g_ascii_strtoull (f[8], NULL, 10);
       out->sleeps = g_ascii_strtoull (f[9], NULL, 10);
       out->wakes = g_ascii_strtoull (f[10], NULL, 10);
+      out->allocs = g_ascii_strtoull (f[11], NULL, 10);
       return;
     }
   g_error ("%s %s: no result from the child: %s", scenario->name, impl_names[impl], output);
@@ -2068,7 +2232,11 @@ run_all (const Scenario **selected,
               continue;
             progress (step++, n_steps, scenario->name, run, impl_labels[impl]);
             if (opt_in_process || opt_raw || opt_callgrind)
-              scenario->run (scenario, impl, &sample);
+              {
+                measured_allocs = 0;
+                scenario->run (scenario, impl, &sample);
+                sample.allocs = measured_allocs;
+              }
             else
               run_isolated (scenario, impl, &sample);
             g_array_append_val (series_get (scenario, impl)->samples, sample);
