@@ -9,6 +9,8 @@
 
 #include <mpport/mpport.h>
 
+#include "mp-test-util.h"
+
 #define TEST_TIMEOUT_SECONDS 30
 
 /* ------------------------------------------------------------------ */
@@ -167,53 +169,6 @@ watchdog_remove (GSource *source)
 {
   g_source_destroy (source);
   g_source_unref (source);
-}
-
-/* A count-down latch with a bounded wait, to hand off between threads. */
-typedef struct
-{
-  GMutex mutex;
-  GCond cond;
-  guint count;   /* guarded by mutex */
-} Latch;
-
-static void
-latch_init (Latch *latch)
-{
-  g_mutex_init (&latch->mutex);
-  g_cond_init (&latch->cond);
-  latch->count = 0;
-}
-
-static void
-latch_clear (Latch *latch)
-{
-  g_mutex_clear (&latch->mutex);
-  g_cond_clear (&latch->cond);
-}
-
-static void
-latch_add (Latch *latch)
-{
-  g_mutex_lock (&latch->mutex);
-  latch->count++;
-  g_cond_broadcast (&latch->cond);
-  g_mutex_unlock (&latch->mutex);
-}
-
-static void
-latch_wait (Latch *latch,
-            guint  target)
-{
-  gint64 deadline = g_get_monotonic_time () + TEST_TIMEOUT_SECONDS * G_TIME_SPAN_SECOND;
-
-  g_mutex_lock (&latch->mutex);
-  while (latch->count < target)
-    {
-      if (!g_cond_wait_until (&latch->cond, &latch->mutex, deadline))
-        g_error ("latch: timed out waiting for %u (at %u)", target, latch->count);
-    }
-  g_mutex_unlock (&latch->mutex);
 }
 
 static void
@@ -804,7 +759,7 @@ test_threads_fan_out (void)
       workers[t] = (FanWorker) { .name = name, .ready = &ready };
       threads[t] = g_thread_new ("fan-out", fan_worker_thread, &workers[t]);
     }
-  latch_wait (&ready, FAN_THREADS);
+  latch_wait (&ready, FAN_THREADS, TEST_TIMEOUT_SECONDS * G_TIME_SPAN_SECOND, "ready");
 
   sender = channel_new_checked (name);
   for (guint i = 0; i < FAN_MESSAGES; i++)
@@ -861,7 +816,7 @@ dying_context_thread (gpointer data)
   latch_add (&dc->created);
 
   /* Deliveries are queued on the context and never dispatched: it goes away first. */
-  latch_wait (&dc->posted, 1);
+  latch_wait (&dc->posted, 1, TEST_TIMEOUT_SECONDS * G_TIME_SPAN_SECOND, "posted");
   g_main_context_pop_thread_default (context);
   g_main_context_unref (context);
 
@@ -883,7 +838,7 @@ test_lifetime_context_finalized (void)
   latch_init (&dc.posted);
 
   thread = g_thread_new ("dying-context", dying_context_thread, &dc);
-  latch_wait (&dc.created, 1);
+  latch_wait (&dc.created, 1, TEST_TIMEOUT_SECONDS * G_TIME_SPAN_SECOND, "created");
   g_assert_false (mp_broadcast_channel_is_closed (dc.channel));
   g_assert_true (mp_broadcast_channel_get_context (dc.channel) == dc.context);
 
@@ -1049,13 +1004,6 @@ test_priority_change_keeps_queued (void)
 /* "programmer errors (NULL self, wrong type of self) ->                */
 /* g_return_val_if_fail critical and a safe return."                    */
 /* ------------------------------------------------------------------ */
-
-#define EXPECT_CRITICAL(call) \
-  G_STMT_START { \
-    g_test_expect_message ("Mp", G_LOG_LEVEL_CRITICAL, "*assertion*failed*"); \
-    call; \
-    g_test_assert_expected_messages (); \
-  } G_STMT_END
 
 static void
 check_bad_self (MpBroadcastChannel *bad)

@@ -38,6 +38,8 @@
 
 #include <mpport/mpport.h>
 
+#include "mp-test-util.h"
+
 #define N_WORKERS             8
 #define N_PARTICIPANTS        (N_WORKERS + 1)   /* the workers and the main thread */
 #define MAIN_PARTICIPANT      N_WORKERS
@@ -97,14 +99,6 @@ struct _Participant
   guint n_posted;
 };
 
-/* A count-up latch with a bounded wait. */
-typedef struct
-{
-  GMutex mutex;
-  GCond cond;
-  guint count;   /* guarded by mutex */
-} Latch;
-
 static struct
 {
   GRWLock name_locks[N_NAMES];
@@ -118,136 +112,6 @@ static struct
   int live_channels;      /* atomic: created minus finalized */
   int next_id;            /* atomic */
 } stress;
-
-static guint
-stress_env_uint (const char *name,
-                 guint       default_value)
-{
-  const char *str = g_getenv (name);
-  guint64 value = 0;
-  GError *error = NULL;
-
-  if (str == NULL || *str == '\0')
-    return default_value;
-
-  if (!g_ascii_string_to_unsigned (str, 10, 1, G_MAXUINT16, &value, &error))
-    g_error ("%s=%s: %s", name, str, error->message);
-
-  return (guint) value;
-}
-
-static gint64
-stress_deadline (void)
-{
-  return g_get_monotonic_time ()
-         + (gint64) stress_env_uint ("MP_STRESS_TIMEOUT", 120) * G_TIME_SPAN_SECOND;
-}
-
-static void
-latch_init (Latch *latch)
-{
-  g_mutex_init (&latch->mutex);
-  g_cond_init (&latch->cond);
-  latch->count = 0;
-}
-
-static void
-latch_clear (Latch *latch)
-{
-  g_mutex_clear (&latch->mutex);
-  g_cond_clear (&latch->cond);
-}
-
-static void
-latch_add (Latch *latch)
-{
-  g_mutex_lock (&latch->mutex);
-  latch->count++;
-  g_cond_broadcast (&latch->cond);
-  g_mutex_unlock (&latch->mutex);
-}
-
-static gboolean
-latch_reached (Latch *latch,
-               guint  target)
-{
-  gboolean reached;
-
-  g_mutex_lock (&latch->mutex);
-  reached = latch->count >= target;
-  g_mutex_unlock (&latch->mutex);
-
-  return reached;
-}
-
-static void
-latch_wait (Latch      *latch,
-            guint       target,
-            const char *what)
-{
-  gint64 deadline = stress_deadline ();
-
-  g_mutex_lock (&latch->mutex);
-  while (latch->count < target)
-    {
-      if (!g_cond_wait_until (&latch->cond, &latch->mutex, deadline))
-        g_error ("%s: timed out at %u of %u", what, latch->count, target);
-    }
-  g_mutex_unlock (&latch->mutex);
-}
-
-/* A thread that fails the test if it is not stopped before the deadline: a hang inside
- * the library (a deadlock, a lock in freed memory) must fail, not block the suite. */
-typedef struct
-{
-  GMutex mutex;
-  GCond cond;
-  gboolean finished;   /* guarded by mutex */
-  const char *what;
-  GThread *thread;
-} Watchdog;
-
-static gpointer
-watchdog_thread (gpointer data)
-{
-  Watchdog *watchdog = data;
-  gint64 deadline = stress_deadline ();
-
-  g_mutex_lock (&watchdog->mutex);
-  while (!watchdog->finished)
-    {
-      if (!g_cond_wait_until (&watchdog->cond, &watchdog->mutex, deadline))
-        g_error ("%s: still running after %u s: hung", watchdog->what,
-                 stress_env_uint ("MP_STRESS_TIMEOUT", 120));
-    }
-  g_mutex_unlock (&watchdog->mutex);
-
-  return NULL;
-}
-
-static void
-watchdog_start (Watchdog   *watchdog,
-                const char *what)
-{
-  g_mutex_init (&watchdog->mutex);
-  g_cond_init (&watchdog->cond);
-  watchdog->finished = FALSE;
-  watchdog->what = what;
-  watchdog->thread = g_thread_new ("watchdog", watchdog_thread, watchdog);
-}
-
-static void
-watchdog_stop (Watchdog *watchdog)
-{
-  g_mutex_lock (&watchdog->mutex);
-  watchdog->finished = TRUE;
-  g_cond_signal (&watchdog->cond);
-  g_mutex_unlock (&watchdog->mutex);
-
-  g_thread_join (watchdog->thread);
-  g_mutex_clear (&watchdog->mutex);
-  g_cond_clear (&watchdog->cond);
-}
 
 /* ------------------------------------------------------------------ */
 /* Channels and their expectations                                      */
@@ -662,7 +526,7 @@ participant_run (Participant *p)
 
   participant_drain (p);
   latch_add (&stress.drained);
-  latch_wait (&stress.drained, N_PARTICIPANTS, "drained");
+  latch_wait (&stress.drained, N_PARTICIPANTS, stress_timeout (), "drained");
 
   /* Nothing is left to deliver: a delivery now would fail the handler's check. */
   participant_iterate (p, 4);
@@ -710,7 +574,7 @@ worker_thread (gpointer data)
 
   participant_setup (p);
   latch_add (&stress.ready);
-  latch_wait (&stress.start, 1, "start");
+  latch_wait (&stress.start, 1, stress_timeout (), "start");
   participant_run (p);
   participant_teardown (p, by_context);
 
@@ -776,14 +640,14 @@ check_reconciliation (void)
 static void
 test_broadcast_stress_storm (void)
 {
-  guint scale = stress_env_uint ("MP_STRESS_SCALE", 1);
+  guint scale = mp_test_env_uint ("MP_STRESS_SCALE", 1);
   GThread *threads[N_WORKERS];
   Participant *main_p = &stress.participants[MAIN_PARTICIPANT];
   guint n_created = 0, n_closed = 0, n_in_handler = 0, n_by_context = 0, n_scratch = 0;
   guint64 n_posted = 0;
-  Watchdog watchdog;
+  Watchdog *watchdog;
 
-  watchdog_start (&watchdog, "storm");
+  watchdog = watchdog_new ("storm", stress_timeout ());
   for (guint n = 0; n < N_NAMES; n++)
     {
       g_rw_lock_init (&stress.name_locks[n]);
@@ -810,7 +674,7 @@ test_broadcast_stress_storm (void)
   /* The main thread takes part on the global default context. */
   main_p->context = g_main_context_ref (g_main_context_default ());
   participant_setup (main_p);
-  latch_wait (&stress.ready, N_WORKERS, "ready");
+  latch_wait (&stress.ready, N_WORKERS, stress_timeout (), "ready");
   stress.storm_end = g_get_monotonic_time () + (gint64) scale * STORM_SECONDS * G_TIME_SPAN_SECOND;
   latch_add (&stress.start);
 
@@ -869,7 +733,7 @@ test_broadcast_stress_storm (void)
   latch_clear (&stress.start);
   latch_clear (&stress.posting_done);
   latch_clear (&stress.drained);
-  watchdog_stop (&watchdog);
+  watchdog_free (watchdog);
 }
 
 /* ------------------------------------------------------------------ */
@@ -970,13 +834,13 @@ static void
 test_broadcast_stress_close_vs_context_finalize (void)
 {
   Race race = { .ready = -1, .go = -1, .done = -1 };
-  Watchdog watchdog;
+  Watchdog *watchdog;
   GThread *owner;
   GThread *hammer;
 
-  race.n_iterations = RACE_ITERATIONS * stress_env_uint ("MP_STRESS_SCALE", 1);
+  race.n_iterations = RACE_ITERATIONS * mp_test_env_uint ("MP_STRESS_SCALE", 1);
   race.deadline = stress_deadline ();
-  watchdog_start (&watchdog, "close-vs-context-finalize");
+  watchdog = watchdog_new ("close-vs-context-finalize", stress_timeout ());
   owner = g_thread_new ("race-owner", race_owner_thread, &race);
   hammer = g_thread_new ("race-hammer", race_table_hammer_thread, &race);
 
@@ -999,7 +863,7 @@ test_broadcast_stress_close_vs_context_finalize (void)
   g_thread_join (owner);
   g_atomic_int_set (&race.stop, TRUE);
   g_thread_join (hammer);
-  watchdog_stop (&watchdog);
+  watchdog_free (watchdog);
 }
 
 int

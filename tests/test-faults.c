@@ -33,35 +33,7 @@
 
 #include <mpport/mpport.h>
 
-static double
-faults_scale (void)
-{
-  const char *str = g_getenv ("MP_STRESS_SCALE");
-  char *end = NULL;
-  double scale;
-
-  if (str == NULL || *str == '\0')
-    return 1.0;
-
-  scale = g_ascii_strtod (str, &end);
-  if (*end != '\0' || !(scale > 0.0) || scale > 10000.0)
-    g_error ("MP_STRESS_SCALE=%s: expected a positive number", str);
-
-  return scale;
-}
-
-static gint64
-faults_timeout (void)
-{
-  const char *str = g_getenv ("MP_STRESS_TIMEOUT");
-  guint64 value = 120;
-
-  if (str != NULL && *str != '\0' &&
-      !g_ascii_string_to_unsigned (str, 10, 1, G_MAXUINT16, &value, NULL))
-    g_error ("MP_STRESS_TIMEOUT=%s: expected a number of seconds", str);
-
-  return (gint64) value * G_TIME_SPAN_SECOND;
-}
+#include "mp-test-util.h"
 
 /* Iterates @context until @done (@data) holds, failing at the deadline. */
 static void
@@ -70,7 +42,7 @@ iterate_until (GMainContext *context,
                gpointer      data,
                const char   *what)
 {
-  gint64 deadline = g_get_monotonic_time () + faults_timeout ();
+  gint64 deadline = stress_deadline ();
 
   while (!done (data))
     {
@@ -79,67 +51,6 @@ iterate_until (GMainContext *context,
       if (!g_main_context_iteration (context, FALSE))
         g_usleep (200);
     }
-}
-
-typedef struct
-{
-  GMutex lock;
-  GCond cond;
-  gboolean open;
-} Gate;
-
-static void
-gate_init (Gate *gate)
-{
-  g_mutex_init (&gate->lock);
-  g_cond_init (&gate->cond);
-  gate->open = FALSE;
-}
-
-static void
-gate_clear (Gate *gate)
-{
-  g_mutex_clear (&gate->lock);
-  g_cond_clear (&gate->cond);
-}
-
-static void
-gate_open (Gate *gate)
-{
-  g_mutex_lock (&gate->lock);
-  gate->open = TRUE;
-  g_cond_broadcast (&gate->cond);
-  g_mutex_unlock (&gate->lock);
-}
-
-static void
-gate_wait (Gate *gate)
-{
-  gint64 deadline = g_get_monotonic_time () + faults_timeout ();
-
-  g_mutex_lock (&gate->lock);
-  while (!gate->open)
-    {
-      if (!g_cond_wait_until (&gate->cond, &gate->lock, deadline))
-        g_error ("a gate stayed shut past the deadline");
-    }
-  g_mutex_unlock (&gate->lock);
-}
-
-static void
-post_or_die (MpMessagePort *port,
-             GVariant      *data,
-             MpMessagePort *transfer)
-{
-  GError *error = NULL;
-  gboolean ok;
-
-  ok = mp_message_port_post_message (port, data,
-                                     transfer != NULL ? &transfer : NULL,
-                                     transfer != NULL ? 1 : 0,
-                                     &error);
-  g_assert_no_error (error);
-  g_assert_true (ok);
 }
 
 static void
@@ -964,7 +875,7 @@ racing_round (guint   round,
 static void
 test_context_drop_racing (void)
 {
-  guint n_rounds = (guint) MAX (1.0, RACING_ROUNDS * faults_scale () + 0.5);
+  guint n_rounds = stress_scaled (RACING_ROUNDS);
   guint64 posts = 0, echoes = 0, carried = 0, broadcasts = 0;
   gint64 start = g_get_monotonic_time ();
   guint round;

@@ -53,6 +53,8 @@
 #include <stdio.h>
 #include <unistd.h>
 
+#include "mp-test-util.h"
+
 #if defined(__has_include)
 # if __has_include(<valgrind/valgrind.h>)
 #  include <valgrind/valgrind.h>
@@ -77,40 +79,16 @@
 /* Helpers                                                              */
 /* ------------------------------------------------------------------ */
 
-static double
-load_scale (void)
-{
-  const char *str = g_getenv ("MP_LOAD_SCALE");
-  char *end = NULL;
-  double scale;
-
-  if (str == NULL || *str == '\0')
-    return 1.0;
-
-  scale = g_ascii_strtod (str, &end);
-  if (*end != '\0' || !(scale > 0.0) || scale > 1000.0)
-    g_error ("MP_LOAD_SCALE=%s: expected a positive number", str);
-
-  return scale;
-}
-
 static guint
 load_scaled (guint base)
 {
-  return (guint) MAX (1.0, base * load_scale () + 0.5);
+  return mp_test_scaled (mp_test_env_scale ("MP_LOAD_SCALE", 1000.0), base);
 }
 
 static gint64
 load_timeout (void)
 {
-  const char *str = g_getenv ("MP_STRESS_TIMEOUT");
-  guint64 value = 300;
-
-  if (str != NULL && *str != '\0' &&
-      !g_ascii_string_to_unsigned (str, 10, 1, G_MAXUINT16, &value, NULL))
-    g_error ("MP_STRESS_TIMEOUT=%s: expected a number of seconds", str);
-
-  return (gint64) value * G_TIME_SPAN_SECOND;
+  return mp_test_timeout (300);
 }
 
 static double
@@ -140,63 +118,6 @@ static double
 mib (guint64 bytes)
 {
   return bytes / (1024.0 * 1024.0);
-}
-
-typedef struct
-{
-  GMutex lock;
-  GCond cond;
-  guint count;
-} Latch;
-
-static void
-latch_init (Latch *latch)
-{
-  g_mutex_init (&latch->lock);
-  g_cond_init (&latch->cond);
-  latch->count = 0;
-}
-
-static void
-latch_clear (Latch *latch)
-{
-  g_mutex_clear (&latch->lock);
-  g_cond_clear (&latch->cond);
-}
-
-/* Counts one arrival and waits until @n have arrived (a barrier). */
-static void
-latch_arrive_and_wait (Latch      *latch,
-                       guint       n,
-                       const char *what)
-{
-  gint64 deadline = g_get_monotonic_time () + load_timeout ();
-
-  g_mutex_lock (&latch->lock);
-  latch->count++;
-  g_cond_broadcast (&latch->cond);
-  while (latch->count < n)
-    {
-      if (!g_cond_wait_until (&latch->cond, &latch->lock, deadline))
-        g_error ("%s: %u of %u threads arrived by the deadline", what, latch->count, n);
-    }
-  g_mutex_unlock (&latch->lock);
-}
-
-static void
-post_or_die (MpMessagePort *port,
-             GVariant      *data,
-             MpMessagePort *transfer)
-{
-  GError *error = NULL;
-  gboolean ok;
-
-  ok = mp_message_port_post_message (port, data,
-                                     transfer != NULL ? &transfer : NULL,
-                                     transfer != NULL ? 1 : 0,
-                                     &error);
-  g_assert_no_error (error);
-  g_assert_true (ok);
 }
 
 /* ------------------------------------------------------------------ */
@@ -481,7 +402,7 @@ load_thread_func (gpointer data)
       mp_message_port_start (port2);
     }
 
-  latch_arrive_and_wait (&load->set_up, LOAD_THREADS, "setup");
+  latch_arrive_and_wait (&load->set_up, LOAD_THREADS, load_timeout (), "setup");
 
   /* Work: post on every link this thread feeds, in random order, looking at
    * its own context between rounds. */
@@ -529,7 +450,7 @@ load_thread_func (gpointer data)
   g_source_destroy (beat);
   g_source_unref (beat);
 
-  latch_arrive_and_wait (&load->done, LOAD_THREADS, "drain");
+  latch_arrive_and_wait (&load->done, LOAD_THREADS, load_timeout (), "drain");
 
   /* Nothing may arrive any more: every port of this context is closed. */
   while (g_main_context_iteration (self->context, FALSE))

@@ -16,14 +16,7 @@
 
 #include <mpport/mpport.h>
 
-/* The library logs its programmer-error criticals in this domain. */
-#define MP_LOG_DOMAIN "Mp"
-
-/* Upper bound of every wait; a correct library needs milliseconds. */
-#define WAIT_TIMEOUT_USEC (10 * G_USEC_PER_SEC)
-
-/* How long "nothing more happens" is observed. */
-#define QUIET_MSEC 50
+#include "mp-test-util.h"
 
 /* The documented per-dispatch budget (contract notes). */
 #define DISPATCH_BUDGET 1024
@@ -34,77 +27,9 @@
  * (it would need less than 26 bytes per level), an iterative one easily does. */
 #define SMALL_STACK_SIZE (512 * 1024)
 
-/* Iterate @ctx (or just sleep when it is %NULL: the work happens on another
- * thread) until @cond holds; fail the test after WAIT_TIMEOUT_USEC. */
-#define WAIT_FOR(ctx, cond) \
-  G_STMT_START { \
-    gint64 wait_deadline_ = g_get_monotonic_time () + WAIT_TIMEOUT_USEC; \
-    while (!(cond)) \
-      { \
-        if (g_get_monotonic_time () > wait_deadline_) \
-          { \
-            g_assertion_message (G_LOG_DOMAIN, __FILE__, __LINE__, G_STRFUNC, \
-                                 "timed out waiting for: " #cond); \
-            break; \
-          } \
-        if ((ctx) == NULL || !g_main_context_iteration ((ctx), FALSE)) \
-          g_usleep (100); \
-      } \
-  } G_STMT_END
-
-/* Run @stmt expecting exactly one programmer-error critical from the library. */
-#define EXPECT_CRITICAL(stmt) \
-  G_STMT_START { \
-    g_test_expect_message (MP_LOG_DOMAIN, G_LOG_LEVEL_CRITICAL, "*assertion*"); \
-    stmt; \
-    g_test_assert_expected_messages (); \
-  } G_STMT_END
-
 /* ------------------------------------------------------------------------ */
 /* Small helpers                                                            */
 /* ------------------------------------------------------------------------ */
-
-/* Iterate @ctx (if any) for @msec, so that anything that would (wrongly)
- * happen gets the chance to. */
-static void
-spin_context (GMainContext *ctx,
-              guint         msec)
-{
-  gint64 end = g_get_monotonic_time () + (gint64) msec * 1000;
-
-  while (g_get_monotonic_time () < end)
-    {
-      if (ctx == NULL || !g_main_context_iteration (ctx, FALSE))
-        g_usleep (200);
-    }
-}
-
-static gboolean
-weak_ref_is_empty (GWeakRef *weak)
-{
-  GObject *object = g_weak_ref_get (weak);
-
-  if (object == NULL)
-    return TRUE;
-  g_object_unref (object);
-  return FALSE;
-}
-
-/* Drop the caller's reference on @object and wait (iterating @ctx) until it
- * is finalized: for ports whose GSource may still hold a reference until
- * its pending "close" has been dispatched. */
-static void
-assert_finalized_eventually (GMainContext *ctx,
-                             gpointer      object)
-{
-  GWeakRef weak;
-
-  g_assert_true (G_IS_OBJECT (object));
-  g_weak_ref_init (&weak, object);
-  g_object_unref (object);
-  WAIT_FOR (ctx, weak_ref_is_empty (&weak));
-  g_weak_ref_clear (&weak);
-}
 
 static void
 post_value (MpMessagePort *port,
@@ -116,62 +41,6 @@ post_value (MpMessagePort *port,
   ok = mp_message_port_post_message (port, value, NULL, 0, &error);
   g_assert_no_error (error);
   g_assert_true (ok);
-}
-
-static void
-post_int (MpMessagePort *port,
-          gint32         value)
-{
-  post_value (port, g_variant_new_int32 (value));
-}
-
-static void
-post_int_with_ports (MpMessagePort        *port,
-                     gint32                value,
-                     MpMessagePort *const *transfer,
-                     guint                 n_transfer)
-{
-  GError *error = NULL;
-  gboolean ok;
-
-  ok = mp_message_port_post_message (port, g_variant_new_int32 (value),
-                                     transfer, n_transfer, &error);
-  g_assert_no_error (error);
-  g_assert_true (ok);
-}
-
-static gint32
-message_get_int (MpMessage *message)
-{
-  GVariant *data;
-
-  g_assert_nonnull (message);
-  data = mp_message_get_data (message);
-  g_assert_nonnull (data);
-  g_assert_true (g_variant_is_of_type (data, G_VARIANT_TYPE_INT32));
-  return g_variant_get_int32 (data);
-}
-
-/* Synchronously take the next message, which must be an int32 without ports. */
-static gint32
-receive_int (MpMessagePort *port)
-{
-  g_autoptr(MpMessage) message = mp_message_port_receive (port);
-  GPtrArray *ports;
-
-  g_assert_nonnull (message);
-  ports = mp_message_get_ports (message);
-  g_assert_nonnull (ports);
-  g_assert_cmpuint (ports->len, ==, 0);
-  return message_get_int (message);
-}
-
-static void
-assert_receive_null (MpMessagePort *port)
-{
-  MpMessage *message = mp_message_port_receive (port);
-
-  g_assert_null (message);
 }
 
 /* Synchronously take the next message, which must carry exactly one port;
@@ -555,6 +424,37 @@ collector_assert_sequence (Collector *collector,
   g_mutex_unlock (&collector->mutex);
 }
 
+/* pair_init(), with @c1 recording port1 and @c2 port2, both ports started on
+ * the thread-default context when @start. */
+static void
+pair_init_collected (Pair      *pair,
+                     Collector *c1,
+                     Collector *c2,
+                     gboolean   start)
+{
+  pair_init (pair);
+  collector_init (c1, pair->port1);
+  collector_init (c2, pair->port2);
+  if (start)
+    {
+      mp_message_port_start (pair->port1);
+      mp_message_port_start (pair->port2);
+    }
+}
+
+/* collector_clear() on @c1 then @c2 (each asserts that nothing unchecked is
+ * left), then pair_finish(). */
+static void
+pair_finish_collected (Pair         *pair,
+                       Collector    *c1,
+                       Collector    *c2,
+                       GMainContext *ctx)
+{
+  collector_clear (c1);
+  collector_clear (c2);
+  pair_finish (pair, ctx);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Workers: threads running their own thread-default GMainContext           */
 /* ------------------------------------------------------------------------ */
@@ -684,17 +584,14 @@ static void
 fixture_setup (Fixture       *f,
                gconstpointer  data)
 {
-  f->context = g_main_context_new ();
-  g_main_context_push_thread_default (f->context);
+  f->context = context_push_new ();
 }
 
 static void
 fixture_teardown (Fixture       *f,
                   gconstpointer  data)
 {
-  spin_context (f->context, 5);
-  g_main_context_pop_thread_default (f->context);
-  g_main_context_unref (f->context);
+  context_pop_free (f->context);
 }
 
 #define ADD_TEST(path, func) \
@@ -802,11 +699,7 @@ test_basics_round_trip (Fixture       *f,
   Pair pair;
   Collector c1, c2;
 
-  pair_init (&pair);
-  collector_init (&c1, pair.port1);
-  collector_init (&c2, pair.port2);
-  mp_message_port_start (pair.port1);
-  mp_message_port_start (pair.port2);
+  pair_init_collected (&pair, &c1, &c2, TRUE);
   g_assert_true (mp_message_port_get_context (pair.port1) == f->context);
   g_assert_true (mp_message_port_get_context (pair.port2) == f->context);
 
@@ -818,9 +711,7 @@ test_basics_round_trip (Fixture       *f,
   collector_assert_events (&c2, "1");
   collector_assert_events (&c1, "hello");
 
-  collector_clear (&c1);
-  collector_clear (&c2);
-  pair_finish (&pair, f->context);
+  pair_finish_collected (&pair, &c1, &c2, f->context);
 }
 
 static void
@@ -830,9 +721,7 @@ test_basics_echo (Fixture       *f,
   Pair pair;
   Collector c1, c2;
 
-  pair_init (&pair);
-  collector_init (&c1, pair.port1);
-  collector_init (&c2, pair.port2);
+  pair_init_collected (&pair, &c1, &c2, FALSE);
   c2.hook = on_echo_double;
   mp_message_port_start (pair.port1);
   mp_message_port_start (pair.port2);
@@ -843,9 +732,7 @@ test_basics_echo (Fixture       *f,
   collector_assert_events (&c2, "2");
   collector_assert_events (&c1, "4");
 
-  collector_clear (&c1);
-  collector_clear (&c2);
-  pair_finish (&pair, f->context);
+  pair_finish_collected (&pair, &c1, &c2, f->context);
 }
 
 static void
@@ -1189,9 +1076,7 @@ test_threads_signals_on_owning_context (Fixture       *f,
   GThread *sender;
 
   worker = worker_new ("owner");
-  pair_init (&pair);
-  collector_init (&c1, pair.port1);
-  collector_init (&c2, pair.port2);
+  pair_init_collected (&pair, &c1, &c2, FALSE);
   c2.owner = worker->thread;
   c2.hook = on_echo_same;
   mp_message_port_start (pair.port1);
@@ -1214,9 +1099,7 @@ test_threads_signals_on_owning_context (Fixture       *f,
   collector_assert_events (&c2, "1 2 100 101 102 N C");
   collector_assert_events (&c1, "1001 1002 1100 1101 1102 N C");
 
-  collector_clear (&c1);
-  collector_clear (&c2);
-  pair_finish (&pair, f->context);
+  pair_finish_collected (&pair, &c1, &c2, f->context);
   worker_free (worker);
 }
 
@@ -1402,9 +1285,7 @@ test_start_closed_port_noop (Fixture       *f,
   Collector c1, c2, cs, cm;
   MpMessagePort *moved;
 
-  pair_init (&pair);
-  collector_init (&c1, pair.port1);
-  collector_init (&c2, pair.port2);
+  pair_init_collected (&pair, &c1, &c2, FALSE);
   mp_message_port_start (pair.port1);
   post_int (pair.port1, 1);
   mp_message_port_close (pair.port2);
@@ -2795,11 +2676,7 @@ test_close_idempotent (Fixture       *f,
   Pair pair;
   Collector c1, c2;
 
-  pair_init (&pair);
-  collector_init (&c1, pair.port1);
-  collector_init (&c2, pair.port2);
-  mp_message_port_start (pair.port1);
-  mp_message_port_start (pair.port2);
+  pair_init_collected (&pair, &c1, &c2, TRUE);
 
   mp_message_port_close (pair.port1);
   g_assert_true (mp_message_port_is_closed (pair.port1));
@@ -2820,11 +2697,7 @@ test_close_idempotent (Fixture       *f,
     Pair both;
     Collector b1, b2;
 
-    pair_init (&both);
-    collector_init (&b1, both.port1);
-    collector_init (&b2, both.port2);
-    mp_message_port_start (both.port1);
-    mp_message_port_start (both.port2);
+    pair_init_collected (&both, &b1, &b2, TRUE);
     mp_message_port_close (both.port1);
     mp_message_port_close (both.port2);
     mp_message_port_close (both.port1);
@@ -2832,14 +2705,10 @@ test_close_idempotent (Fixture       *f,
     spin_context (f->context, QUIET_MSEC);
     collector_assert_events (&b1, "N C");
     collector_assert_events (&b2, "N C");
-    collector_clear (&b1);
-    collector_clear (&b2);
-    pair_finish (&both, f->context);
+    pair_finish_collected (&both, &b1, &b2, f->context);
   }
 
-  collector_clear (&c1);
-  collector_clear (&c2);
-  pair_finish (&pair, f->context);
+  pair_finish_collected (&pair, &c1, &c2, f->context);
 }
 
 /* "close" comes later, from the owning context's dispatch, on both sides. */
@@ -2850,9 +2719,7 @@ test_close_asynchronous (Fixture       *f,
   Pair pair;
   Collector c1, c2;
 
-  pair_init (&pair);
-  collector_init (&c1, pair.port1);
-  collector_init (&c2, pair.port2);
+  pair_init_collected (&pair, &c1, &c2, FALSE);
   c1.forbidden = c2.forbidden = &in_call;
   mp_message_port_start (pair.port1);
   mp_message_port_start (pair.port2);
@@ -2870,9 +2737,7 @@ test_close_asynchronous (Fixture       *f,
   collector_assert_events (&c1, "N C");
   collector_assert_events (&c2, "N C");
 
-  collector_clear (&c1);
-  collector_clear (&c2);
-  pair_finish (&pair, f->context);
+  pair_finish_collected (&pair, &c1, &c2, f->context);
 }
 
 /* The survivor gets "close" only after the data its peer posted before
@@ -2884,11 +2749,7 @@ test_close_survivor_after_posted_data (Fixture       *f,
   Pair pair;
   Collector c1, c2;
 
-  pair_init (&pair);
-  collector_init (&c1, pair.port1);
-  collector_init (&c2, pair.port2);
-  mp_message_port_start (pair.port1);
-  mp_message_port_start (pair.port2);
+  pair_init_collected (&pair, &c1, &c2, TRUE);
 
   post_int (pair.port1, 1);
   post_int (pair.port1, 2);
@@ -2904,9 +2765,7 @@ test_close_survivor_after_posted_data (Fixture       *f,
   collector_assert_events (&c1, "N C");
   g_assert_true (mp_message_port_is_closed (pair.port2));
 
-  collector_clear (&c1);
-  collector_clear (&c2);
-  pair_finish (&pair, f->context);
+  pair_finish_collected (&pair, &c1, &c2, f->context);
 }
 
 static gpointer
@@ -2966,9 +2825,7 @@ test_close_no_message_after_close_in_handler (Fixture       *f,
   Pair pair;
   Collector c1, c2;
 
-  pair_init (&pair);
-  collector_init (&c1, pair.port1);
-  collector_init (&c2, pair.port2);
+  pair_init_collected (&pair, &c1, &c2, FALSE);
   c2.hook = on_message_close_self;
   mp_message_port_start (pair.port1);
   post_int (pair.port1, 1);
@@ -2981,9 +2838,7 @@ test_close_no_message_after_close_in_handler (Fixture       *f,
   collector_assert_events (&c2, "1 N C");
   collector_assert_events (&c1, "N C");
 
-  collector_clear (&c1);
-  collector_clear (&c2);
-  pair_finish (&pair, f->context);
+  pair_finish_collected (&pair, &c1, &c2, f->context);
 }
 
 /* close() outside dispatch with messages queued at the closing port: they are
@@ -3049,9 +2904,7 @@ test_close_from_other_thread (Fixture       *f,
   gint at_close;
 
   worker = worker_new ("owner");
-  pair_init (&pair);
-  collector_init (&c1, pair.port1);
-  collector_init (&c2, pair.port2);
+  pair_init_collected (&pair, &c1, &c2, FALSE);
   c2.owner = worker->thread;
   c2.record_events = FALSE;
   c2.tolerate_in_flight = TRUE;
@@ -3075,9 +2928,7 @@ test_close_from_other_thread (Fixture       *f,
   collector_assert_sequence (&c2, 0, (guint) collector_count (&c2));
   collector_assert_events (&c1, "N C");
 
-  collector_clear (&c1);
-  collector_clear (&c2);
-  pair_finish (&pair, f->context);
+  pair_finish_collected (&pair, &c1, &c2, f->context);
   worker_free (worker);
 }
 
@@ -3206,11 +3057,7 @@ test_close_post_to_closed_peer_dropped (Fixture       *f,
   GError *error = NULL;
   gboolean ok;
 
-  pair_init (&pair);
-  collector_init (&c1, pair.port1);
-  collector_init (&c2, pair.port2);
-  mp_message_port_start (pair.port1);
-  mp_message_port_start (pair.port2);
+  pair_init_collected (&pair, &c1, &c2, TRUE);
   mp_message_port_close (pair.port2);
 
   g_assert_true (mp_message_port_post_message (pair.port1, counted_variant_new (&freed, 4096),
@@ -3233,9 +3080,7 @@ test_close_post_to_closed_peer_dropped (Fixture       *f,
   g_clear_error (&error);
   g_assert_cmpint (g_atomic_int_get (&freed), ==, 2);
 
-  collector_clear (&c1);
-  collector_clear (&c2);
-  pair_finish (&pair, f->context);
+  pair_finish_collected (&pair, &c1, &c2, f->context);
 }
 
 /* 10 000 posts of 64 KiB to a closed peer: each payload is released by the

@@ -18,138 +18,10 @@
 
 #include <mpport/mpport.h>
 
-/* The library logs its programmer-error criticals in this domain. */
-#define MP_LOG_DOMAIN "Mp"
-
-/* Upper bound of every wait; a correct library needs milliseconds. */
-#define WAIT_TIMEOUT_USEC (10 * G_USEC_PER_SEC)
-
-/* How long "nothing more happens" is observed. */
-#define QUIET_MSEC 50
+#include "mp-test-util.h"
 
 #define N_FIFO_MESSAGES 20000
 #define N_CANCEL_RACES  1000
-
-/* Iterate @ctx (or just sleep when it is %NULL: the work happens on another
- * thread) until @cond holds; fail the test after WAIT_TIMEOUT_USEC. */
-#define WAIT_FOR(ctx, cond) \
-  G_STMT_START { \
-    gint64 wait_deadline_ = g_get_monotonic_time () + WAIT_TIMEOUT_USEC; \
-    while (!(cond)) \
-      { \
-        if (g_get_monotonic_time () > wait_deadline_) \
-          { \
-            g_assertion_message (G_LOG_DOMAIN, __FILE__, __LINE__, G_STRFUNC, \
-                                 "timed out waiting for: " #cond); \
-            break; \
-          } \
-        if ((ctx) == NULL || !g_main_context_iteration ((ctx), FALSE)) \
-          g_usleep (100); \
-      } \
-  } G_STMT_END
-
-/* Run @stmt expecting exactly one programmer-error critical from the library. */
-#define EXPECT_CRITICAL(stmt) \
-  G_STMT_START { \
-    g_test_expect_message (MP_LOG_DOMAIN, G_LOG_LEVEL_CRITICAL, "*assertion*"); \
-    stmt; \
-    g_test_assert_expected_messages (); \
-  } G_STMT_END
-
-/* ------------------------------------------------------------------------ */
-/* Helpers                                                                  */
-/* ------------------------------------------------------------------------ */
-
-static void
-spin_context (GMainContext *ctx,
-              guint         msec)
-{
-  gint64 end = g_get_monotonic_time () + (gint64) msec * 1000;
-
-  while (g_get_monotonic_time () < end)
-    {
-      if (ctx == NULL || !g_main_context_iteration (ctx, FALSE))
-        g_usleep (200);
-    }
-}
-
-static gboolean
-weak_ref_is_empty (GWeakRef *weak)
-{
-  GObject *object = g_weak_ref_get (weak);
-
-  if (object == NULL)
-    return TRUE;
-  g_object_unref (object);
-  return FALSE;
-}
-
-/* Drop the caller's reference on @object and wait (iterating @ctx) until it is
- * finalized: a started port's source holds it until its "close" dispatched. */
-static void
-assert_finalized_eventually (GMainContext *ctx,
-                             gpointer      object)
-{
-  GWeakRef weak;
-
-  g_assert_true (G_IS_OBJECT (object));
-  g_weak_ref_init (&weak, object);
-  g_object_unref (object);
-  WAIT_FOR (ctx, weak_ref_is_empty (&weak));
-  g_weak_ref_clear (&weak);
-}
-
-static void
-post_int_with_ports (MpMessagePort        *port,
-                     gint32                value,
-                     MpMessagePort *const *transfer,
-                     guint                 n_transfer)
-{
-  GError *error = NULL;
-  gboolean ok;
-
-  ok = mp_message_port_post_message (port, g_variant_new_int32 (value),
-                                     transfer, n_transfer, &error);
-  g_assert_no_error (error);
-  g_assert_true (ok);
-}
-
-static void
-post_int (MpMessagePort *port,
-          gint32         value)
-{
-  post_int_with_ports (port, value, NULL, 0);
-}
-
-static gint32
-message_get_int (MpMessage *message)
-{
-  GVariant *data;
-
-  g_assert_nonnull (message);
-  data = mp_message_get_data (message);
-  g_assert_nonnull (data);
-  g_assert_true (g_variant_is_of_type (data, G_VARIANT_TYPE_INT32));
-  return g_variant_get_int32 (data);
-}
-
-static gint32
-receive_int (MpMessagePort *port)
-{
-  g_autoptr(MpMessage) message = mp_message_port_receive (port);
-
-  g_assert_nonnull (message);
-  g_assert_cmpuint (mp_message_get_ports (message)->len, ==, 0);
-  return message_get_int (message);
-}
-
-static void
-assert_receive_null (MpMessagePort *port)
-{
-  MpMessage *message = mp_message_port_receive (port);
-
-  g_assert_null (message);
-}
 
 /* ------------------------------------------------------------------------ */
 /* One receive_async() call and what its callback saw                       */
@@ -379,18 +251,15 @@ static void
 fixture_setup (Fixture       *f,
                gconstpointer  data)
 {
-  f->context = g_main_context_new ();
+  f->context = context_push_new ();
   f->started = GPOINTER_TO_INT (data);
-  g_main_context_push_thread_default (f->context);
 }
 
 static void
 fixture_teardown (Fixture       *f,
                   gconstpointer  data)
 {
-  spin_context (f->context, 5);
-  g_main_context_pop_thread_default (f->context);
-  g_main_context_unref (f->context);
+  context_pop_free (f->context);
 }
 
 #define ADD_TEST(path, func) \

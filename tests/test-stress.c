@@ -23,57 +23,11 @@
 
 #include <mpport/mpport.h>
 
+#include "mp-test-util.h"
+
 /* ------------------------------------------------------------------ */
 /* Shared helpers                                                       */
 /* ------------------------------------------------------------------ */
-
-static guint
-stress_env_uint (const char *name,
-                 guint       default_value)
-{
-  const char *str = g_getenv (name);
-  guint64 value = 0;
-  GError *error = NULL;
-
-  if (str == NULL || *str == '\0')
-    return default_value;
-
-  if (!g_ascii_string_to_unsigned (str, 10, 1, G_MAXUINT16, &value, &error))
-    g_error ("%s=%s: %s", name, str, error->message);
-
-  return (guint) value;
-}
-
-/* @base iterations scaled by MP_STRESS_SCALE, at least 1. */
-static guint
-stress_scaled (guint base)
-{
-  const char *str = g_getenv ("MP_STRESS_SCALE");
-  char *end = NULL;
-  double scale;
-
-  if (str == NULL || *str == '\0')
-    return base;
-
-  scale = g_ascii_strtod (str, &end);
-  if (*end != '\0' || !(scale > 0.0) || scale > 10000.0)
-    g_error ("MP_STRESS_SCALE=%s: expected a positive number", str);
-
-  return (guint) MAX (1.0, base * scale + 0.5);
-}
-
-static gint64
-stress_timeout (void)
-{
-  return (gint64) stress_env_uint ("MP_STRESS_TIMEOUT", 120) * G_TIME_SPAN_SECOND;
-}
-
-/* Monotonic time at which a wait started now must give up. */
-static gint64
-stress_deadline (void)
-{
-  return g_get_monotonic_time () + stress_timeout ();
-}
 
 /* Waits under @lock until *@counter reaches @target or @deadline passes.
  * Returns whether the target was reached. */
@@ -98,108 +52,6 @@ wait_for_counter (GMutex      *lock,
   return reached;
 }
 
-/* A backstop for what no bounded wait can cover (a thread spinning inside
- * the library, a join that never returns): if the watched phase is still
- * running at the deadline, the whole test fails instead of hanging. */
-typedef struct
-{
-  GMutex lock;
-  GCond cond;
-  gboolean done;      /* guarded by lock */
-  gint64 deadline;    /* immutable */
-  char *what;         /* immutable */
-  GThread *thread;
-} Watchdog;
-
-static gpointer
-watchdog_thread_func (gpointer data)
-{
-  Watchdog *dog = data;
-
-  g_mutex_lock (&dog->lock);
-  while (!dog->done)
-    {
-      if (!g_cond_wait_until (&dog->cond, &dog->lock, dog->deadline) && !dog->done)
-        g_error ("%s: still running at its deadline (MP_STRESS_TIMEOUT): "
-                 "a hang, a livelock or a corrupted structure", dog->what);
-    }
-  g_mutex_unlock (&dog->lock);
-
-  return NULL;
-}
-
-static Watchdog *
-watchdog_new (const char *what,
-              gint64      timeout)
-{
-  Watchdog *dog = g_new0 (Watchdog, 1);
-
-  g_mutex_init (&dog->lock);
-  g_cond_init (&dog->cond);
-  dog->deadline = g_get_monotonic_time () + timeout;
-  dog->what = g_strdup (what);
-  dog->thread = g_thread_new ("watchdog", watchdog_thread_func, dog);
-
-  return dog;
-}
-
-static void
-watchdog_free (Watchdog *dog)
-{
-  g_mutex_lock (&dog->lock);
-  dog->done = TRUE;
-  g_cond_signal (&dog->cond);
-  g_mutex_unlock (&dog->lock);
-  g_thread_join (dog->thread);
-
-  g_mutex_clear (&dog->lock);
-  g_cond_clear (&dog->cond);
-  g_free (dog->what);
-  g_free (dog);
-}
-
-/* A start line: threads block in gate_wait() until gate_open(), so that they
- * all hit the library at the same moment (type registration included). */
-typedef struct
-{
-  GMutex lock;
-  GCond cond;
-  gboolean open;   /* guarded by lock */
-} Gate;
-
-static void
-gate_init (Gate *gate)
-{
-  g_mutex_init (&gate->lock);
-  g_cond_init (&gate->cond);
-  gate->open = FALSE;
-}
-
-static void
-gate_clear (Gate *gate)
-{
-  g_mutex_clear (&gate->lock);
-  g_cond_clear (&gate->cond);
-}
-
-static void
-gate_wait (Gate *gate)
-{
-  g_mutex_lock (&gate->lock);
-  while (!gate->open)
-    g_cond_wait (&gate->cond, &gate->lock);
-  g_mutex_unlock (&gate->lock);
-}
-
-static void
-gate_open (Gate *gate)
-{
-  g_mutex_lock (&gate->lock);
-  gate->open = TRUE;
-  g_cond_broadcast (&gate->cond);
-  g_mutex_unlock (&gate->lock);
-}
-
 /* Points *@slot at @object and clears it when @object is finalized. */
 static void
 watch_object (gpointer *slot,
@@ -222,22 +74,6 @@ assert_watches_cleared (gpointer const *slots,
         g_error ("%s: watched object %u (%s %p) was not finalized",
                  what, i, G_OBJECT_TYPE_NAME (slots[i]), slots[i]);
     }
-}
-
-static void
-post_or_die (MpMessagePort *port,
-             GVariant      *message,
-             MpMessagePort *transfer)
-{
-  GError *error = NULL;
-  gboolean ok;
-
-  ok = mp_message_port_post_message (port, message,
-                                     transfer != NULL ? &transfer : NULL,
-                                     transfer != NULL ? 1 : 0,
-                                     &error);
-  g_assert_no_error (error);
-  g_assert_true (ok);
 }
 
 /* ------------------------------------------------------------------ */
