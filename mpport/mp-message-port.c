@@ -8,6 +8,7 @@
 #include "mp-error.h"
 #include "mp-i18n-private.h"
 #include "mp-message-port-private.h"
+#include "mp-waker-private.h"
 
 /**
  * MpMessagePort:
@@ -105,7 +106,11 @@ static guint signals[N_SIGNALS];
 typedef struct
 {
   GSource parent;
-  MpMessagePort *port;   /* strong, released in finalize */
+  MpMessagePort *port;     /* strong, released in finalize */
+  MpWaker *waker;          /* strong, immutable: its context's */
+  /* Set (atomically) by mp_port_source_wake(), cleared by the dispatch as it begins; the
+   * source is ready while it is set. */
+  int pending;
 } MpPortSource;
 
 static gboolean
@@ -125,13 +130,12 @@ mp_port_source_dispatch (GSource     *source,
   gboolean emit_close = FALSE;
   guint budget = MP_MESSAGE_PORT_DISPATCH_BUDGET;
 
-  /* Order matters (see mp_pipe_side_wake_locked()): reset the ready time, then clear
-   * ARMED, then look at the inbox. */
-  g_source_set_ready_time (source, -1);
+  /* Order matters (see mp_pipe_side_wake_locked()): clear the pending flag before looking
+   * at the inbox; ARMED stays set until the inbox is found empty, under the lock, so that
+   * posts made while this dispatch drains do not wake the context again. */
+  g_atomic_int_set (&((MpPortSource *) source)->pending, 0);
 
   g_mutex_lock (&side->mutex);
-  if (side->source == source)
-    mp_pipe_side_clear_locked (side, MP_SIDE_ARMED);
 
   /* One message at a time under the lock, so that receive() on other threads, a transfer
    * or a close() made by a handler all see the exact rest of the queue. */
@@ -149,14 +153,21 @@ mp_port_source_dispatch (GSource     *source,
 
       if (budget == 0)
         {
+          /* Still ARMED: come back at once, after the other sources had their turn (our
+           * own thread: the flag is enough, no eventfd write). */
           if (side->inbox.length > 0)
-            mp_pipe_side_wake_locked (side);
+            g_atomic_int_set (&((MpPortSource *) source)->pending, 1);
+          else
+            mp_pipe_side_clear_locked (side, MP_SIDE_ARMED);
           break;
         }
 
       message = mp_pipe_side_pop_locked (side);
       if (message == NULL)
-        break;
+        {
+          mp_pipe_side_clear_locked (side, MP_SIDE_ARMED);
+          break;
+        }
 
       if (mp_message_is_close_marker (message))
         {
@@ -207,13 +218,43 @@ mp_port_source_dispatch (GSource     *source,
   return G_SOURCE_CONTINUE;
 }
 
+/* Ready while a wake-up is pending: checked by the owning thread on each iteration. */
+static gboolean
+mp_port_source_prepare (GSource *source,
+                        gint    *timeout)
+{
+  *timeout = -1;
+  return g_atomic_int_get (&((MpPortSource *) source)->pending) != 0;
+}
+
+static gboolean
+mp_port_source_check (GSource *source)
+{
+  return g_atomic_int_get (&((MpPortSource *) source)->pending) != 0;
+}
+
+/* See mp-pipe-private.h. Only the call that sets the flag writes the waker's eventfd; the
+ * waker's check reads the eventfd before our check reads the flag (it runs first), so a flag
+ * set after that read comes with a write that makes the next poll return. */
+void
+mp_port_source_wake (GSource *source)
+{
+  MpPortSource *self = (MpPortSource *) source;
+
+  if (g_atomic_int_compare_and_exchange (&self->pending, 0, 1))
+    mp_waker_wake (self->waker);
+}
+
 static void
 mp_port_source_finalize (GSource *source)
 {
   g_clear_object (&((MpPortSource *) source)->port);
+  g_clear_pointer (&((MpPortSource *) source)->waker, mp_waker_unref);
 }
 
 static GSourceFuncs mp_port_source_funcs = {
+  .prepare = mp_port_source_prepare,
+  .check = mp_port_source_check,
   .dispatch = mp_port_source_dispatch,
   .finalize = mp_port_source_finalize,
 };
@@ -630,7 +671,7 @@ post_with_transfer (MpMessagePort        *self,
                 {
                   /* The old object's source emits nothing more: it is woken to retire itself
                    * on its own thread (see mp_port_source_dispatch()). */
-                  g_source_set_ready_time (side->source, 0);
+                  mp_port_source_wake (side->source);
                   side->source = NULL;
                   mp_pipe_side_clear_locked (side, MP_SIDE_ATTACHED | MP_SIDE_ARMED);
                 }
@@ -774,6 +815,7 @@ mp_message_port_start (MpMessagePort *self)
   context = g_main_context_ref_thread_default ();
   source = g_source_new (&mp_port_source_funcs, sizeof (MpPortSource));
   ((MpPortSource *) source)->port = g_object_ref (self);
+  ((MpPortSource *) source)->waker = mp_waker_ref_for_context (context);
   g_source_set_static_name (source, "MpMessagePort");
   g_source_set_priority (source, g_atomic_int_get (&self->priority));
   g_source_set_callback (source, mp_port_source_unused_callback, source, mp_port_source_destroyed);

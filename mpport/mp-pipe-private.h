@@ -16,7 +16,8 @@ G_BEGIN_DECLS
 typedef enum {
   /* The side is closed: its inbox was dropped and whatever is posted to it is dropped. */
   MP_SIDE_CLOSED        = 1 << 0,
-  /* The attached source was woken and has not yet started the dispatch that answers it. */
+  /* The attached source was woken and its dispatch has not yet found the inbox empty:
+   * posts made meanwhile need not wake it again. */
   MP_SIDE_ARMED         = 1 << 1,
   /* A started port's source is attached: side->source is set. */
   MP_SIDE_ATTACHED      = 1 << 2,
@@ -35,8 +36,7 @@ typedef struct _MpPipeSide MpPipeSide;
 struct _MpPipeSide
 {
   /* Guards inbox, source and the state bits. Never held while user code runs; the only
-   * foreign call made under it is g_source_set_ready_time()/g_source_get_context(), which
-   * take the owning context's lock: nothing takes a side lock while holding a context lock. */
+   * foreign call made under it is the eventfd write of mp_port_source_wake(). */
   GMutex mutex;
 
   /* MpMessage links posted by the peer, oldest first. Guarded by mutex. */
@@ -48,10 +48,8 @@ struct _MpPipeSide
   GQueue waiters;
 
   /* The owning port's source while MP_SIDE_ATTACHED, else NULL; the port holds the
-   * reference. Guarded by mutex: wake-ups call g_source_set_ready_time() on it with the lock
-   * held, detaching clears it under the lock, and the source's destroy-notify takes the lock,
-   * so no thread wakes a source whose context is being finalized (GLib 2.74 reads
-   * source->context unlocked there). */
+   * reference. Guarded by mutex: wake-ups (mp_port_source_wake()) use it with the lock held,
+   * detaching clears it under the lock, and the source's destroy-notify takes the lock. */
   GSource *source;
 
   /* MpSideState bits; see above. */
@@ -87,6 +85,10 @@ typedef struct
   MpPipeSide *side;        /* the side it waits on; alive as long as the task's port */
   gboolean queued;         /* in side->waiters; guarded by side->mutex */
 } MpReceiveWaiter;
+
+/* Makes a port's source ready and wakes its context through the context's MpWaker, without
+ * taking any lock. Called with the side lock held. Implemented with the port. */
+void        mp_port_source_wake (GSource *source);
 
 /* Completes @waiter later, from an idle on its task's context (never inside the caller),
  * with @message (transfer full) or else @error (transfer full). Implemented with the port. */

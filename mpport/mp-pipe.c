@@ -160,9 +160,13 @@ mp_pipe_side_pop_locked (MpPipeSide *side)
 }
 
 /* Asks the attached source for a dispatch. Only the call that finds the side unarmed wakes
- * the context: a burst of posts costs one cross-thread wake-up. The dispatch resets the ready
- * time before it clears ARMED, and clears ARMED before it looks at the inbox, so a post that
- * lands after that look always wakes it again. */
+ * the context: a burst of posts costs one cross-thread wake-up, and posts made while a
+ * dispatch is draining cost none, because the dispatch clears ARMED only when it finds the
+ * inbox empty, under the lock: a post that lands after that look always wakes it again.
+ * The wake-up takes no GLib lock: g_source_set_ready_time() would hold the context's lock
+ * across its eventfd write, so the woken thread would often sleep again on that lock, and
+ * g_main_context_wakeup() is a critical once the context's last reference is gone (a race
+ * with a thread that drops its context). See mp-waker-private.h. */
 void
 mp_pipe_side_wake_locked (MpPipeSide *side)
 {
@@ -170,7 +174,7 @@ mp_pipe_side_wake_locked (MpPipeSide *side)
     return;
 
   mp_pipe_side_set_locked (side, MP_SIDE_ARMED);
-  g_source_set_ready_time (side->source, 0);
+  mp_port_source_wake (side->source);
 }
 
 static void

@@ -1594,6 +1594,7 @@ test_scheduling_burst_one_wakeup (void)
 {
   GMainContext *ctx;
   int wakeup_fd;
+  int mp_fd = -1;
   Pair pair;
   Collector c2;
   guint burst;
@@ -1610,21 +1611,43 @@ test_scheduling_burst_one_wakeup (void)
   pair_init (&pair);
   collector_init (&c2, pair.port2);
   c2.record_events = FALSE;
-  mp_message_port_start (pair.port2);
+  {
+    /* mpport may wake the context through an eventfd of its own, made at the first start()
+     * on a context: count the writes on both. */
+    GArray *before = list_eventfds ();
+    GArray *after;
+
+    mp_message_port_start (pair.port2);
+    after = list_eventfds ();
+    for (guint i = 0; i < after->len; i++)
+      {
+        int fd = g_array_index (after, int, i);
+        gboolean known = FALSE;
+
+        for (guint j = 0; j < before->len; j++)
+          known = known || g_array_index (before, int, j) == fd;
+        if (!known)
+          mp_fd = fd;
+      }
+    g_array_unref (before);
+    g_array_unref (after);
+  }
 
   for (burst = 0; burst < 3; burst++)
     {
       SenderArgs args = { NULL, 0, 1000 };
       GThread *sender;
-      gint64 base;
+      gint64 base, mp_base;
 
       spin_context (ctx, 5);
       base = eventfd_count (wakeup_fd);
+      mp_base = mp_fd >= 0 ? eventfd_count (mp_fd) : 0;
       args.port = pair.port1;
       args.first = (gint32) (burst * 1000);
       sender = g_thread_new ("burst", sender_thread_main, &args);
       g_thread_join (sender);
-      g_assert_cmpint (eventfd_count (wakeup_fd) - base, ==, 1);
+      g_assert_cmpint (eventfd_count (wakeup_fd) - base +
+                       (mp_fd >= 0 ? eventfd_count (mp_fd) - mp_base : 0), ==, 1);
 
       g_assert_true (g_main_context_iteration (ctx, FALSE));
       g_assert_cmpint (collector_count (&c2), ==, (gint) (burst + 1) * 1000);

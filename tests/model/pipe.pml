@@ -108,6 +108,14 @@
  *  BUG_NO_RETIRE_WAKE  the transfer does not wake the old source: it is never retired and
  *                   keeps its port object alive (a zombie source): must fail.
  *  BUDGET=n         dispatch budget (default 1; the library uses 1024).
+ *  WAKER            the protocol of perf-01 (mp-waker.c): the source is ready while its
+ *                   pending flag is set (ready[] stands for it: set by the waker before its
+ *                   eventfd write, cleared as the dispatch begins); the dispatch no longer
+ *                   clears ARMED as it begins but only when it finds the inbox empty, under
+ *                   the lock, so posts made while it drains do not wake it; when the budget
+ *                   runs out with messages left it sets its own flag again (ARMED stays).
+ *  BUG_WAKER_NO_REARM  (with WAKER) the budget path leaves without setting the flag: must
+ *                   fail with a lost wake-up.
  *  FINE_GRAINED     no atomic critical sections (see above).
  */
 
@@ -440,16 +448,32 @@ inline dispatch_turn(c, budget, m, res, act, closing, retired)
        :: else ->
             if
             :: budget == 0 ->
+#ifndef WAKER
                  if
                  :: len(inbox) > 0 ->
                       REACH_POINT(2) wake_locked()   /* re-arm and yield to the loop */
                  :: else -> skip
                  fi;
+#else
+                 if
+                 :: len(inbox) > 0 ->
+                      /* still ARMED: set our own flag and yield to the loop */
+#ifndef BUG_WAKER_NO_REARM
+                      REACH_POINT(2) set_ready_time(c, 1)
+#else
+                      REACH_POINT(2) skip
+#endif
+                 :: else -> st = st & ~ARMED
+                 fi;
+#endif
                  act = D_STOP
             :: else ->
                  if
                  :: len(inbox) == 0 ->
                       REACH_IF(12, act == D_FIRST)   /* an empty dispatch */
+#ifdef WAKER
+                      st = st & ~ARMED;              /* found empty: only now unarmed */
+#endif
                       act = D_STOP
                  :: else ->
                       inbox?m;                       /* g_queue_pop_head_link () */
@@ -626,11 +650,13 @@ end_idle:
            * dropped marker (mp_pipe_dropped_release). */
           CS {
             lock(s_mutex);
+#ifndef WAKER
             if
             :: act == D_FIRST && s_source == c ->
                  st = st & ~ARMED                /* mp_pipe_side_clear_locked (ARMED) */
             :: else -> skip
             fi;
+#endif
             dispatch_turn(c, budget, m, res, act, closing, retired)
           }
      od;
