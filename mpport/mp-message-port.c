@@ -458,9 +458,10 @@ mp_message_port_class_init (MpMessagePortClass *klass)
                   G_TYPE_NONE,
                   1,
                   MP_TYPE_MESSAGE);
+  /* No copy of the message for C handlers: the dispatch holds it across the emission. */
   g_signal_set_va_marshaller (signals[SIGNAL_MESSAGE],
                               G_TYPE_FROM_CLASS (klass),
-                              g_cclosure_marshal_VOID__BOXEDv);
+                              mp_message_marshal_VOID__MESSAGEv);
 
   /**
    * MpMessagePort::close:

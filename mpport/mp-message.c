@@ -147,6 +147,41 @@ mp_message_get_ports (MpMessage *self)
   return ports;
 }
 
+void
+mp_message_marshal_VOID__MESSAGEv (GClosure *closure,
+                                   GValue   *return_value,
+                                   gpointer  instance,
+                                   va_list   args,
+                                   gpointer  marshal_data,
+                                   int       n_params,
+                                   GType    *param_types)
+{
+  typedef void (*MarshalFunc) (gpointer data1, gpointer message, gpointer data2);
+  GCClosure *cc = (GCClosure *) closure;
+  gpointer data1, data2;
+  MarshalFunc callback;
+  gpointer message;
+  va_list args_copy;
+
+  G_VA_COPY (args_copy, args);
+  message = va_arg (args_copy, gpointer);
+  va_end (args_copy);
+
+  if (G_CCLOSURE_SWAP_DATA (closure))
+    {
+      data1 = closure->data;
+      data2 = instance;
+    }
+  else
+    {
+      data1 = instance;
+      data2 = closure->data;
+    }
+  callback = (MarshalFunc) (marshal_data != NULL ? marshal_data : cc->callback);
+
+  callback (data1, message, data2);
+}
+
 /* Messages dropped undelivered may carry ports whose sides hold queues of messages carrying
  * ports, and so on (a nesting 20 000 deep must not overflow the stack). Each thread drains
  * such drops from a flat list: a drop nested inside another is appended and handled by the
