@@ -649,7 +649,7 @@ post_with_transfer (MpMessagePort        *self,
        * receive) must not close a transit cycle (see mp-pipe.c): its edges are added here,
        * or it is refused before anything changes. */
       if (valid && !mp_pipe_side_test (to, MP_SIDE_CLOSED | MP_SIDE_PEER_CLOSED) &&
-          to->waiters.length == 0 &&
+          !mp_pipe_side_has_waiters (to) &&
           !mp_pipe_side_transit_add_locked (to, travelling, n_transfer))
         {
           valid = FALSE;
@@ -1113,7 +1113,7 @@ waiter_cancelled (GCancellable *cancellable,
   was_queued = waiter->queued;
   if (was_queued)
     {
-      g_queue_unlink (&waiter->side->waiters, &waiter->link);
+      g_queue_unlink (waiter->side->waiters, &waiter->link);
       waiter->queued = FALSE;
     }
   g_mutex_unlock (&waiter->side->mutex);
@@ -1208,7 +1208,9 @@ mp_message_port_receive_async (MpMessagePort       *self,
   else
     {
       waiter->queued = TRUE;
-      g_queue_push_tail_link (&side->waiters, &waiter->link);
+      if (side->waiters == NULL)
+        side->waiters = g_new0 (GQueue, 1);
+      g_queue_push_tail_link (side->waiters, &waiter->link);
     }
   queued = waiter->queued;
   g_mutex_unlock (&side->mutex);

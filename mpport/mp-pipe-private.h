@@ -31,8 +31,10 @@ typedef struct _MpPipe     MpPipe;
 typedef struct _MpPipeSide MpPipeSide;
 
 /* One direction's endpoint: the inbox of messages posted by the peer side, and how to wake
- * whoever owns it. Aligned so that the two sides of a pipe (one per thread, typically) do not
- * share a cache line. */
+ * whoever owns it. Not padded to a cache line: a channel costs memory even when idle (a
+ * million idle channels is a use case), and g_new0() never gave the pipe more than 16-byte
+ * alignment anyway, so the padding never kept the two sides apart. Rarely used parts (the
+ * receive_async() waiters) are allocated on first use. */
 struct _MpPipeSide
 {
   /* Guards inbox, source and the state bits. Never held while user code runs; the only
@@ -42,10 +44,11 @@ struct _MpPipeSide
   /* MpMessage links posted by the peer, oldest first. Guarded by mutex. */
   GQueue inbox;
 
-  /* MpReceiveWaiter links: receive_async() calls waiting for a message, oldest first.
-   * Guarded by mutex. Non-empty only while the inbox is empty: a post hands its message to
-   * the oldest waiter instead of queueing it. */
-  GQueue waiters;
+  /* MpReceiveWaiter links: receive_async() calls waiting for a message, oldest first, or
+   * NULL if there never was one (allocated on first use, freed with the pipe). Guarded by
+   * mutex. Non-empty only while the inbox is empty: a post hands its message to the oldest
+   * waiter instead of queueing it. */
+  GQueue *waiters;
 
   /* The owning port's source while MP_SIDE_ATTACHED, else NULL; the port holds the
    * reference. Guarded by mutex: wake-ups (mp_port_source_wake()) use it with the lock held,
@@ -66,7 +69,7 @@ struct _MpPipeSide
   /* Immutable after mp_pipe_new(). */
   MpPipeSide *peer;
   MpPipe *pipe;
-} __attribute__ ((aligned (64)));
+};
 
 struct _MpPipe
 {
@@ -111,6 +114,13 @@ void        mp_pipe_dropped_release (MpPipeDropped *dropped,
 MpPipe     *mp_pipe_new   (void);
 MpPipe     *mp_pipe_ref   (MpPipe *self);
 void        mp_pipe_unref (MpPipe *self);
+
+/* With the side's mutex held. */
+static inline gboolean
+mp_pipe_side_has_waiters (MpPipeSide *side)
+{
+  return side->waiters != NULL && side->waiters->length > 0;
+}
 
 static inline gboolean
 mp_pipe_side_test (MpPipeSide *side,

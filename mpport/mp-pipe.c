@@ -27,7 +27,6 @@ mp_pipe_new (void)
 
       g_mutex_init (&side->mutex);
       g_queue_init (&side->inbox);
-      g_queue_init (&side->waiters);
       side->peer = &self->sides[1 - i];
       side->pipe = self;
     }
@@ -56,9 +55,10 @@ mp_pipe_unref (MpPipe *self)
       /* Every port object is gone, and the last owner closed its side on finalization. */
       g_assert (side->source == NULL);
       g_assert (side->inbox.length == 0);
-      g_assert (side->waiters.length == 0);
+      g_assert (!mp_pipe_side_has_waiters (side));
       g_assert (side->n_carrying == 0);
       g_assert (side->transit_at == NULL);
+      g_free (side->waiters);
       g_mutex_clear (&side->mutex);
     }
 
@@ -193,7 +193,10 @@ mp_pipe_side_steal_waiters_locked (MpPipeSide    *side,
 {
   GList *link;
 
-  while ((link = g_queue_pop_head_link (&side->waiters)) != NULL)
+  if (side->waiters == NULL)
+    return;
+
+  while ((link = g_queue_pop_head_link (side->waiters)) != NULL)
     {
       ((MpReceiveWaiter *) link->data)->queued = FALSE;
       g_queue_push_tail_link (&dropped->waiters, link);
@@ -266,7 +269,7 @@ mp_pipe_side_notify_peer_closed (MpPipeSide *side)
       return;
     }
   mp_pipe_side_set_locked (peer, MP_SIDE_PEER_CLOSED);
-  if (peer->waiters.length > 0)
+  if (mp_pipe_side_has_waiters (peer))
     {
       /* A waiting receive_async() means the inbox is empty: the marker is reached now. */
       g_assert (peer->inbox.length == 0);
@@ -302,10 +305,10 @@ mp_pipe_side_send_locked (MpPipeSide       *to,
   if (state & MP_SIDE_PEER_CLOSED)
     return MP_SEND_REFUSED;
 
-  if (to->waiters.length > 0)
+  if (mp_pipe_side_has_waiters (to))
     {
       /* Pending async receives are served first, oldest first. */
-      *waiter = g_queue_pop_head_link (&to->waiters)->data;
+      *waiter = g_queue_pop_head_link (to->waiters)->data;
       (*waiter)->queued = FALSE;
       return MP_SEND_QUEUED;
     }
