@@ -5,10 +5,13 @@
 
 #include "config.h"
 
+#include <string.h>
+
 #include "mp-broadcast-channel.h"
 #include "mp-error.h"
 #include "mp-i18n-private.h"
 #include "mp-message-private.h"
+#include "mp-waker-private.h"
 
 /**
  * MpBroadcastChannel:
@@ -89,7 +92,7 @@ struct _MpBroadcastInbox
    * finalized. Only those two ever destroy it, on the owning thread or inside the context's
    * finalization: destroying it from another thread would race with that finalization. */
   GSource *source;
-  gboolean armed;    /* the source was woken and its dispatch has not begun */
+  gboolean armed;    /* the source was woken and its dispatch has not found the queue empty */
   gboolean dead;     /* torn down: no more entries; the source is woken to retire */
 
   /* Guarded by bc_lock. group is NULL once the inbox is unlinked. */
@@ -112,6 +115,9 @@ typedef struct
 {
   GSource parent;
   MpBroadcastInbox *inbox;   /* strong, released in finalize */
+  MpWaker *waker;            /* strong, immutable: its context's */
+  /* Set by inbox_source_wake(), cleared as the dispatch begins; ready while set. */
+  int pending;
 } MpInboxSource;
 
 /* The process-wide name table: name -> MpBroadcastGroup. It guards the table, the groups,
@@ -180,6 +186,19 @@ entries_free (GQueue *entries)
     entry_free (link->data);
 }
 
+/* Makes the source ready and wakes its context, with no GLib lock (see mp-waker-private.h).
+ * Called with the inbox lock held while inbox->source is the source. */
+static void
+inbox_source_wake (GSource *source)
+{
+  MpInboxSource *self = (MpInboxSource *) source;
+
+  if (g_atomic_int_compare_and_exchange (&self->pending, 0, 1))
+    mp_waker_wake (self->waker);
+}
+
+/* Only the post that finds the inbox unarmed wakes it; the dispatch clears armed only when
+ * it finds the queue empty, so posts made while it drains cost no wake-up. */
 static void
 inbox_wake_locked (MpBroadcastInbox *inbox)
 {
@@ -187,7 +206,7 @@ inbox_wake_locked (MpBroadcastInbox *inbox)
     return;
 
   inbox->armed = TRUE;
-  g_source_set_ready_time (inbox->source, 0);
+  inbox_source_wake (inbox->source);
 }
 
 static gboolean
@@ -205,10 +224,11 @@ mp_inbox_source_dispatch (GSource     *source,
   GSource *retired = NULL;
   guint budget = MP_BROADCAST_DISPATCH_BUDGET;
 
-  g_source_set_ready_time (source, -1);
+  /* Clear the pending flag before looking at the queue; armed stays set until the queue is
+   * found empty, under the lock. */
+  g_atomic_int_set (&((MpInboxSource *) source)->pending, 0);
 
   g_mutex_lock (&inbox->mutex);
-  inbox->armed = FALSE;
   while (!inbox->dead)
     {
       GList *link;
@@ -216,14 +236,20 @@ mp_inbox_source_dispatch (GSource     *source,
 
       if (budget == 0)
         {
+          /* Still armed: come back at once (our own thread: the flag is enough). */
           if (inbox->entries.length > 0)
-            inbox_wake_locked (inbox);
+            g_atomic_int_set (&((MpInboxSource *) source)->pending, 1);
+          else
+            inbox->armed = FALSE;
           break;
         }
 
       link = g_queue_pop_head_link (&inbox->entries);
       if (link == NULL)
-        break;
+        {
+          inbox->armed = FALSE;
+          break;
+        }
       entry = link->data;
       budget--;
       g_mutex_unlock (&inbox->mutex);
@@ -250,13 +276,30 @@ mp_inbox_source_dispatch (GSource     *source,
   return G_SOURCE_CONTINUE;
 }
 
+static gboolean
+mp_inbox_source_prepare (GSource *source,
+                         gint    *timeout)
+{
+  *timeout = -1;
+  return g_atomic_int_get (&((MpInboxSource *) source)->pending) != 0;
+}
+
+static gboolean
+mp_inbox_source_check (GSource *source)
+{
+  return g_atomic_int_get (&((MpInboxSource *) source)->pending) != 0;
+}
+
 static void
 mp_inbox_source_finalize (GSource *source)
 {
   g_clear_pointer (&((MpInboxSource *) source)->inbox, inbox_unref);
+  g_clear_pointer (&((MpInboxSource *) source)->waker, mp_waker_unref);
 }
 
 static GSourceFuncs mp_inbox_source_funcs = {
+  .prepare = mp_inbox_source_prepare,
+  .check = mp_inbox_source_check,
   .dispatch = mp_inbox_source_dispatch,
   .finalize = mp_inbox_source_finalize,
 };
@@ -303,7 +346,7 @@ inbox_teardown (MpBroadcastInbox *inbox)
   entries = inbox->entries;
   g_queue_init (&inbox->entries);
   if (inbox->source != NULL)
-    g_source_set_ready_time (inbox->source, 0);
+    inbox_source_wake (inbox->source);
   g_mutex_unlock (&inbox->mutex);
 
   entries_free (&entries);
@@ -394,6 +437,7 @@ inbox_join_locked (MpBroadcastGroup *group,
 
   source = g_source_new (&mp_inbox_source_funcs, sizeof (MpInboxSource));
   ((MpInboxSource *) source)->inbox = inbox_ref (inbox);
+  ((MpInboxSource *) source)->waker = mp_waker_ref_for_context (context);
   g_source_set_static_name (source, "MpBroadcastChannel");
   g_source_set_priority (source, priority);
   g_source_set_callback (source, mp_inbox_source_unused_callback, source, mp_inbox_source_destroyed);
@@ -729,7 +773,11 @@ mp_broadcast_channel_post_message (MpBroadcastChannel  *self,
                                    GError             **error)
 {
   g_autoptr(GVariant) data = message != NULL ? g_variant_ref_sink (message) : NULL;
-  g_autoptr(GArray) deliveries = NULL;
+  /* One per destination inbox (context): a few, on the stack unless there are many. */
+  Delivery stack_deliveries[8];
+  Delivery *deliveries = stack_deliveries;
+  guint n_deliveries = 0;
+  guint max_deliveries = G_N_ELEMENTS (stack_deliveries);
   MpMessage *shared;
 
   g_return_val_if_fail (MP_IS_BROADCAST_CHANNEL (self), FALSE);
@@ -743,7 +791,6 @@ mp_broadcast_channel_post_message (MpBroadcastChannel  *self,
     }
 
   shared = mp_message_new (g_steal_pointer (&data), NULL);
-  deliveries = g_array_new (FALSE, FALSE, sizeof (Delivery));
 
   g_mutex_lock (&bc_lock);
   if (is_closed (self))
@@ -767,9 +814,9 @@ mp_broadcast_channel_post_message (MpBroadcastChannel  *self,
           if (dest == self)
             continue;
 
-          for (guint j = 0; j < deliveries->len; j++)
-            if (g_array_index (deliveries, Delivery, j).inbox == dest->inbox)
-              d = &g_array_index (deliveries, Delivery, j);
+          for (guint j = 0; j < n_deliveries; j++)
+            if (deliveries[j].inbox == dest->inbox)
+              d = &deliveries[j];
 
           if (d == NULL)
             {
@@ -782,8 +829,18 @@ mp_broadcast_channel_post_message (MpBroadcastChannel  *self,
               fresh.entry->link.next = fresh.entry->link.prev = NULL;
               fresh.entry->message = mp_message_ref (shared);
               fresh.entry->n_destinations = 0;
-              g_array_append_val (deliveries, fresh);
-              d = &g_array_index (deliveries, Delivery, deliveries->len - 1);
+              if (n_deliveries == max_deliveries)
+                {
+                  Delivery *grown = g_new (Delivery, max_deliveries * 2);
+
+                  memcpy (grown, deliveries, n_deliveries * sizeof (Delivery));
+                  if (deliveries != stack_deliveries)
+                    g_free (deliveries);
+                  deliveries = grown;
+                  max_deliveries *= 2;
+                }
+              deliveries[n_deliveries] = fresh;
+              d = &deliveries[n_deliveries++];
             }
 
           d->entry->destinations[d->entry->n_destinations++] = g_object_ref (dest);
@@ -791,9 +848,9 @@ mp_broadcast_channel_post_message (MpBroadcastChannel  *self,
     }
   g_mutex_unlock (&bc_lock);
 
-  for (guint i = 0; i < deliveries->len; i++)
+  for (guint i = 0; i < n_deliveries; i++)
     {
-      Delivery *d = &g_array_index (deliveries, Delivery, i);
+      Delivery *d = &deliveries[i];
       gboolean queued = FALSE;
 
       g_mutex_lock (&d->inbox->mutex);
@@ -810,6 +867,8 @@ mp_broadcast_channel_post_message (MpBroadcastChannel  *self,
         entry_free (d->entry);
       inbox_unref (d->inbox);
     }
+  if (deliveries != stack_deliveries)
+    g_free (deliveries);
 
   mp_message_unref (shared);
 
