@@ -216,6 +216,11 @@ mp_message_queue_drop (GQueue *messages)
 {
   GList *link;
 
+  /* Nothing to drop (most closes): drop_pending is empty unless a drain is running, which
+   * has nothing to gain from us either. Saves the thread-local look-ups. */
+  if (messages->head == NULL)
+    return;
+
   queue_splice_tail (&drop_pending, messages);
 
   if (drop_draining)

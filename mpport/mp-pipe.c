@@ -258,9 +258,15 @@ void
 mp_pipe_side_notify_peer_closed (MpPipeSide *side)
 {
   MpPipeSide *peer = side->peer;
-  MpMessage *marker = mp_message_new_close_marker ();
+  MpMessage *marker;
   MpPipeDropped dropped = MP_PIPE_DROPPED_INIT;
 
+  /* CLOSED and PEER_CLOSED are never cleared: a peer that has either needs no marker, and
+   * the second close() of a channel then allocates and drops none. */
+  if (mp_pipe_side_test (peer, MP_SIDE_CLOSED | MP_SIDE_PEER_CLOSED))
+    return;
+
+  marker = mp_message_new_close_marker ();
   g_mutex_lock (&peer->mutex);
   if (mp_pipe_side_test (peer, MP_SIDE_CLOSED | MP_SIDE_PEER_CLOSED))
     {
