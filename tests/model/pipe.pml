@@ -116,6 +116,9 @@
  *                   runs out with messages left it sets its own flag again (ARMED stays).
  *  BUG_WAKER_NO_REARM  (with WAKER) the budget path leaves without setting the flag: must
  *                   fail with a lost wake-up.
+ *  BUG_WAKER_ORDER  (with WAKER) the ARMED clear and the dispatch's reset in the wrong order:
+ *                   the pending flag is reset after the drain cleared ARMED instead of before
+ *                   it looks at the inbox: must fail with a lost wake-up.
  *  FINE_GRAINED     no atomic critical sections (see above).
  */
 
@@ -611,8 +614,11 @@ end_idle:
   do
   :: atomic { alive[c] && ready[c] -> budget = BUDGET; closing = 0; act = D_FIRST }
      /* ---- mp_port_source_dispatch (source c) ---- */
-#ifndef BUG_ARMED_ORDER
-     set_ready_time(c, 0);                       /* g_source_set_ready_time (source, -1) */
+#if defined(BUG_WAKER_ORDER)
+     skip;                                       /* BUG: the flag is reset after the drain */
+#elif !defined(BUG_ARMED_ORDER)
+     set_ready_time(c, 0);                       /* g_source_set_ready_time (source, -1);
+                                                  * WAKER: pending = 0 */
 #else
      CS {
        lock(s_mutex);
@@ -660,6 +666,10 @@ end_idle:
             dispatch_turn(c, budget, m, res, act, closing, retired)
           }
      od;
+#ifdef BUG_WAKER_ORDER
+     set_ready_time(c, 0);                       /* ... once ARMED was cleared: a post in
+                                                  * between armed it, and is forgotten */
+#endif
      dispatch_end(c, closing, retired)
   od
 }
