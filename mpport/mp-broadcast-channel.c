@@ -113,11 +113,8 @@ typedef struct
 
 typedef struct
 {
-  GSource parent;
+  MpWakeableSource parent;   /* ready while its pending flag is set (mp-waker-private.h) */
   MpBroadcastInbox *inbox;   /* strong, released in finalize */
-  MpWaker *waker;            /* strong, immutable: its context's */
-  /* Set by inbox_source_wake(), cleared as the dispatch begins; ready while set. */
-  int pending;
 } MpInboxSource;
 
 /* The process-wide name table: name -> MpBroadcastGroup. It guards the table, the groups,
@@ -186,17 +183,6 @@ entries_free (GQueue *entries)
     entry_free (link->data);
 }
 
-/* Makes the source ready and wakes its context, with no GLib lock (see mp-waker-private.h).
- * Called with the inbox lock held while inbox->source is the source. */
-static void
-inbox_source_wake (GSource *source)
-{
-  MpInboxSource *self = (MpInboxSource *) source;
-
-  if (g_atomic_int_compare_and_exchange (&self->pending, 0, 1))
-    mp_waker_wake (self->waker);
-}
-
 /* Only the post that finds the inbox unarmed wakes it; the dispatch clears armed only when
  * it finds the queue empty, so posts made while it drains cost no wake-up. */
 static void
@@ -206,7 +192,7 @@ inbox_wake_locked (MpBroadcastInbox *inbox)
     return;
 
   inbox->armed = TRUE;
-  inbox_source_wake (inbox->source);
+  mp_wakeable_source_wake (inbox->source);
 }
 
 static gboolean
@@ -226,7 +212,7 @@ mp_inbox_source_dispatch (GSource     *source,
 
   /* Clear the pending flag before looking at the queue; armed stays set until the queue is
    * found empty, under the lock. */
-  g_atomic_int_set (&((MpInboxSource *) source)->pending, 0);
+  mp_wakeable_source_set_pending (source, FALSE);
 
   g_mutex_lock (&inbox->mutex);
   while (!inbox->dead)
@@ -238,7 +224,7 @@ mp_inbox_source_dispatch (GSource     *source,
         {
           /* Still armed: come back at once (our own thread: the flag is enough). */
           if (inbox->entries.length > 0)
-            g_atomic_int_set (&((MpInboxSource *) source)->pending, 1);
+            mp_wakeable_source_set_pending (source, TRUE);
           else
             inbox->armed = FALSE;
           break;
@@ -276,30 +262,16 @@ mp_inbox_source_dispatch (GSource     *source,
   return G_SOURCE_CONTINUE;
 }
 
-static gboolean
-mp_inbox_source_prepare (GSource *source,
-                         gint    *timeout)
-{
-  *timeout = -1;
-  return g_atomic_int_get (&((MpInboxSource *) source)->pending) != 0;
-}
-
-static gboolean
-mp_inbox_source_check (GSource *source)
-{
-  return g_atomic_int_get (&((MpInboxSource *) source)->pending) != 0;
-}
-
 static void
 mp_inbox_source_finalize (GSource *source)
 {
   g_clear_pointer (&((MpInboxSource *) source)->inbox, inbox_unref);
-  g_clear_pointer (&((MpInboxSource *) source)->waker, mp_waker_unref);
+  mp_wakeable_source_finalize (source);
 }
 
 static GSourceFuncs mp_inbox_source_funcs = {
-  .prepare = mp_inbox_source_prepare,
-  .check = mp_inbox_source_check,
+  .prepare = mp_wakeable_source_prepare,
+  .check = mp_wakeable_source_check,
   .dispatch = mp_inbox_source_dispatch,
   .finalize = mp_inbox_source_finalize,
 };
@@ -346,7 +318,7 @@ inbox_teardown (MpBroadcastInbox *inbox)
   entries = inbox->entries;
   g_queue_init (&inbox->entries);
   if (inbox->source != NULL)
-    inbox_source_wake (inbox->source);
+    mp_wakeable_source_wake (inbox->source);
   g_mutex_unlock (&inbox->mutex);
 
   entries_free (&entries);
@@ -435,9 +407,8 @@ inbox_join_locked (MpBroadcastGroup *group,
   inbox->n_channels = 1;
   inbox->context = context;
 
-  source = g_source_new (&mp_inbox_source_funcs, sizeof (MpInboxSource));
+  source = mp_wakeable_source_new (&mp_inbox_source_funcs, sizeof (MpInboxSource), context);
   ((MpInboxSource *) source)->inbox = inbox_ref (inbox);
-  ((MpInboxSource *) source)->waker = mp_waker_ref_for_context (context);
   g_source_set_static_name (source, "MpBroadcastChannel");
   g_source_set_priority (source, priority);
   g_source_set_callback (source, mp_inbox_source_unused_callback, source, mp_inbox_source_destroyed);

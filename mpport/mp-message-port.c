@@ -105,12 +105,8 @@ static guint signals[N_SIGNALS];
 /* The persistent source of a started port, attached to its owning context. */
 typedef struct
 {
-  GSource parent;
-  MpMessagePort *port;     /* strong, released in finalize */
-  MpWaker *waker;          /* strong, immutable: its context's */
-  /* Set (atomically) by mp_port_source_wake(), cleared by the dispatch as it begins; the
-   * source is ready while it is set. */
-  int pending;
+  MpWakeableSource parent;   /* ready while its pending flag is set (mp-waker-private.h) */
+  MpMessagePort *port;       /* strong, released in finalize */
 } MpPortSource;
 
 static gboolean
@@ -133,7 +129,7 @@ mp_port_source_dispatch (GSource     *source,
   /* Order matters (see mp_pipe_side_wake_locked()): clear the pending flag before looking
    * at the inbox; ARMED stays set until the inbox is found empty, under the lock, so that
    * posts made while this dispatch drains do not wake the context again. */
-  g_atomic_int_set (&((MpPortSource *) source)->pending, 0);
+  mp_wakeable_source_set_pending (source, FALSE);
 
   g_mutex_lock (&side->mutex);
 
@@ -156,7 +152,7 @@ mp_port_source_dispatch (GSource     *source,
           /* Still ARMED: come back at once, after the other sources had their turn (our
            * own thread: the flag is enough, no eventfd write). */
           if (side->inbox.length > 0)
-            g_atomic_int_set (&((MpPortSource *) source)->pending, 1);
+            mp_wakeable_source_set_pending (source, TRUE);
           else
             mp_pipe_side_clear_locked (side, MP_SIDE_ARMED);
           break;
@@ -218,43 +214,16 @@ mp_port_source_dispatch (GSource     *source,
   return G_SOURCE_CONTINUE;
 }
 
-/* Ready while a wake-up is pending: checked by the owning thread on each iteration. */
-static gboolean
-mp_port_source_prepare (GSource *source,
-                        gint    *timeout)
-{
-  *timeout = -1;
-  return g_atomic_int_get (&((MpPortSource *) source)->pending) != 0;
-}
-
-static gboolean
-mp_port_source_check (GSource *source)
-{
-  return g_atomic_int_get (&((MpPortSource *) source)->pending) != 0;
-}
-
-/* See mp-pipe-private.h. Only the call that sets the flag writes the waker's eventfd; the
- * waker's check reads the eventfd before our check reads the flag (it runs first), so a flag
- * set after that read comes with a write that makes the next poll return. */
-void
-mp_port_source_wake (GSource *source)
-{
-  MpPortSource *self = (MpPortSource *) source;
-
-  if (g_atomic_int_compare_and_exchange (&self->pending, 0, 1))
-    mp_waker_wake (self->waker);
-}
-
 static void
 mp_port_source_finalize (GSource *source)
 {
   g_clear_object (&((MpPortSource *) source)->port);
-  g_clear_pointer (&((MpPortSource *) source)->waker, mp_waker_unref);
+  mp_wakeable_source_finalize (source);
 }
 
 static GSourceFuncs mp_port_source_funcs = {
-  .prepare = mp_port_source_prepare,
-  .check = mp_port_source_check,
+  .prepare = mp_wakeable_source_prepare,
+  .check = mp_wakeable_source_check,
   .dispatch = mp_port_source_dispatch,
   .finalize = mp_port_source_finalize,
 };
@@ -672,7 +641,7 @@ post_with_transfer (MpMessagePort        *self,
                 {
                   /* The old object's source emits nothing more: it is woken to retire itself
                    * on its own thread (see mp_port_source_dispatch()). */
-                  mp_port_source_wake (side->source);
+                  mp_wakeable_source_wake (side->source);
                   side->source = NULL;
                   mp_pipe_side_clear_locked (side, MP_SIDE_ATTACHED | MP_SIDE_ARMED);
                 }
@@ -814,9 +783,8 @@ mp_message_port_start (MpMessagePort *self)
     return;
 
   context = g_main_context_ref_thread_default ();
-  source = g_source_new (&mp_port_source_funcs, sizeof (MpPortSource));
+  source = mp_wakeable_source_new (&mp_port_source_funcs, sizeof (MpPortSource), context);
   ((MpPortSource *) source)->port = g_object_ref (self);
-  ((MpPortSource *) source)->waker = mp_waker_ref_for_context (context);
   g_source_set_static_name (source, "MpMessagePort");
   g_source_set_priority (source, g_atomic_int_get (&self->priority));
   g_source_set_callback (source, mp_port_source_unused_callback, source, mp_port_source_destroyed);

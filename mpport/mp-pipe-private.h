@@ -8,6 +8,7 @@
 #include <gio/gio.h>
 
 #include "mp-message-private.h"
+#include "mp-waker-private.h"
 
 G_BEGIN_DECLS
 
@@ -38,7 +39,7 @@ typedef struct _MpPipeSide MpPipeSide;
 struct _MpPipeSide
 {
   /* Guards inbox, source and the state bits. Never held while user code runs; the only
-   * foreign call made under it is the eventfd write of mp_port_source_wake(). */
+   * foreign call made under it is the eventfd write of mp_wakeable_source_wake(). */
   GMutex mutex;
 
   /* MpMessage links posted by the peer, oldest first. Guarded by mutex. */
@@ -50,9 +51,10 @@ struct _MpPipeSide
    * waiter instead of queueing it. */
   GQueue *waiters;
 
-  /* The owning port's source while MP_SIDE_ATTACHED, else NULL; the port holds the
-   * reference. Guarded by mutex: wake-ups (mp_port_source_wake()) use it with the lock held,
-   * detaching clears it under the lock, and the source's destroy-notify takes the lock. */
+  /* The owning port's source (an MpWakeableSource) while MP_SIDE_ATTACHED, else NULL; the
+   * port holds the reference. Guarded by mutex: wake-ups (mp_wakeable_source_wake()) use it
+   * with the lock held, detaching clears it under the lock, and the source's destroy-notify
+   * takes the lock. */
   GSource *source;
 
   /* MpSideState bits; see above. */
@@ -88,10 +90,6 @@ typedef struct
   MpPipeSide *side;        /* the side it waits on; alive as long as the task's port */
   gboolean queued;         /* in side->waiters; guarded by side->mutex */
 } MpReceiveWaiter;
-
-/* Makes a port's source ready and wakes its context through the context's MpWaker, without
- * taking any lock. Called with the side lock held. Implemented with the port. */
-void        mp_port_source_wake (GSource *source);
 
 /* Completes @waiter later, from an idle on its task's context (never inside the caller),
  * with @message (transfer full) or else @error (transfer full). Implemented with the port. */

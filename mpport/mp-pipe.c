@@ -174,7 +174,7 @@ mp_pipe_side_wake_locked (MpPipeSide *side)
     return;
 
   mp_pipe_side_set_locked (side, MP_SIDE_ARMED);
-  mp_port_source_wake (side->source);
+  mp_wakeable_source_wake (side->source);
 }
 
 static void

@@ -27,4 +27,39 @@ void     mp_waker_unref           (MpWaker *self);
 /* Makes the context's poll return soon. Any thread; no lock. */
 void     mp_waker_wake            (MpWaker *self);
 
+/* The head of every mpport source woken through a waker (a port's, a broadcast inbox's).
+ * It is ready while its pending flag is set. mp_wakeable_source_wake() sets the flag and, only
+ * if it was clear, writes the eventfd; the waker's check reads the eventfd before any such
+ * source's check reads its flag (it runs first), so a flag set after that read comes with a
+ * write that makes the next poll return. The dispatch clears the flag as it begins, before
+ * it looks at its queue, and sets it again itself when it stops early with work left. */
+typedef struct
+{
+  GSource parent;
+  MpWaker *waker;   /* strong, immutable: its context's */
+  int pending;      /* atomic: see above */
+} MpWakeableSource;
+
+/* A new source of @struct_size bytes (at least sizeof (MpWakeableSource)) woken through
+ * @context's waker. @funcs must use mp_wakeable_source_prepare() and _check(), and its
+ * finalize must call mp_wakeable_source_finalize(). Call it on the thread that owns
+ * @context, while @context is alive. */
+GSource *mp_wakeable_source_new   (GSourceFuncs *funcs,
+                                   gsize         struct_size,
+                                   GMainContext *context);
+gboolean mp_wakeable_source_prepare  (GSource      *source,
+                                     gint         *timeout);
+gboolean mp_wakeable_source_check    (GSource      *source);
+void     mp_wakeable_source_finalize (GSource      *source);
+/* Any thread; no GLib lock. */
+void     mp_wakeable_source_wake     (GSource      *source);
+
+/* Called by the owning thread's dispatch only. */
+static inline void
+mp_wakeable_source_set_pending (GSource  *source,
+                             gboolean  pending)
+{
+  g_atomic_int_set (&((MpWakeableSource *) source)->pending, pending ? 1 : 0);
+}
+
 G_END_DECLS

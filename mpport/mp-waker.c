@@ -158,3 +158,49 @@ mp_waker_ref_for_context (GMainContext *context)
 
   return self;
 }
+
+GSource *
+mp_wakeable_source_new (GSourceFuncs *funcs,
+                        gsize         struct_size,
+                        GMainContext *context)
+{
+  GSource *source;
+
+  g_assert (struct_size >= sizeof (MpWakeableSource));
+  g_assert (funcs->prepare == mp_wakeable_source_prepare);
+  g_assert (funcs->check == mp_wakeable_source_check);
+
+  source = g_source_new (funcs, struct_size);
+  ((MpWakeableSource *) source)->waker = mp_waker_ref_for_context (context);
+
+  return source;
+}
+
+gboolean
+mp_wakeable_source_prepare (GSource *source,
+                            gint    *timeout)
+{
+  *timeout = -1;
+  return g_atomic_int_get (&((MpWakeableSource *) source)->pending) != 0;
+}
+
+gboolean
+mp_wakeable_source_check (GSource *source)
+{
+  return g_atomic_int_get (&((MpWakeableSource *) source)->pending) != 0;
+}
+
+void
+mp_wakeable_source_finalize (GSource *source)
+{
+  g_clear_pointer (&((MpWakeableSource *) source)->waker, mp_waker_unref);
+}
+
+void
+mp_wakeable_source_wake (GSource *source)
+{
+  MpWakeableSource *self = (MpWakeableSource *) source;
+
+  if (g_atomic_int_compare_and_exchange (&self->pending, 0, 1))
+    mp_waker_wake (self->waker);
+}
