@@ -72,6 +72,14 @@ stress_timeout (void)
   return mp_test_timeout (STRESS_TIMEOUT_SECONDS);
 }
 
+/* The bound (µs) of WAIT_FOR(): MP_WAIT_TIMEOUT seconds, or
+ * WAIT_TIMEOUT_SECONDS. */
+gint64
+mp_test_wait_timeout (void)
+{
+  return (gint64) mp_test_env_uint ("MP_WAIT_TIMEOUT", WAIT_TIMEOUT_SECONDS) * G_TIME_SPAN_SECOND;
+}
+
 /* @base iterations scaled by MP_STRESS_SCALE, at least 1. */
 guint
 stress_scaled (guint base)
