@@ -88,9 +88,20 @@ mpport_install_deps ()
 
 # Configure MPPORT_BUILDDIR: a fresh setup, or a reconfigure of an existing
 # build directory (wiped and set up again if the reconfigure fails, e.g.
-# after a meson upgrade).
+# after a meson upgrade).  A build directory of another checkout is refused:
+# the wipe would silently turn it into one of this checkout (to compare two
+# builds, give the other one's mp-bench to scripts/bench --versus instead).
 mpport_setup_build ()
 {
+  local info="$MPPORT_BUILDDIR/meson-info/meson-info.json" source
+
+  if [ -f "$info" ]; then
+    source="$(sed -n 's/.*"source": *"\([^"]*\)".*/\1/p' "$info")"
+    if [ -n "$source" ] && [ "$(cd "$source" 2>/dev/null && pwd -P)" != "$(pwd -P)" ]; then
+      mpport_log "$MPPORT_BUILDDIR is a build directory of $source, not of $MPPORT_ROOT: refusing to reconfigure it"
+      return 1
+    fi
+  fi
   if [ -f "$MPPORT_BUILDDIR/meson-private/coredata.dat" ]; then
     meson setup --reconfigure -Ddocumentation=true "$MPPORT_BUILDDIR" ||
       meson setup --wipe -Ddocumentation=true "$MPPORT_BUILDDIR"
