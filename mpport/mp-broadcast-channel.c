@@ -222,9 +222,10 @@ mp_inbox_source_dispatch (GSource     *source,
 
       if (budget == 0)
         {
-          /* Still armed: come back at once (our own thread: the flag is enough). */
+          /* Still armed: come back after one iteration in which lower-priority sources get
+           * their turn (our own thread: no eventfd write). */
           if (inbox->entries.length > 0)
-            mp_wakeable_source_set_pending (source, TRUE);
+            mp_wakeable_source_yield (source);
           else
             inbox->armed = FALSE;
           break;
@@ -592,7 +593,7 @@ mp_broadcast_channel_class_init (MpBroadcastChannelClass *klass)
   object_class->set_property = mp_broadcast_channel_set_property;
 
   /**
-   * MpBroadcastChannel:name:
+   * MpBroadcastChannel:name: (getter get_name)
    *
    * The name: channels of the same name in the process receive each other's posts.
    *
@@ -604,7 +605,7 @@ mp_broadcast_channel_class_init (MpBroadcastChannelClass *klass)
                          G_PARAM_READWRITE | G_PARAM_CONSTRUCT_ONLY | G_PARAM_STATIC_STRINGS);
 
   /**
-   * MpBroadcastChannel:closed:
+   * MpBroadcastChannel:closed: (getter is_closed)
    *
    * Whether the channel is closed, by [method@Mp.BroadcastChannel.close] or because its
    * context was finalized. It is not notified: closing emits nothing.
@@ -617,7 +618,7 @@ mp_broadcast_channel_class_init (MpBroadcastChannelClass *klass)
                           G_PARAM_READABLE | G_PARAM_STATIC_STRINGS | G_PARAM_EXPLICIT_NOTIFY);
 
   /**
-   * MpBroadcastChannel:context:
+   * MpBroadcastChannel:context: (getter get_context)
    *
    * The context the channel delivers on: the thread-default [struct@GLib.MainContext] of
    * the thread that created it. %NULL once the channel is closed.
@@ -630,7 +631,7 @@ mp_broadcast_channel_class_init (MpBroadcastChannelClass *klass)
                         G_PARAM_READABLE | G_PARAM_STATIC_STRINGS | G_PARAM_EXPLICIT_NOTIFY);
 
   /**
-   * MpBroadcastChannel:priority:
+   * MpBroadcastChannel:priority: (getter get_priority) (setter set_priority)
    *
    * The priority of the channel's deliveries on its context. Channels of one name on one
    * context share one queue (so that posts reach them in creation order), dispatched at
@@ -699,10 +700,10 @@ mp_broadcast_channel_new (const char *name)
 }
 
 /**
- * mp_broadcast_channel_get_name:
+ * mp_broadcast_channel_get_name: (get-property name)
  * @self: a channel
  *
- * Gets the name of @self. Callable from any thread.
+ * Gets [property@Mp.BroadcastChannel:name]. Callable from any thread.
  *
  * Returns: (transfer none): the name
  *
@@ -761,7 +762,7 @@ mp_broadcast_channel_post_message (MpBroadcastChannel  *self,
       return FALSE;
     }
 
-  shared = mp_message_new (g_steal_pointer (&data), NULL);
+  shared = mp_message_new_take (g_steal_pointer (&data), NULL);
 
   g_mutex_lock (&bc_lock);
   if (is_closed (self))
@@ -892,7 +893,7 @@ mp_broadcast_channel_close (MpBroadcastChannel *self)
 }
 
 /**
- * mp_broadcast_channel_is_closed:
+ * mp_broadcast_channel_is_closed: (get-property closed)
  * @self: a channel
  *
  * Gets [property@Mp.BroadcastChannel:closed]. Callable from any thread.
@@ -910,10 +911,11 @@ mp_broadcast_channel_is_closed (MpBroadcastChannel *self)
 }
 
 /**
- * mp_broadcast_channel_get_context:
+ * mp_broadcast_channel_get_context: (get-property context)
  * @self: a channel
  *
- * Gets the context @self delivers on. Callable from any thread.
+ * Gets [property@Mp.BroadcastChannel:context], the context @self delivers on. Callable
+ * from any thread.
  *
  * Returns: (transfer none) (nullable): the context, or %NULL once @self is closed
  *
@@ -934,7 +936,7 @@ mp_broadcast_channel_get_context (MpBroadcastChannel *self)
 }
 
 /**
- * mp_broadcast_channel_get_priority:
+ * mp_broadcast_channel_get_priority: (get-property priority)
  * @self: a channel
  *
  * Gets [property@Mp.BroadcastChannel:priority]. Callable from any thread.
@@ -952,7 +954,7 @@ mp_broadcast_channel_get_priority (MpBroadcastChannel *self)
 }
 
 /**
- * mp_broadcast_channel_set_priority:
+ * mp_broadcast_channel_set_priority: (set-property priority)
  * @self: a channel
  * @priority: the priority, such as %G_PRIORITY_DEFAULT
  *

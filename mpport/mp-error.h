@@ -31,8 +31,12 @@ G_BEGIN_DECLS
  *   posting port itself, its entangled peer, a duplicate, or a port that is
  *   closed or was transferred away. Nothing was posted and every listed port
  *   is unchanged.
- * @MP_ERROR_INVALID_STATE: the object cannot do this in its current state,
- *   for example posting on a port that was closed or transferred away.
+ * @MP_ERROR_INVALID_STATE: misuse: the object cannot do this in its current
+ *   state because of what its own code did, for example posting on a port that
+ *   it closed itself or that was transferred away.
+ * @MP_ERROR_CLOSED: the channel was closed, and nothing more will arrive: the
+ *   end of the stream for a receive that was waiting (or started after the
+ *   other port closed), not a mistake of the program. Since: 1.0
  *
  * Error codes of the %MP_ERROR domain.
  *
@@ -41,6 +45,7 @@ G_BEGIN_DECLS
 typedef enum {
   MP_ERROR_DATA_CLONE,
   MP_ERROR_INVALID_STATE,
+  MP_ERROR_CLOSED,
 } MpError;
 
 MP_AVAILABLE_IN_ALL

@@ -47,6 +47,11 @@
  * A started, open port keeps itself alive until it or its peer is closed, so a caller does
  * not need to keep a reference to it just to receive.
  *
+ * Ports come in pairs from [ctor@Mp.MessageChannel.new] (or arrive in a message). A port
+ * made on its own (`g_object_new (MP_TYPE_MESSAGE_PORT, NULL)`, `Mp.MessagePort()` in
+ * Python, `new Mp.MessagePort()` in GJS) has no peer: it is closed from the start, posting
+ * on it fails with %MP_ERROR_INVALID_STATE and it receives nothing.
+ *
  * Since: 1.0
  */
 
@@ -115,6 +120,12 @@ is_detached (MpMessagePort *self)
   return g_atomic_int_get (&self->detached) != 0;
 }
 
+static GError *
+transferred_error (void)
+{
+  return g_error_new_literal (MP_ERROR, MP_ERROR_INVALID_STATE, _("The port was transferred away"));
+}
+
 static gboolean
 mp_port_source_dispatch (GSource     *source,
                          GSourceFunc  callback,
@@ -149,10 +160,10 @@ mp_port_source_dispatch (GSource     *source,
 
       if (budget == 0)
         {
-          /* Still ARMED: come back at once, after the other sources had their turn (our
-           * own thread: the flag is enough, no eventfd write). */
+          /* Still ARMED: come back after one iteration in which lower-priority sources
+           * (a GTK frame clock) get their turn; our own thread, so no eventfd write. */
           if (side->inbox.length > 0)
-            mp_wakeable_source_set_pending (source, TRUE);
+            mp_wakeable_source_yield (source);
           else
             mp_pipe_side_clear_locked (side, MP_SIDE_ARMED);
           break;
@@ -167,13 +178,12 @@ mp_port_source_dispatch (GSource     *source,
 
       if (mp_message_is_close_marker (message))
         {
-          MpPipeDropped rest = MP_PIPE_DROPPED_INIT;
+          MpPipeDeferred rest = MP_PIPE_DEFERRED_INIT;
 
           /* The peer closed: everything it posted before was delivered. */
-          mp_pipe_side_close_locked (side, &rest);
-          g_queue_push_tail_link (&rest.messages, &message->link);
+          mp_pipe_side_reach_peer_close_locked (side, message, &rest);
           g_mutex_unlock (&side->mutex);
-          mp_pipe_dropped_release (&rest, NULL);
+          mp_pipe_deferred_release (&rest);
           g_mutex_lock (&side->mutex);
           continue;
         }
@@ -207,6 +217,11 @@ mp_port_source_dispatch (GSource     *source,
       g_mutex_lock (&side->mutex);
       self->context = NULL;
       g_mutex_unlock (&side->mutex);
+      /* Notified here, on the owning thread, for a port that closed. Not for one transferred
+       * away (that object emits nothing more) nor when start() set it (start() emits nothing
+       * inside the call; its caller knows the context). */
+      if (emit_close)
+        g_object_notify_by_pspec (G_OBJECT (self), properties[PROP_CONTEXT]);
       g_source_unref (retired);
       return G_SOURCE_REMOVE;
     }
@@ -248,7 +263,7 @@ mp_port_source_destroyed (gpointer data)
   GSource *source = data;
   MpMessagePort *self = ((MpPortSource *) source)->port;
   MpPipeSide *side;
-  MpPipeDropped dropped = MP_PIPE_DROPPED_INIT;
+  MpPipeDeferred deferred = MP_PIPE_DEFERRED_INIT;
   gboolean closed = FALSE;
 
   if (self == NULL)
@@ -267,13 +282,13 @@ mp_port_source_destroyed (gpointer data)
     {
       side->source = NULL;
       mp_pipe_side_clear_locked (side, MP_SIDE_ATTACHED | MP_SIDE_ARMED | MP_SIDE_CLOSE_PENDING);
-      closed = mp_pipe_side_close_locked (side, &dropped);
+      closed = mp_pipe_side_close_locked (side, TRUE, &deferred);
     }
   g_mutex_unlock (&side->mutex);
 
   if (closed)
     mp_pipe_side_notify_peer_closed (side);
-  mp_pipe_dropped_release (&dropped, NULL);
+  mp_pipe_deferred_release (&deferred);
   g_source_unref (source);
 }
 
@@ -282,20 +297,27 @@ mp_message_port_finalize (GObject *object)
 {
   MpMessagePort *self = MP_MESSAGE_PORT (object);
   MpPipeSide *side = self->side;
-  MpPipeDropped dropped = MP_PIPE_DROPPED_INIT;
+  MpPipeDeferred deferred = MP_PIPE_DEFERRED_INIT;
   gboolean closed = FALSE;
+
+  /* An inert port (made with g_object_new()) holds nothing. */
+  if (mp_pipe_side_is_inert (side))
+    {
+      G_OBJECT_CLASS (mp_message_port_parent_class)->finalize (object);
+      return;
+    }
 
   /* A started port cannot get here while open (its source holds it), so an owner being
    * finalized is unstarted: its side closes and the peer gets "close". */
   g_mutex_lock (&side->mutex);
   g_assert (self->source == NULL);
   if (!is_detached (self))
-    closed = mp_pipe_side_close_locked (side, &dropped);
+    closed = mp_pipe_side_close_locked (side, TRUE, &deferred);
   g_mutex_unlock (&side->mutex);
 
   if (closed)
     mp_pipe_side_notify_peer_closed (side);
-  mp_pipe_dropped_release (&dropped, NULL);
+  mp_pipe_deferred_release (&deferred);
 
   mp_pipe_unref (side->pipe);
 
@@ -358,13 +380,19 @@ mp_message_port_class_init (MpMessagePortClass *klass)
   object_class->set_property = mp_message_port_set_property;
 
   /**
-   * MpMessagePort:context:
+   * MpMessagePort:context: (getter get_context)
    *
    * The context the port delivers on: the thread-default [struct@GLib.MainContext] of
    * the thread that called [method@Mp.MessagePort.start]. %NULL until then, for a port
    * that was transferred away, and once a closed port has emitted
    * [signal@Mp.MessagePort::close] (or its context was finalized). The port does not keep
    * the context alive.
+   *
+   * "notify::context" is emitted on the owning thread when it turns %NULL as the port
+   * closes (after [signal@Mp.MessagePort::close]). It is not emitted by
+   * [method@Mp.MessagePort.start], which emits nothing inside the call (its caller knows
+   * the context it is on), nor for a port transferred away, which emits nothing more, nor
+   * when the context is finalized.
    *
    * Since: 1.0
    */
@@ -374,7 +402,7 @@ mp_message_port_class_init (MpMessagePortClass *klass)
                         G_PARAM_READABLE | G_PARAM_STATIC_STRINGS | G_PARAM_EXPLICIT_NOTIFY);
 
   /**
-   * MpMessagePort:closed:
+   * MpMessagePort:closed: (getter is_closed)
    *
    * Whether the port is closed: %TRUE as soon as its own [method@Mp.MessagePort.close]
    * returns, for a port that was transferred away, and for the surviving port once it
@@ -390,7 +418,7 @@ mp_message_port_class_init (MpMessagePortClass *klass)
                           G_PARAM_READABLE | G_PARAM_STATIC_STRINGS | G_PARAM_EXPLICIT_NOTIFY);
 
   /**
-   * MpMessagePort:priority:
+   * MpMessagePort:priority: (getter get_priority) (setter set_priority)
    *
    * The priority of the port's dispatch on its context, like a [struct@GLib.Source]'s.
    * Set it from the owning thread; the notification is emitted on the calling thread.
@@ -459,6 +487,10 @@ mp_message_port_class_init (MpMessagePortClass *klass)
 static void
 mp_message_port_init (MpMessagePort *self)
 {
+  /* A port made with g_object_new() (Mp.MessagePort() in Python, new Mp.MessagePort() in
+   * GJS) stays on the shared inert side: closed, it fails cleanly instead of crashing. A
+   * channel or a transfer gives the port its real side right after construction. */
+  self->side = mp_pipe_get_inert_side ();
   self->priority = G_PRIORITY_DEFAULT;
 }
 
@@ -472,7 +504,8 @@ mp_message_port_new_for_side (MpPipeSide *side,
 
   self->side = side;
   self->detached = !owner;
-  mp_pipe_ref (side->pipe);
+  if (!mp_pipe_side_is_inert (side))   /* the inert pipe is never freed: no reference */
+    mp_pipe_ref (side->pipe);
 
   return self;
 }
@@ -573,9 +606,8 @@ post_with_transfer (MpMessagePort        *self,
   g_autofree MpMessagePort **sorted = g_new (MpMessagePort *, n_transfer);
   g_autofree MpPipeSide **locks = g_new (MpPipeSide *, n_transfer + 1);
   MpPipeSide *to = self->side->peer;
-  MpPipeDropped waiters = MP_PIPE_DROPPED_INIT;
+  MpPipeDeferred deferred = MP_PIPE_DEFERRED_INIT;
   g_autofree MpPipeSide **travelling = g_new (MpPipeSide *, n_transfer);
-  MpReceiveWaiter *waiter = NULL;
   MpSendResult result = MP_SEND_REFUSED;
   GPtrArray *created;
   MpMessage *message;
@@ -593,7 +625,7 @@ post_with_transfer (MpMessagePort        *self,
   created = g_ptr_array_new_full (n_transfer, g_object_unref);
   for (guint i = 0; i < n_transfer; i++)
     g_ptr_array_add (created, mp_message_port_new_for_side (transfer[i]->side, FALSE));
-  message = mp_message_new (data, created);
+  message = mp_message_new_take (data, created);
 
   for (guint i = 0; i < n_transfer; i++)
     {
@@ -646,11 +678,12 @@ post_with_transfer (MpMessagePort        *self,
                   mp_pipe_side_clear_locked (side, MP_SIDE_ATTACHED | MP_SIDE_ARMED);
                 }
               /* Receives pending on the old object fail; the new one starts with none. */
-              mp_pipe_side_steal_waiters_locked (side, &waiters);
+              if (mp_pipe_side_has_waiters (side))
+                mp_pipe_side_fail_waiters_locked (side, transferred_error (), &deferred);
               g_atomic_int_set (&((MpMessagePort *) g_ptr_array_index (created, i))->detached,
                                 FALSE);
             }
-          result = mp_pipe_side_send_locked (to, message, &waiter);
+          result = mp_pipe_side_send_locked (to, message, &deferred);
         }
 
       for (guint i = n_transfer + 1; i > 0; i--)
@@ -673,9 +706,11 @@ post_with_transfer (MpMessagePort        *self,
       return FALSE;
     }
 
-  mp_pipe_dropped_release (&waiters, _("The port was transferred away"));
+  mp_pipe_deferred_release (&deferred);
+  if (result != MP_SEND_QUEUED)
+    mp_message_drop (message);
 
-  if (!mp_pipe_send_complete (result, message, waiter))
+  if (result == MP_SEND_REFUSED)
     {
       g_set_error_literal (error, MP_ERROR, MP_ERROR_INVALID_STATE,
                            _("The port is closed"));
@@ -700,8 +735,12 @@ post_with_transfer (MpMessagePort        *self,
  * detached — posting on them fails, and they emit nothing more. Messages queued at a
  * transferred port travel with it.
  *
- * Posting on a port that was closed or transferred away fails with
- * %MP_ERROR_INVALID_STATE. A transfer list holding %NULL, something that is not a port,
+ * Posting on a port that its own code closed (or whose context was finalized), or that
+ * was transferred away, fails with %MP_ERROR_INVALID_STATE: that is misuse. Posting on a
+ * port whose peer closed succeeds and drops the message, before and after @self reaches
+ * the peer's close (when it turns closed itself): a worker cannot know when that happens,
+ * so a user's Cancel never becomes an error in the worker. Check
+ * [method@Mp.MessagePort.is_peer_closed] to stop early. A transfer list holding %NULL, something that is not a port,
  * @self, its peer, the same port twice, or a port that is closed or transferred away fails
  * with %MP_ERROR_DATA_CLONE, and then nothing changes: every listed port stays usable.
  * So does a transfer that would make a cycle: when the peer of @self itself travels in a
@@ -710,7 +749,8 @@ post_with_transfer (MpMessagePort        *self,
  * could ever receive it.
  * If the peer is closed, the message is dropped and the call succeeds (its ports close).
  *
- * Returns: %TRUE if the message was posted (or dropped because the peer is closed)
+ * Returns: %TRUE if the message was posted (or dropped because the peer is closed), %FALSE
+ *   with @error set otherwise
  *
  * Since: 1.0
  */
@@ -733,7 +773,7 @@ mp_message_port_post_message (MpMessagePort        *self,
                            _("The port was transferred away"));
       return FALSE;
     }
-  if (mp_pipe_side_test (self->side, MP_SIDE_CLOSED))
+  if (mp_pipe_side_test (self->side, MP_SIDE_CLOSED_HERE))
     {
       g_set_error_literal (error, MP_ERROR, MP_ERROR_INVALID_STATE,
                            _("The port is closed"));
@@ -743,7 +783,7 @@ mp_message_port_post_message (MpMessagePort        *self,
   if (n_transfer > 0)
     return post_with_transfer (self, g_steal_pointer (&data), transfer, n_transfer, error);
 
-  if (!mp_pipe_side_send (self->side, mp_message_new (g_steal_pointer (&data), NULL)))
+  if (!mp_pipe_side_send (self->side, mp_message_new_take (g_steal_pointer (&data), NULL)))
     {
       g_set_error_literal (error, MP_ERROR, MP_ERROR_INVALID_STATE,
                            _("The port is closed"));
@@ -751,6 +791,33 @@ mp_message_port_post_message (MpMessagePort        *self,
     }
 
   return TRUE;
+}
+
+/**
+ * mp_message_port_post:
+ * @self: a port
+ * @message: (nullable): the payload; a floating reference is sunk
+ * @error: return location for a #GError
+ *
+ * Posts @message to the peer of @self with no transfer list: the one-argument form of
+ * [method@Mp.MessagePort.post_message] (`port.post(v)` in GJS and Python, which have no
+ * optional arguments). Callable from any thread; it never emits a signal.
+ *
+ * Like [method@Mp.MessagePort.post_message], it fails with %MP_ERROR_INVALID_STATE on a
+ * port its own code closed or that was transferred away, and succeeds (dropping the
+ * message) when the peer is closed.
+ *
+ * Returns: %TRUE if the message was posted (or dropped because the peer is closed), %FALSE
+ *   with @error set otherwise
+ *
+ * Since: 1.0
+ */
+gboolean
+mp_message_port_post (MpMessagePort  *self,
+                      GVariant       *message,
+                      GError        **error)
+{
+  return mp_message_port_post_message (self, message, NULL, 0, error);
 }
 
 /**
@@ -825,7 +892,8 @@ mp_message_port_start (MpMessagePort *self)
  * example inside a [signal@Mp.MessagePort::message] handler) no further message is
  * emitted. A started port emits [signal@Mp.MessagePort::close] later, on its context. The
  * peer emits it after the messages @self posted before closing; posting to it from then
- * on succeeds and drops the message.
+ * on succeeds and drops the message. Pending receives on @self fail with %MP_ERROR_CLOSED;
+ * posting on @self from now on fails with %MP_ERROR_INVALID_STATE.
  *
  * Since: 1.0
  */
@@ -833,7 +901,7 @@ void
 mp_message_port_close (MpMessagePort *self)
 {
   MpPipeSide *side;
-  MpPipeDropped dropped = MP_PIPE_DROPPED_INIT;
+  MpPipeDeferred deferred = MP_PIPE_DEFERRED_INIT;
   gboolean closed = FALSE;
 
   g_return_if_fail (MP_IS_MESSAGE_PORT (self));
@@ -841,12 +909,12 @@ mp_message_port_close (MpMessagePort *self)
   side = self->side;
   g_mutex_lock (&side->mutex);
   if (!is_detached (self))
-    closed = mp_pipe_side_close_locked (side, &dropped);
+    closed = mp_pipe_side_close_locked (side, TRUE, &deferred);
   g_mutex_unlock (&side->mutex);
 
   if (closed)
     mp_pipe_side_notify_peer_closed (side);
-  mp_pipe_dropped_release (&dropped, NULL);
+  mp_pipe_deferred_release (&deferred);
 }
 
 /**
@@ -870,7 +938,7 @@ MpMessage *
 mp_message_port_receive (MpMessagePort *self)
 {
   MpPipeSide *side;
-  MpPipeDropped dropped = MP_PIPE_DROPPED_INIT;
+  MpPipeDeferred deferred = MP_PIPE_DEFERRED_INIT;
   MpMessage *message = NULL;
 
   g_return_val_if_fail (MP_IS_MESSAGE_PORT (self), NULL);
@@ -882,23 +950,24 @@ mp_message_port_receive (MpMessagePort *self)
     {
       if (mp_message_is_close_marker (message))
         {
-          mp_pipe_side_close_locked (side, &dropped);
-          g_queue_push_tail_link (&dropped.messages, &message->link);
+          mp_pipe_side_reach_peer_close_locked (side, message, &deferred);
           message = NULL;
         }
     }
   g_mutex_unlock (&side->mutex);
 
-  mp_pipe_dropped_release (&dropped, NULL);
+  mp_pipe_deferred_release (&deferred);
 
   return message;
 }
 
 /**
- * mp_message_port_get_context:
+ * mp_message_port_get_context: (get-property context)
  * @self: a port
  *
- * Gets the context @self delivers on. Callable from any thread.
+ * Gets the context @self delivers on. Call it from the thread that owns that context
+ * (it may be finalized once the port closes); from other threads use
+ * [method@Mp.MessagePort.dup_context].
  *
  * Returns: (transfer none) (nullable): the context given by
  *   [method@Mp.MessagePort.start], or %NULL if the port was not started, was
@@ -921,7 +990,38 @@ mp_message_port_get_context (MpMessagePort *self)
 }
 
 /**
- * mp_message_port_is_closed:
+ * mp_message_port_dup_context:
+ * @self: a port
+ *
+ * Gets the context @self delivers on, with a reference of the caller's, so that it stays
+ * valid whatever the owning thread does meanwhile. Callable from any thread.
+ *
+ * Returns: (transfer full) (nullable): the context given by
+ *   [method@Mp.MessagePort.start], or %NULL if the port was not started, was
+ *   transferred away, or closed and has emitted [signal@Mp.MessagePort::close]
+ *
+ * Since: 1.0
+ */
+GMainContext *
+mp_message_port_dup_context (MpMessagePort *self)
+{
+  GMainContext *context = NULL;
+
+  g_return_val_if_fail (MP_IS_MESSAGE_PORT (self), NULL);
+
+  /* self->context is cleared, under this lock, before the source that keeps the context
+   * alive goes (its dispatch, or the context's finalization that runs the source's
+   * destroy-notify, takes this lock first), so a context read here is still alive. */
+  g_mutex_lock (&self->side->mutex);
+  if (self->context != NULL)
+    context = g_main_context_ref (self->context);
+  g_mutex_unlock (&self->side->mutex);
+
+  return context;
+}
+
+/**
+ * mp_message_port_is_closed: (get-property closed)
  * @self: a port
  *
  * Gets [property@Mp.MessagePort:closed]. Callable from any thread.
@@ -939,7 +1039,42 @@ mp_message_port_is_closed (MpMessagePort *self)
 }
 
 /**
- * mp_message_port_get_priority:
+ * mp_message_port_is_peer_closed:
+ * @self: a port
+ *
+ * Whether the other port of the channel is gone: closed by its code, finalized unstarted,
+ * or closed with its context. From then on nothing posted on @self can arrive (posts
+ * succeed and are dropped), while messages the peer posted before closing may still be
+ * queued at @self. Callable from any thread; it takes no lock, so a busy worker can check
+ * it before each unit of work and stop when the other side was cancelled:
+ *
+ * ```c
+ * while (!mp_message_port_is_peer_closed (port) && have_work ())
+ *   mp_message_port_post (port, do_one_unit (), NULL);
+ * ```
+ *
+ * Also %TRUE for a port that was transferred away (it has no peer any more) and for a
+ * port made with g_object_new() (it never had one).
+ *
+ * Returns: %TRUE if the peer is closed
+ *
+ * Since: 1.0
+ */
+gboolean
+mp_message_port_is_peer_closed (MpMessagePort *self)
+{
+  MpPipeSide *side;
+
+  g_return_val_if_fail (MP_IS_MESSAGE_PORT (self), TRUE);
+
+  side = self->side;
+  return is_detached (self) ||
+         mp_pipe_side_test (side, MP_SIDE_PEER_CLOSED) ||
+         mp_pipe_side_test (side->peer, MP_SIDE_CLOSED);
+}
+
+/**
+ * mp_message_port_get_priority: (get-property priority)
  * @self: a port
  *
  * Gets [property@Mp.MessagePort:priority]. Callable from any thread.
@@ -957,7 +1092,7 @@ mp_message_port_get_priority (MpMessagePort *self)
 }
 
 /**
- * mp_message_port_set_priority:
+ * mp_message_port_set_priority: (set-property priority)
  * @self: a port
  * @priority: the priority, such as %G_PRIORITY_DEFAULT
  *
@@ -992,104 +1127,40 @@ mp_message_port_set_priority (MpMessagePort *self,
   g_object_notify_by_pspec (G_OBJECT (self), properties[PROP_PRIORITY]);
 }
 
-typedef struct
-{
-  MpReceiveWaiter *waiter;   /* owned */
-  MpMessage *message;        /* owned, or NULL */
-  GError *error;             /* owned, or NULL */
-} WaiterCompletion;
-
-/* Runs from the completion idle (or its release), never from a cancellable handler, so the
- * disconnect cannot deadlock; it waits out a handler running on another thread. */
-static void
-waiter_free (MpReceiveWaiter *waiter)
-{
-  if (waiter->cancelled_id != 0)
-    g_cancellable_disconnect (g_task_get_cancellable (waiter->task), waiter->cancelled_id);
-  g_object_unref (waiter->task);
-  g_free (waiter);
-}
-
+/* What a receive finds on arrival, with the side lock held: TRUE if that decides it (then
+ * *message or *error is set), FALSE if it must wait for the next post. */
 static gboolean
-waiter_completion_dispatch (gpointer data)
+receive_now_locked (MpMessagePort   *self,
+                    GCancellable    *cancellable,
+                    MpMessage      **message,
+                    GError         **error,
+                    MpPipeDeferred  *deferred)
 {
-  WaiterCompletion *completion = data;
-  GTask *task = g_object_ref (completion->waiter->task);
+  MpPipeSide *side = self->side;
+  MpMessage *first;
 
-  waiter_free (g_steal_pointer (&completion->waiter));
-
-  /* We are a later iteration's source on the task's context: GTask completes right here. */
-  if (completion->message != NULL)
-    g_task_return_pointer (task, g_steal_pointer (&completion->message),
-                           (GDestroyNotify) mp_message_unref);
-  else
-    g_task_return_error (task, g_steal_pointer (&completion->error));
-  g_object_unref (task);
-
-  return G_SOURCE_REMOVE;
-}
-
-static void
-waiter_completion_free (gpointer data)
-{
-  WaiterCompletion *completion = data;
-
-  /* Normally all was handed over by the dispatch. The GTask keeps its context alive, so the
-   * idle is not destroyed undispatched unless someone destroys it by hand; then the message
-   * is dropped like any undelivered one. */
-  if (completion->waiter != NULL)
-    waiter_free (completion->waiter);
-  if (completion->message != NULL)
-    mp_message_drop (completion->message);
-  g_clear_error (&completion->error);
-  g_free (completion);
-}
-
-void
-mp_receive_waiter_complete (MpReceiveWaiter *waiter,
-                            MpMessage       *message,
-                            GError          *error)
-{
-  WaiterCompletion *completion = g_new0 (WaiterCompletion, 1);
-  GSource *idle = g_idle_source_new ();
-
-  g_assert (!waiter->queued);
-  g_assert ((message != NULL) != (error != NULL));
-
-  completion->waiter = waiter;
-  completion->message = message;
-  completion->error = error;
-
-  g_source_set_static_name (idle, "MpMessagePort receive");
-  g_source_set_priority (idle, g_task_get_priority (waiter->task));
-  g_source_set_callback (idle, waiter_completion_dispatch, completion, waiter_completion_free);
-  g_source_attach (idle, g_task_get_context (waiter->task));
-  g_source_unref (idle);
-}
-
-/* Runs in the thread that cancels, inside g_cancellable_cancel(), so that once it returns
- * the receive can no longer take a message. A receive still waiting leaves the queue and
- * fails (later, from its context); one already served completes with its message. */
-static void
-waiter_cancelled (GCancellable *cancellable,
-                  gpointer      data)
-{
-  MpReceiveWaiter *waiter = data;
-  gboolean was_queued;
-
-  g_mutex_lock (&waiter->side->mutex);
-  was_queued = waiter->queued;
-  if (was_queued)
+  if (g_cancellable_is_cancelled (cancellable))
+    *error = mp_receive_cancelled_error ();
+  else if (is_detached (self))
+    *error = transferred_error ();
+  else if (mp_pipe_side_test (side, MP_SIDE_CLOSED_HERE))
+    *error = g_error_new_literal (MP_ERROR, MP_ERROR_INVALID_STATE, _("The port is closed"));
+  else if (mp_pipe_side_test (side, MP_SIDE_CLOSED))
+    *error = mp_receive_closed_error (FALSE);
+  else if ((first = mp_pipe_side_pop_locked (side)) != NULL)
     {
-      g_queue_unlink (waiter->side->waiters, &waiter->link);
-      waiter->queued = FALSE;
+      if (mp_message_is_close_marker (first))
+        {
+          mp_pipe_side_reach_peer_close_locked (side, first, deferred);
+          *error = mp_receive_closed_error (FALSE);
+        }
+      else
+        *message = first;
     }
-  g_mutex_unlock (&waiter->side->mutex);
+  else
+    return FALSE;
 
-  if (was_queued)
-    mp_receive_waiter_complete (waiter, NULL,
-                                g_error_new_literal (G_IO_ERROR, G_IO_ERROR_CANCELLED,
-                                                     _("The receive was cancelled")));
+  return TRUE;
 }
 
 /**
@@ -1106,15 +1177,19 @@ waiter_cancelled (GCancellable *cancellable,
  *
  * Receives share one queue with [method@Mp.MessagePort.receive] and the
  * [signal@Mp.MessagePort::message] delivery, so each message goes to exactly one of
- * them; pending receives are served before the signal, oldest first.
+ * them; pending receives are served before the signal, oldest first, and the callbacks of
+ * one thread's receives run in the order their messages were taken, even when a receive
+ * is cancelled after it was served (it keeps its message).
  *
- * It fails with %MP_ERROR_INVALID_STATE when the port is or becomes closed or is
- * transferred away, and with %G_IO_ERROR_CANCELLED when @cancellable is cancelled first;
- * a cancelled receive takes no message.
+ * It fails with %MP_ERROR_CLOSED at the end of the stream: the other port closed and
+ * everything it posted before was taken, or @self was closed while the receive waited. It
+ * fails with %MP_ERROR_INVALID_STATE when called on a port its own code closed, and when
+ * the port is or becomes transferred away; with %G_IO_ERROR_CANCELLED when @cancellable is
+ * cancelled first (before or while it waits; a cancelled receive takes no message).
  *
- * As with every #GTask, the pending call holds a reference on the calling thread's
- * context and on @self until @callback has run: keep iterating that context (or cancel
- * and then iterate) before dropping it.
+ * The pending call holds a reference on the calling thread's context and on @self until
+ * @callback has run: keep iterating that context (or cancel and then iterate) before
+ * dropping it.
  *
  * Since: 1.0
  */
@@ -1124,80 +1199,29 @@ mp_message_port_receive_async (MpMessagePort       *self,
                                GAsyncReadyCallback  callback,
                                gpointer             user_data)
 {
-  g_autoptr(GTask) task = NULL;
   MpPipeSide *side;
   MpReceiveWaiter *waiter;
   MpMessage *message = NULL;
-  MpPipeDropped dropped = MP_PIPE_DROPPED_INIT;
-  const char *failure = NULL;
-  gboolean cancelled = FALSE;
-  gboolean queued;
+  GError *error = NULL;
+  MpPipeDeferred deferred = MP_PIPE_DEFERRED_INIT;
 
   g_return_if_fail (MP_IS_MESSAGE_PORT (self));
   g_return_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable));
 
-  task = g_task_new (self, cancellable, callback, user_data);
-  g_task_set_source_tag (task, mp_message_port_receive_async);
-  /* Once a message is handed over, a late cancel must not lose it. */
-  g_task_set_check_cancellable (task, FALSE);
+  side = self->side;
+  waiter = mp_receive_waiter_new_async (side, self, mp_message_port_receive_async,
+                                        cancellable, callback, user_data);
 
-  if (g_task_return_error_if_cancelled (task))
-    return;
-
-  waiter = g_new0 (MpReceiveWaiter, 1);
-  waiter->link.data = waiter;
-  waiter->task = g_object_ref (task);
-  waiter->side = side = self->side;
-
-  /* Connected before the waiter is queued (a handler run at once finds it unqueued and does
-   * nothing) and never under the side lock, which the handler takes. */
-  if (cancellable != NULL)
-    waiter->cancelled_id = g_cancellable_connect (cancellable, G_CALLBACK (waiter_cancelled),
-                                                  waiter, NULL);
-
+  /* Once queued, the waiter belongs to the side: a post, a close or a cancel resolves it,
+   * maybe already on another thread. */
   g_mutex_lock (&side->mutex);
-  if (is_detached (self))
-    failure = _("The port was transferred away");
-  else if (mp_pipe_side_test (side, MP_SIDE_CLOSED))
-    failure = _("The port is closed");
-  else if (side->inbox.length > 0)
-    {
-      message = mp_pipe_side_pop_locked (side);
-      if (mp_message_is_close_marker (message))
-        {
-          mp_pipe_side_close_locked (side, &dropped);
-          g_queue_push_tail_link (&dropped.messages, &message->link);
-          message = NULL;
-          failure = _("The port is closed");
-        }
-    }
-  else if (g_cancellable_is_cancelled (cancellable))
-    cancelled = TRUE;
+  if (receive_now_locked (self, cancellable, &message, &error, &deferred))
+    mp_receive_waiter_resolve_locked (waiter, message, error, &deferred);
   else
-    {
-      waiter->queued = TRUE;
-      if (side->waiters == NULL)
-        side->waiters = g_new0 (GQueue, 1);
-      g_queue_push_tail_link (side->waiters, &waiter->link);
-    }
-  queued = waiter->queued;
+    mp_pipe_side_enqueue_waiter_locked (side, waiter);
   g_mutex_unlock (&side->mutex);
 
-  /* Once queued, the waiter belongs to the side: a post, a close or a cancel completes it,
-   * maybe already on another thread. */
-  if (queued)
-    return;
-
-  mp_pipe_dropped_release (&dropped, NULL);
-  if (message != NULL)
-    mp_receive_waiter_complete (waiter, message, NULL);
-  else if (cancelled)
-    mp_receive_waiter_complete (waiter, NULL,
-                                g_error_new_literal (G_IO_ERROR, G_IO_ERROR_CANCELLED,
-                                                     _("The receive was cancelled")));
-  else
-    mp_receive_waiter_complete (waiter, NULL,
-                                g_error_new_literal (MP_ERROR, MP_ERROR_INVALID_STATE, failure));
+  mp_pipe_deferred_release (&deferred);
 }
 
 /**
@@ -1210,9 +1234,11 @@ mp_message_port_receive_async (MpMessagePort       *self,
  * thread that runs it (the thread-default context of the thread that called
  * [method@Mp.MessagePort.receive_async]).
  *
- * Fails with %MP_ERROR_INVALID_STATE if the port was or became closed (its peer's close
- * reached included) or was transferred away before a message arrived, and with
- * %G_IO_ERROR_CANCELLED if the cancellable was cancelled first.
+ * Fails with %MP_ERROR_CLOSED at the end of the stream (the other port closed and
+ * everything it posted was taken, or @self was closed while the receive waited), with
+ * %MP_ERROR_INVALID_STATE if the receive was made on a port its own code had closed or the
+ * port was transferred away, and with %G_IO_ERROR_CANCELLED if the cancellable was
+ * cancelled first.
  *
  * Returns: (transfer full): the message, or %NULL with @error set
  *
@@ -1225,7 +1251,99 @@ mp_message_port_receive_finish (MpMessagePort  *self,
 {
   g_return_val_if_fail (MP_IS_MESSAGE_PORT (self), NULL);
   g_return_val_if_fail (g_task_is_valid (result, self), NULL);
+  g_return_val_if_fail (g_task_get_source_tag (G_TASK (result)) == mp_message_port_receive_async,
+                        NULL);
   g_return_val_if_fail (error == NULL || *error == NULL, NULL);
 
   return g_task_propagate_pointer (G_TASK (result), error);
+}
+
+/**
+ * mp_message_port_receive_timeout:
+ * @self: a port
+ * @timeout_us: how long to wait at most, in microseconds: 0 does not wait, -1 waits
+ *   without limit
+ * @cancellable: (nullable): a #GCancellable
+ * @error: return location for a #GError
+ *
+ * Takes the next message of @self, waiting up to @timeout_us for one to be posted: a
+ * blocking receive for a worker thread that runs no main loop (like
+ * g_async_queue_timeout_pop() or GStreamer's gst_bus_timed_pop()). Callable from any
+ * thread, started or not; never call it on the thread that iterates the context of the
+ * port's peer, which would then never post. It emits nothing.
+ *
+ * It shares one queue with [method@Mp.MessagePort.receive],
+ * [method@Mp.MessagePort.receive_async] and the [signal@Mp.MessagePort::message]
+ * delivery, oldest receive first, so each message goes to exactly one of them.
+ *
+ * When the time runs out it returns %NULL without an error. It fails with the errors of
+ * [method@Mp.MessagePort.receive_async]: %MP_ERROR_CLOSED at the end of the stream,
+ * %MP_ERROR_INVALID_STATE on a port its own code closed or that is (or becomes)
+ * transferred away, %G_IO_ERROR_CANCELLED when @cancellable is cancelled before a message
+ * arrives.
+ *
+ * ```c
+ * for (;;)
+ *   {
+ *     g_autoptr(GError) error = NULL;
+ *     g_autoptr(MpMessage) message = mp_message_port_receive_timeout (port, G_USEC_PER_SEC,
+ *                                                                     cancellable, &error);
+ *     if (message != NULL)
+ *       handle (message);
+ *     else if (error != NULL)
+ *       break;   // MP_ERROR_CLOSED: the other end is done; or cancelled
+ *     else
+ *       do_idle_work ();   // a second went by
+ *   }
+ * ```
+ *
+ * Returns: (transfer full) (nullable): the message, or %NULL if none came in time or on
+ *   error
+ *
+ * Since: 1.0
+ */
+MpMessage *
+mp_message_port_receive_timeout (MpMessagePort  *self,
+                                 gint64          timeout_us,
+                                 GCancellable   *cancellable,
+                                 GError        **error)
+{
+  MpPipeSide *side;
+  MpReceiveWaiter waiter;
+  GCond cond;
+  MpMessage *message = NULL;
+  GError *failure = NULL;
+  MpPipeDeferred deferred = MP_PIPE_DEFERRED_INIT;
+  gint64 end_time = -1;
+
+  g_return_val_if_fail (MP_IS_MESSAGE_PORT (self), NULL);
+  g_return_val_if_fail (timeout_us >= -1, NULL);
+  g_return_val_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable), NULL);
+  g_return_val_if_fail (error == NULL || *error == NULL, NULL);
+
+  side = self->side;
+  if (timeout_us > 0)
+    end_time = g_get_monotonic_time () + timeout_us;
+
+  g_cond_init (&cond);
+  mp_receive_waiter_init_sync (&waiter, side, &cond, cancellable);
+
+  g_mutex_lock (&side->mutex);
+  if (!receive_now_locked (self, cancellable, &message, &failure, &deferred) && timeout_us != 0)
+    {
+      mp_pipe_side_enqueue_waiter_locked (side, &waiter);
+      mp_receive_waiter_wait_locked (&waiter, end_time);
+      message = g_steal_pointer (&waiter.message);
+      failure = g_steal_pointer (&waiter.error);
+    }
+  g_mutex_unlock (&side->mutex);
+
+  mp_receive_waiter_clear_sync (&waiter);
+  g_cond_clear (&cond);
+  mp_pipe_deferred_release (&deferred);
+
+  if (failure != NULL)
+    g_propagate_error (error, failure);
+
+  return message;
 }

@@ -28,6 +28,10 @@ gboolean      mp_message_port_post_message (MpMessagePort        *self,
                                             guint                 n_transfer,
                                             GError              **error);
 MP_AVAILABLE_IN_ALL
+gboolean      mp_message_port_post         (MpMessagePort        *self,
+                                            GVariant             *message,
+                                            GError              **error);
+MP_AVAILABLE_IN_ALL
 void          mp_message_port_start        (MpMessagePort        *self);
 MP_AVAILABLE_IN_ALL
 void          mp_message_port_close        (MpMessagePort        *self);
@@ -43,9 +47,18 @@ MpMessage    *mp_message_port_receive_finish (MpMessagePort        *self,
                                               GAsyncResult         *result,
                                               GError              **error) G_GNUC_WARN_UNUSED_RESULT;
 MP_AVAILABLE_IN_ALL
+MpMessage    *mp_message_port_receive_timeout (MpMessagePort     *self,
+                                               gint64             timeout_us,
+                                               GCancellable      *cancellable,
+                                               GError           **error) G_GNUC_WARN_UNUSED_RESULT;
+MP_AVAILABLE_IN_ALL
 GMainContext *mp_message_port_get_context  (MpMessagePort        *self);
 MP_AVAILABLE_IN_ALL
+GMainContext *mp_message_port_dup_context  (MpMessagePort        *self) G_GNUC_WARN_UNUSED_RESULT;
+MP_AVAILABLE_IN_ALL
 gboolean      mp_message_port_is_closed    (MpMessagePort        *self);
+MP_AVAILABLE_IN_ALL
+gboolean      mp_message_port_is_peer_closed (MpMessagePort      *self);
 MP_AVAILABLE_IN_ALL
 int           mp_message_port_get_priority (MpMessagePort        *self);
 MP_AVAILABLE_IN_ALL

@@ -31,7 +31,8 @@ struct _MpMessage
   GPtrArray *ports;
 };
 
-MpMessage *mp_message_new               (GVariant  *data,
+/* @data and @ports (element-type MpMessagePort) are taken. */
+MpMessage *mp_message_new_take          (GVariant  *data,
                                          GPtrArray *ports);
 MpMessage *mp_message_new_close_marker  (void);
 

@@ -6,6 +6,7 @@
 #include "config.h"
 
 #include "mp-message-private.h"
+#include "mp-message-port.h"
 
 /**
  * MpMessage:
@@ -24,8 +25,8 @@
 G_DEFINE_BOXED_TYPE (MpMessage, mp_message, mp_message_ref, mp_message_unref)
 
 MpMessage *
-mp_message_new (GVariant  *data,
-                GPtrArray *ports)
+mp_message_new_take (GVariant  *data,
+                     GPtrArray *ports)
 {
   MpMessage *self = g_new0 (MpMessage, 1);
 
@@ -40,11 +41,54 @@ mp_message_new (GVariant  *data,
 MpMessage *
 mp_message_new_close_marker (void)
 {
-  MpMessage *self = mp_message_new (NULL, NULL);
+  MpMessage *self = mp_message_new_take (NULL, NULL);
 
   self->flags = MP_MESSAGE_FLAG_CLOSE_MARKER;
 
   return self;
+}
+
+/**
+ * mp_message_new:
+ * @data: (nullable): the payload; a floating reference is sunk
+ * @ports: (array length=n_ports) (nullable): ports the message holds, as if they had
+ *   travelled with it
+ * @n_ports: the number of ports in @ports
+ *
+ * Makes a message without a channel, as [signal@Mp.MessagePort::message] would deliver
+ * it: for an application's own tests, to feed its handlers. The message takes a reference
+ * on each port; unlike [method@Mp.MessagePort.post_message], nothing is transferred or
+ * detached. Callable from any thread.
+ *
+ * ```c
+ * g_autoptr(MpMessage) message = mp_message_new (g_variant_new_string ("hi"), NULL, 0);
+ * my_app_on_message (NULL, message, app);
+ * ```
+ *
+ * Returns: (transfer full): a new message
+ *
+ * Since: 1.0
+ */
+MpMessage *
+mp_message_new (GVariant             *data,
+                MpMessagePort *const *ports,
+                guint                 n_ports)
+{
+  GPtrArray *held = NULL;
+
+  g_return_val_if_fail (ports != NULL || n_ports == 0, NULL);
+  for (guint i = 0; i < n_ports; i++)
+    g_return_val_if_fail (G_TYPE_CHECK_INSTANCE_TYPE (ports[i], mp_message_port_get_type ()),
+                          NULL);
+
+  if (n_ports > 0)
+    {
+      held = g_ptr_array_new_full (n_ports, g_object_unref);
+      for (guint i = 0; i < n_ports; i++)
+        g_ptr_array_add (held, g_object_ref (ports[i]));
+    }
+
+  return mp_message_new_take (data != NULL ? g_variant_ref_sink (data) : NULL, held);
 }
 
 /**

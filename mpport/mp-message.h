@@ -18,9 +18,14 @@ G_BEGIN_DECLS
 #define MP_TYPE_MESSAGE (mp_message_get_type ())
 
 typedef struct _MpMessage MpMessage;
+typedef struct _MpMessagePort MpMessagePort;
 
 MP_AVAILABLE_IN_ALL
 GType      mp_message_get_type  (void) G_GNUC_CONST;
+MP_AVAILABLE_IN_ALL
+MpMessage *mp_message_new       (GVariant             *data,
+                                 MpMessagePort *const *ports,
+                                 guint                 n_ports) G_GNUC_WARN_UNUSED_RESULT;
 MP_AVAILABLE_IN_ALL
 MpMessage *mp_message_ref       (MpMessage *self);
 MP_AVAILABLE_IN_ALL

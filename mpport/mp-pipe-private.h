@@ -26,7 +26,13 @@ typedef enum {
   MP_SIDE_CLOSE_PENDING = 1 << 3,
   /* The peer's close marker is queued (or was consumed): nothing more can arrive. */
   MP_SIDE_PEER_CLOSED   = 1 << 4,
+  /* Closed by its owner (close(), or its context's end), not only by reaching the peer's
+   * close marker: posting on it is misuse (MP_ERROR_INVALID_STATE). A survivor closed by its
+   * peer never is: its posts succeed and are dropped. */
+  MP_SIDE_CLOSED_HERE   = 1 << 5,
 } MpSideState;
+
+typedef struct _MpPipeWaiters MpPipeWaiters;
 
 typedef struct _MpPipe     MpPipe;
 typedef struct _MpPipeSide MpPipeSide;
@@ -45,11 +51,10 @@ struct _MpPipeSide
   /* MpMessage links posted by the peer, oldest first. Guarded by mutex. */
   GQueue inbox;
 
-  /* MpReceiveWaiter links: receive_async() calls waiting for a message, oldest first, or
-   * NULL if there never was one (allocated on first use, freed with the pipe). Guarded by
-   * mutex. Non-empty only while the inbox is empty: a post hands its message to the oldest
-   * waiter instead of queueing it. */
-  GQueue *waiters;
+  /* The pending receives (receive_async(), receive_timeout()) and the async ones served but
+   * not yet delivered, or NULL if there never was one (allocated on first use, freed with
+   * the pipe). Guarded by mutex. See MpPipeWaiters. */
+  MpPipeWaiters *waiters;
 
   /* The owning port's source (an MpWakeableSource) while MP_SIDE_ATTACHED, else NULL; the
    * port holds the reference. Guarded by mutex: wake-ups (mp_wakeable_source_wake()) use it
@@ -80,34 +85,99 @@ struct _MpPipe
   gatomicrefcount ref_count;
 };
 
-/* A pending mp_message_port_receive_async(). Owned by the side's waiters queue while
- * queued, then by its completion. */
+/* A pending receive: an mp_message_port_receive_async() (async) or a blocking
+ * mp_message_port_receive_timeout() (sync, on the waiting thread's stack). It gets its result
+ * (a message or an error) under its side's lock, in the order the side hands messages out;
+ * async results are then delivered by idles on the caller's context, in that same order. */
+typedef struct _MpReceiveWaiter MpReceiveWaiter;
+
+struct _MpReceiveWaiter
+{
+  /* In MpPipeWaiters.waiting while queued; then, for an async waiter, in
+   * MpPipeWaiters.completed until delivered. Guarded by side->mutex. link.data == self. */
+  GList link;
+  MpPipeSide *side;          /* immutable; alive as long as the waiter (via its port) */
+  gboolean queued;           /* in waiting; guarded by side->mutex */
+  gboolean completed;        /* in completed; guarded by side->mutex */
+  gboolean sync;             /* immutable */
+
+  /* The result, set once under side->mutex as the waiter leaves the queue (or is served at
+   * once); exactly one is set. Owned. */
+  MpMessage *message;
+  GError *error;
+
+  /* Sync: signalled (with side->mutex held) when the result is set. */
+  GCond *cond;
+
+  /* Async. task: strong, made without callback or cancellable (the delivery idle calls
+   * callback itself, in order; GTask would defer a cancelled task by one more idle).
+   * context: the task's. idle: strong until attached, owns the waiter. */
+  GTask *task;
+  GAsyncReadyCallback callback;
+  gpointer user_data;
+  GMainContext *context;
+  GSource *idle;
+  GList schedule_link;       /* in MpPipeDeferred.scheduled; schedule_link.data == self */
+
+  /* Either kind: the cancellable (strong) and the handler connected to it, or 0. */
+  GCancellable *cancellable;
+  gulong cancelled_id;
+};
+
+struct _MpPipeWaiters
+{
+  /* MpReceiveWaiter links, oldest first. Non-empty only while the inbox is empty: a post
+   * hands its message to the oldest waiter instead of queueing it. */
+  GQueue waiting;
+  /* Async MpReceiveWaiter links that have their result, in the order they got it, until an
+   * idle on their context takes them out to deliver them. */
+  GQueue completed;
+};
+
+/* What a locked section leaves for the caller to do once every lock is released: messages to
+ * drop (user data may be freed) and the delivery idles of async waiters to attach. */
 typedef struct
 {
-  GList link;              /* in MpPipeSide.waiters; link.data == self */
-  GTask *task;             /* strong; its source object is the port */
-  gulong cancelled_id;     /* handler on the task's cancellable, or 0 */
-  MpPipeSide *side;        /* the side it waits on; alive as long as the task's port */
-  gboolean queued;         /* in side->waiters; guarded by side->mutex */
-} MpReceiveWaiter;
+  GQueue messages;    /* MpMessage links, dropped */
+  GQueue scheduled;   /* MpReceiveWaiter.schedule_link links: idles to attach */
+} MpPipeDeferred;
 
-/* Completes @waiter later, from an idle on its task's context (never inside the caller),
- * with @message (transfer full) or else @error (transfer full). Implemented with the port. */
-void        mp_receive_waiter_complete (MpReceiveWaiter *waiter,
-                                        MpMessage       *message,
-                                        GError          *error);
+#define MP_PIPE_DEFERRED_INIT { G_QUEUE_INIT, G_QUEUE_INIT }
 
-/* What a side gives up when it closes or changes hands; released with no lock held. */
-typedef struct
-{
-  GQueue messages;   /* MpMessage links, dropped */
-  GQueue waiters;    /* MpReceiveWaiter links, failed with MP_ERROR_INVALID_STATE */
-} MpPipeDropped;
+void        mp_pipe_deferred_release (MpPipeDeferred *deferred);
 
-#define MP_PIPE_DROPPED_INIT { G_QUEUE_INIT, G_QUEUE_INIT }
+/* Gives @waiter (dequeued, or never queued) its result: @message or else @error (both transfer
+ * full). A sync waiter is woken; an async one joins the side's completed queue and its
+ * delivery idle goes to @deferred. With side->mutex held. */
+void        mp_receive_waiter_resolve_locked (MpReceiveWaiter *waiter,
+                                              MpMessage       *message,
+                                              GError          *error,
+                                              MpPipeDeferred  *deferred);
 
-void        mp_pipe_dropped_release (MpPipeDropped *dropped,
-                                     const char    *waiter_message);
+/* An async waiter for a receive on @side by @source_object (a port), with its GTask and its
+ * delivery idle, not queued yet; its cancellable is watched from now on. No lock held. */
+MpReceiveWaiter *mp_receive_waiter_new_async (MpPipeSide          *side,
+                                              gpointer             source_object,
+                                              gpointer             source_tag,
+                                              GCancellable        *cancellable,
+                                              GAsyncReadyCallback  callback,
+                                              gpointer             user_data);
+/* A blocking waiter on the caller's stack, woken through @cond (used with side->mutex).
+ * No lock held; mp_receive_waiter_clear_sync() once it is no longer queued. */
+void        mp_receive_waiter_init_sync      (MpReceiveWaiter *self,
+                                              MpPipeSide      *side,
+                                              GCond           *cond,
+                                              GCancellable    *cancellable);
+void        mp_receive_waiter_clear_sync     (MpReceiveWaiter *self);
+/* With side->mutex held and @self queued: waits until it has a result or the monotonic
+ * @end_time passes (-1: no limit); then it is no longer queued, with or without a result. */
+void        mp_receive_waiter_wait_locked    (MpReceiveWaiter *self,
+                                              gint64           end_time);
+/* G_IO_ERROR_CANCELLED, the one error of every cancelled receive. */
+GError     *mp_receive_cancelled_error       (void);
+/* MP_ERROR_CLOSED, the end of the stream: the port was closed by its owner while the receive
+ * waited (@by_owner), or the other port closed and everything it posted was taken. */
+GError     *mp_receive_closed_error          (gboolean by_owner);
 
 MpPipe     *mp_pipe_new   (void);
 MpPipe     *mp_pipe_ref   (MpPipe *self);
@@ -117,7 +187,7 @@ void        mp_pipe_unref (MpPipe *self);
 static inline gboolean
 mp_pipe_side_has_waiters (MpPipeSide *side)
 {
-  return side->waiters != NULL && side->waiters->length > 0;
+  return side->waiters != NULL && side->waiters->waiting.length > 0;
 }
 
 static inline gboolean
@@ -142,11 +212,21 @@ mp_pipe_side_clear_locked (MpPipeSide *side,
 }
 
 void        mp_pipe_side_wake_locked         (MpPipeSide *side);
-gboolean    mp_pipe_side_close_locked        (MpPipeSide    *side,
-                                              MpPipeDropped *dropped);
-void        mp_pipe_side_steal_waiters_locked (MpPipeSide    *side,
-                                               MpPipeDropped *dropped);
+gboolean    mp_pipe_side_close_locked        (MpPipeSide     *side,
+                                              gboolean        by_owner,
+                                              MpPipeDeferred *deferred);
+void        mp_pipe_side_reach_peer_close_locked (MpPipeSide     *side,
+                                                  MpMessage      *marker,
+                                                  MpPipeDeferred *deferred);
+void        mp_pipe_side_fail_waiters_locked (MpPipeSide     *side,
+                                              GError         *error,
+                                              MpPipeDeferred *deferred);
+void        mp_pipe_side_enqueue_waiter_locked (MpPipeSide      *side,
+                                                MpReceiveWaiter *waiter);
 void        mp_pipe_side_notify_peer_closed  (MpPipeSide *side);
+MpPipeSide *mp_pipe_get_inert_side           (void);
+gboolean    mp_pipe_side_is_inert            (MpPipeSide *side);
+
 typedef enum {
   MP_SEND_QUEUED,
   MP_SEND_DROPPED,
@@ -158,13 +238,10 @@ gboolean    mp_pipe_side_transit_add_locked  (MpPipeSide        *to,
                                               MpPipeSide *const *sides,
                                               guint              n_sides);
 
-MpSendResult mp_pipe_side_send_locked        (MpPipeSide       *to,
-                                              MpMessage        *message,
-                                              MpReceiveWaiter **waiter);
-gboolean    mp_pipe_send_complete            (MpSendResult      result,
-                                              MpMessage        *message,
-                                              MpReceiveWaiter  *waiter);
-gboolean    mp_pipe_side_send                (MpPipeSide       *from,
-                                              MpMessage        *message);
+MpSendResult mp_pipe_side_send_locked        (MpPipeSide     *to,
+                                              MpMessage      *message,
+                                              MpPipeDeferred *deferred);
+gboolean    mp_pipe_side_send                (MpPipeSide     *from,
+                                              MpMessage      *message);
 
 G_END_DECLS

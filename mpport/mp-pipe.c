@@ -55,7 +55,8 @@ mp_pipe_unref (MpPipe *self)
       /* Every port object is gone, and the last owner closed its side on finalization. */
       g_assert (side->source == NULL);
       g_assert (side->inbox.length == 0);
-      g_assert (!mp_pipe_side_has_waiters (side));
+      g_assert (side->waiters == NULL || (side->waiters->waiting.length == 0 &&
+                                          side->waiters->completed.length == 0));
       g_assert (side->n_carrying == 0);
       g_assert (side->transit_at == NULL);
       g_free (side->waiters);
@@ -63,6 +64,39 @@ mp_pipe_unref (MpPipe *self)
     }
 
   g_free (self);
+}
+
+/* The side of every port object that was made directly (g_object_new (MP_TYPE_MESSAGE_PORT)
+ * rather than by a channel or a transfer): both sides closed by their owner and never
+ * reopened, so such a port is inert: posting on it fails with MP_ERROR_INVALID_STATE, it
+ * receives nothing and starting it does nothing. Made once, never freed; the ports on it hold
+ * no reference. */
+static MpPipe *inert_pipe;
+
+MpPipeSide *
+mp_pipe_get_inert_side (void)
+{
+  static gsize made = 0;
+
+  if (g_once_init_enter (&made))
+    {
+      MpPipe *pipe = mp_pipe_new ();
+
+      for (guint i = 0; i < G_N_ELEMENTS (pipe->sides); i++)
+        mp_pipe_side_set_locked (&pipe->sides[i], MP_SIDE_CLOSED | MP_SIDE_CLOSED_HERE |
+                                                  MP_SIDE_PEER_CLOSED);
+      g_atomic_pointer_set (&inert_pipe, pipe);
+      g_once_init_leave (&made, 1);
+    }
+
+  return &inert_pipe->sides[0];
+}
+
+/* Any thread; atomic because it may run while another thread makes the inert pipe. */
+gboolean
+mp_pipe_side_is_inert (MpPipeSide *side)
+{
+  return side->pipe == g_atomic_pointer_get (&inert_pipe);
 }
 
 /* The transit graph. A transferred port travels as a new owner object inside its message;
@@ -186,62 +220,91 @@ queue_move (GQueue *dest,
   g_queue_init (src);
 }
 
-/* Moves the pending receive_async() calls of @side to the end of @dropped's. */
+/* Fails every pending receive of @side with a copy of @error (transfer full, freed). */
 void
-mp_pipe_side_steal_waiters_locked (MpPipeSide    *side,
-                                   MpPipeDropped *dropped)
+mp_pipe_side_fail_waiters_locked (MpPipeSide     *side,
+                                  GError         *error,
+                                  MpPipeDeferred *deferred)
 {
   GList *link;
+
+  if (side->waiters != NULL)
+    while ((link = g_queue_pop_head_link (&side->waiters->waiting)) != NULL)
+      {
+        MpReceiveWaiter *waiter = link->data;
+
+        waiter->queued = FALSE;
+        mp_receive_waiter_resolve_locked (waiter, NULL, g_error_copy (error), deferred);
+      }
+
+  g_error_free (error);
+}
+
+/* Queues @waiter (not queued, no result) as the newest pending receive of @side, whose inbox
+ * is empty. */
+void
+mp_pipe_side_enqueue_waiter_locked (MpPipeSide      *side,
+                                    MpReceiveWaiter *waiter)
+{
+  g_assert (side->inbox.length == 0);
 
   if (side->waiters == NULL)
-    return;
-
-  while ((link = g_queue_pop_head_link (side->waiters)) != NULL)
-    {
-      ((MpReceiveWaiter *) link->data)->queued = FALSE;
-      g_queue_push_tail_link (&dropped->waiters, link);
-    }
+    side->waiters = g_new0 (MpPipeWaiters, 1);
+  waiter->queued = TRUE;
+  g_queue_push_tail_link (&side->waiters->waiting, &waiter->link);
 }
 
-/* Releases what a side gave up: drops the messages and fails the waiters with
- * MP_ERROR_INVALID_STATE and @waiter_message (or "The port is closed"). No lock held. */
+/* Drops the messages and attaches the delivery idles that a locked section left. No lock
+ * held. */
 void
-mp_pipe_dropped_release (MpPipeDropped *dropped,
-                         const char    *waiter_message)
+mp_pipe_deferred_release (MpPipeDeferred *deferred)
 {
   GList *link;
 
-  while ((link = g_queue_pop_head_link (&dropped->waiters)) != NULL)
-    mp_receive_waiter_complete (link->data, NULL,
-                                g_error_new_literal (MP_ERROR, MP_ERROR_INVALID_STATE,
-                                                     waiter_message != NULL ? waiter_message
-                                                                            : _("The port is closed")));
+  while ((link = g_queue_pop_head_link (&deferred->scheduled)) != NULL)
+    {
+      MpReceiveWaiter *waiter = link->data;
+      GSource *idle = g_steal_pointer (&waiter->idle);
 
-  mp_message_queue_drop (&dropped->messages);
+      /* Once attached, the idle may run (on another thread) and free the waiter: it is not
+       * touched after this. The task keeps the context alive until then. */
+      g_source_attach (idle, waiter->context);
+      g_source_unref (idle);
+    }
+
+  mp_message_queue_drop (&deferred->messages);
 }
 
-/* Closes @side: marks it closed and moves its inbox and waiters to @dropped, for the caller
- * to release with mp_pipe_dropped_release() once unlocked. An attached side is told to emit
- * "close" from its dispatch. The caller then calls mp_pipe_side_notify_peer_closed(),
- * unlocked. Returns FALSE if the side was already closed. */
+/* Closes @side: marks it closed and moves its inbox to @deferred, for the caller to release
+ * with mp_pipe_deferred_release() once unlocked, and fails its pending receives with
+ * MP_ERROR_CLOSED. @by_owner: its owner closed it (close(), its context's end), so posting on
+ * it is misuse from now on (even if it had already reached its peer's close); otherwise it
+ * reached its peer's close. An attached side is told to emit "close" from its dispatch. The
+ * caller then calls mp_pipe_side_notify_peer_closed(), unlocked. Returns FALSE if the side
+ * was already closed. */
 gboolean
-mp_pipe_side_close_locked (MpPipeSide    *side,
-                           MpPipeDropped *dropped)
+mp_pipe_side_close_locked (MpPipeSide     *side,
+                           gboolean        by_owner,
+                           MpPipeDeferred *deferred)
 {
+  if (by_owner)
+    mp_pipe_side_set_locked (side, MP_SIDE_CLOSED_HERE);
+
   if (mp_pipe_side_test (side, MP_SIDE_CLOSED))
     return FALSE;
 
   mp_pipe_side_set_locked (side, MP_SIDE_CLOSED);
-  queue_move (&dropped->messages, &side->inbox);
+  queue_move (&deferred->messages, &side->inbox);
   if (side->n_carrying > 0)
     {
       g_mutex_lock (&transit_lock);
-      for (GList *l = dropped->messages.head; l != NULL && side->n_carrying > 0; l = l->next)
+      for (GList *l = deferred->messages.head; l != NULL && side->n_carrying > 0; l = l->next)
         if (message_carries_ports (l->data))
           transit_forget (side, l->data);
       g_mutex_unlock (&transit_lock);
     }
-  mp_pipe_side_steal_waiters_locked (side, dropped);
+  if (mp_pipe_side_has_waiters (side))
+    mp_pipe_side_fail_waiters_locked (side, mp_receive_closed_error (by_owner), deferred);
 
   if (mp_pipe_side_test (side, MP_SIDE_ATTACHED))
     {
@@ -252,6 +315,20 @@ mp_pipe_side_close_locked (MpPipeSide    *side,
   return TRUE;
 }
 
+/* @side took its peer's close @marker (transfer full) out of its inbox, or had it handed over
+ * while receives waited: everything the peer posted before closing was taken, so @side closes
+ * (not by its owner). */
+void
+mp_pipe_side_reach_peer_close_locked (MpPipeSide     *side,
+                                      MpMessage      *marker,
+                                      MpPipeDeferred *deferred)
+{
+  g_assert (mp_message_is_close_marker (marker));
+
+  mp_pipe_side_close_locked (side, FALSE, deferred);
+  g_queue_push_tail_link (&deferred->messages, &marker->link);
+}
+
 /* Appends the close marker to the peer's inbox, after everything @side posted before it
  * closed. Called without any lock held, after mp_pipe_side_close_locked(). */
 void
@@ -259,7 +336,7 @@ mp_pipe_side_notify_peer_closed (MpPipeSide *side)
 {
   MpPipeSide *peer = side->peer;
   MpMessage *marker;
-  MpPipeDropped dropped = MP_PIPE_DROPPED_INIT;
+  MpPipeDeferred deferred = MP_PIPE_DEFERRED_INIT;
 
   /* CLOSED and PEER_CLOSED are never cleared: a peer that has either needs no marker, and
    * the second close() of a channel then allocates and drops none. */
@@ -279,8 +356,7 @@ mp_pipe_side_notify_peer_closed (MpPipeSide *side)
     {
       /* A waiting receive_async() means the inbox is empty: the marker is reached now. */
       g_assert (peer->inbox.length == 0);
-      mp_pipe_side_close_locked (peer, &dropped);
-      g_queue_push_tail_link (&dropped.messages, &marker->link);
+      mp_pipe_side_reach_peer_close_locked (peer, marker, &deferred);
     }
   else
     {
@@ -289,22 +365,20 @@ mp_pipe_side_notify_peer_closed (MpPipeSide *side)
     }
   g_mutex_unlock (&peer->mutex);
 
-  mp_pipe_dropped_release (&dropped, NULL);
+  mp_pipe_deferred_release (&deferred);
 }
 
 /* Queues @message at @to, whose lock the caller holds, and says what became of it:
- * QUEUED (owned by @to now, or handed to *@waiter, which the caller completes with it once
- * unlocked), DROPPED (@to is closed: success, the caller drops it) or REFUSED (@to's peer,
- * the sender, closed and its close marker is queued: the message could no longer come
- * before it; the caller drops it and fails). */
+ * QUEUED (owned by @to now, or handed to its oldest pending receive, whose delivery goes to
+ * @deferred), DROPPED (@to is closed: success, the caller drops it) or REFUSED (@to's peer,
+ * the sender, closed and its close marker is queued: the message could no longer come before
+ * it; the caller drops it and fails). */
 MpSendResult
-mp_pipe_side_send_locked (MpPipeSide       *to,
-                          MpMessage        *message,
-                          MpReceiveWaiter **waiter)
+mp_pipe_side_send_locked (MpPipeSide     *to,
+                          MpMessage      *message,
+                          MpPipeDeferred *deferred)
 {
   int state = g_atomic_int_get (&to->state);
-
-  *waiter = NULL;
 
   if (state & MP_SIDE_CLOSED)
     return MP_SEND_DROPPED;
@@ -313,9 +387,11 @@ mp_pipe_side_send_locked (MpPipeSide       *to,
 
   if (mp_pipe_side_has_waiters (to))
     {
-      /* Pending async receives are served first, oldest first. */
-      *waiter = g_queue_pop_head_link (to->waiters)->data;
-      (*waiter)->queued = FALSE;
+      /* Pending receives are served first, oldest first. */
+      MpReceiveWaiter *waiter = g_queue_pop_head_link (&to->waiters->waiting)->data;
+
+      waiter->queued = FALSE;
+      mp_receive_waiter_resolve_locked (waiter, message, NULL, deferred);
       return MP_SEND_QUEUED;
     }
 
@@ -327,21 +403,6 @@ mp_pipe_side_send_locked (MpPipeSide       *to,
   return MP_SEND_QUEUED;
 }
 
-/* Finishes a send after the lock of its destination was released. Returns FALSE for
- * MP_SEND_REFUSED. */
-gboolean
-mp_pipe_send_complete (MpSendResult     result,
-                       MpMessage       *message,
-                       MpReceiveWaiter *waiter)
-{
-  if (waiter != NULL)
-    mp_receive_waiter_complete (waiter, message, NULL);
-  else if (result != MP_SEND_QUEUED)
-    mp_message_drop (message);
-
-  return result != MP_SEND_REFUSED;
-}
-
 /* Queues @message (transfer full) at the peer of @from. A closed peer drops it and that is
  * success. Returns FALSE, dropping the message, only if @from itself closed concurrently and
  * its close marker is already queued: the message could no longer come before it. */
@@ -350,12 +411,17 @@ mp_pipe_side_send (MpPipeSide *from,
                    MpMessage  *message)
 {
   MpPipeSide *to = from->peer;
-  MpReceiveWaiter *waiter;
+  MpPipeDeferred deferred = MP_PIPE_DEFERRED_INIT;
   MpSendResult result;
 
   g_mutex_lock (&to->mutex);
-  result = mp_pipe_side_send_locked (to, message, &waiter);
+  result = mp_pipe_side_send_locked (to, message, &deferred);
   g_mutex_unlock (&to->mutex);
 
-  return mp_pipe_send_complete (result, message, waiter);
+  if (G_UNLIKELY (deferred.scheduled.head != NULL))
+    mp_pipe_deferred_release (&deferred);
+  if (result != MP_SEND_QUEUED)
+    mp_message_drop (message);
+
+  return result != MP_SEND_REFUSED;
 }

@@ -6,9 +6,12 @@
  * completes with the next message, FIFO with every other consumer (receive()
  * and the "message" signal); pending receives are served before the signal,
  * oldest first; the callback runs on the caller's thread-default context and
- * never inside the call; a closed, closing or transferred-away port fails it
- * with MP_ERROR_INVALID_STATE; a cancelled one fails with
- * G_IO_ERROR_CANCELLED and takes no message. Unstarted and started ports alike.
+ * never inside the call; the end of the stream (the peer's close reached, or
+ * the port closed while the receive waits) fails it with MP_ERROR_CLOSED; a
+ * receive made on a port its own code closed, or on a transferred-away port,
+ * fails with MP_ERROR_INVALID_STATE; a cancelled one fails with
+ * G_IO_ERROR_CANCELLED and takes no message. Callbacks run in the order their
+ * messages were taken. Unstarted and started ports alike.
  *
  * Every callback checks that it does not run inside receive_async() itself.
  * Every wait is bounded, so a bug shows up as a failed assertion, not a hang.
@@ -541,7 +544,7 @@ test_fifo_exactly_once_cross_thread (Fixture       *f,
     }
   g_thread_join (thread);
 
-  g_assert_error (chain.error, MP_ERROR, MP_ERROR_INVALID_STATE);
+  g_assert_error (chain.error, MP_ERROR, MP_ERROR_CLOSED);
   g_assert_true (mp_message_port_is_closed (pair.port2));
   assert_increasing (pair.signalled);
   assert_increasing (chain.values);
@@ -787,7 +790,7 @@ test_invalid_state_closed_before_call (Fixture       *f,
 /* The peer posted, then closed: the receives get what it posted, then fail
  * at its close, which closes the port (a started one says "close"). */
 static void
-test_invalid_state_peer_closed_after_data (Fixture       *f,
+test_closed_peer_closed_after_data (Fixture       *f,
                                            gconstpointer  data)
 {
   Pair pair;
@@ -807,8 +810,9 @@ test_invalid_state_peer_closed_after_data (Fixture       *f,
 
   WAIT_FOR (f->context, receive_done (&a) && receive_done (&b) && receive_done (&c));
   assert_received_int (&a, 1);
-  assert_receive_failed (&b, MP_ERROR, MP_ERROR_INVALID_STATE);
-  assert_receive_failed (&c, MP_ERROR, MP_ERROR_INVALID_STATE);
+  assert_receive_failed (&b, MP_ERROR, MP_ERROR_CLOSED);
+  assert_receive_failed (&c, MP_ERROR, MP_ERROR_CLOSED);
+  g_assert_cmpstr (b.error->message, ==, "The other port of the channel was closed");
   spin_context (f->context, QUIET_MSEC);
   g_assert_cmpuint (pair.n_close, ==, f->started ? 1 : 0);
   g_assert_cmpuint (pair.signalled->len, ==, 0);
@@ -821,7 +825,7 @@ test_invalid_state_peer_closed_after_data (Fixture       *f,
 
 /* Receives waiting when the port closes itself fail, oldest first. */
 static void
-test_invalid_state_own_close_while_pending (Fixture       *f,
+test_closed_own_close_while_pending (Fixture       *f,
                                             gconstpointer  data)
 {
   Pair pair;
@@ -836,8 +840,9 @@ test_invalid_state_own_close_while_pending (Fixture       *f,
   g_assert_false (receive_done (&a));
 
   WAIT_FOR (f->context, receive_done (&a) && receive_done (&b));
-  assert_receive_failed (&a, MP_ERROR, MP_ERROR_INVALID_STATE);
-  assert_receive_failed (&b, MP_ERROR, MP_ERROR_INVALID_STATE);
+  assert_receive_failed (&a, MP_ERROR, MP_ERROR_CLOSED);
+  assert_receive_failed (&b, MP_ERROR, MP_ERROR_CLOSED);
+  g_assert_cmpstr (a.error->message, ==, "The port was closed");
   g_assert_cmpstr (log->str, ==, "A B ");
   spin_context (f->context, QUIET_MSEC);
   g_assert_cmpuint (pair.n_close, ==, f->started ? 1 : 0);
@@ -854,7 +859,7 @@ test_invalid_state_own_close_while_pending (Fixture       *f,
 
 /* Closed by another thread: the failure still comes on the caller's context. */
 static void
-test_invalid_state_closed_from_other_thread (Fixture       *f,
+test_closed_from_other_thread (Fixture       *f,
                                              gconstpointer  data)
 {
   Pair pair;
@@ -864,7 +869,7 @@ test_invalid_state_closed_from_other_thread (Fixture       *f,
   receive_start (&r, pair.port2, NULL);
   g_thread_join (g_thread_new ("closer", close_thread, pair.port2));
   WAIT_FOR (f->context, receive_done (&r));
-  assert_receive_failed (&r, MP_ERROR, MP_ERROR_INVALID_STATE);
+  assert_receive_failed (&r, MP_ERROR, MP_ERROR_CLOSED);
   g_assert_true (r.thread == g_thread_self ());
   g_assert_true (r.context == f->context);
 
@@ -874,7 +879,7 @@ test_invalid_state_closed_from_other_thread (Fixture       *f,
 
 /* The peer closes while receives wait: they fail, the port is closed. */
 static void
-test_invalid_state_peer_closes_while_pending (Fixture       *f,
+test_closed_peer_closes_while_pending (Fixture       *f,
                                               gconstpointer  data)
 {
   Pair pair;
@@ -888,8 +893,8 @@ test_invalid_state_peer_closes_while_pending (Fixture       *f,
   g_thread_join (g_thread_new ("closer", close_thread, pair.port1));
 
   WAIT_FOR (f->context, receive_done (&a) && receive_done (&b));
-  assert_receive_failed (&a, MP_ERROR, MP_ERROR_INVALID_STATE);
-  assert_receive_failed (&b, MP_ERROR, MP_ERROR_INVALID_STATE);
+  assert_receive_failed (&a, MP_ERROR, MP_ERROR_CLOSED);
+  assert_receive_failed (&b, MP_ERROR, MP_ERROR_CLOSED);
   g_assert_cmpstr (log->str, ==, "A B ");
   g_assert_true (mp_message_port_is_closed (pair.port2));
   if (f->started)
@@ -1379,6 +1384,190 @@ test_errors_programmer (Fixture       *f,
 
 /* ------------------------------------------------------------------------ */
 
+/* ------------------------------------------------------------------------ */
+/* Callbacks in the order the messages were taken                           */
+/* ------------------------------------------------------------------------ */
+
+/* The newcomer's reproducer: #1 (with a cancellable) is served 0, #2 is served 1, then #1's
+ * cancellable is cancelled, too late to cancel anything. #1's callback must still run
+ * first: GTask used to defer a cancelled task's return by one more idle, so #2 overtook. */
+static void
+test_order_cancelled_after_served (Fixture       *f,
+                                   gconstpointer  data)
+{
+  Pair pair;
+  g_autoptr(GString) log = g_string_new (NULL);
+  g_autoptr(GCancellable) cancellable = g_cancellable_new ();
+  Receive first = RECEIVE_INIT ("1", log);
+  Receive second = RECEIVE_INIT ("2", log);
+
+  pair_init (&pair, f->started);
+  receive_start (&first, pair.port2, cancellable);
+  receive_start (&second, pair.port2, NULL);
+  post_int (pair.port1, 0);
+  post_int (pair.port1, 1);
+  g_cancellable_cancel (cancellable);
+
+  WAIT_FOR (f->context, receive_done (&first) && receive_done (&second));
+  g_assert_cmpstr (log->str, ==, "1 2 ");
+  assert_received_int (&first, 0);
+  assert_received_int (&second, 1);
+
+  receive_clear (&first);
+  receive_clear (&second);
+  pair_finish (&pair, f->context);
+}
+
+#define N_ORDER_SLOTS 3
+
+typedef struct
+{
+  MpMessagePort *port;
+  GMutex lock;
+  GCancellable *slots[N_ORDER_SLOTS];   /* guarded by lock: each slot's current receive */
+  guint n_messages;
+  GArray *taken;                        /* values, in callback order */
+  guint n_cancelled;
+  gboolean stop;                        /* atomic */
+} OrderStress;
+
+static void order_stress_receive (OrderStress *o,
+                                  guint        slot);
+
+static void
+order_stress_done (GObject      *source,
+                   GAsyncResult *result,
+                   gpointer      user_data)
+{
+  OrderStress *o = g_object_get_data (source, "order-stress");
+  guint slot = GPOINTER_TO_UINT (user_data);
+  g_autoptr(GError) error = NULL;
+  g_autoptr(MpMessage) message = mp_message_port_receive_finish (MP_MESSAGE_PORT (source),
+                                                                 result, &error);
+
+  if (message != NULL)
+    {
+      gint32 value = message_get_int (message);
+
+      g_array_append_val (o->taken, value);
+    }
+  else
+    {
+      g_assert_error (error, G_IO_ERROR, G_IO_ERROR_CANCELLED);
+      o->n_cancelled++;
+    }
+
+  if (o->taken->len < o->n_messages)
+    order_stress_receive (o, slot);
+}
+
+static void
+order_stress_receive (OrderStress *o,
+                      guint        slot)
+{
+  GCancellable *cancellable = g_cancellable_new ();
+
+  g_mutex_lock (&o->lock);
+  g_clear_object (&o->slots[slot]);
+  o->slots[slot] = g_object_ref (cancellable);
+  g_mutex_unlock (&o->lock);
+
+  mp_message_port_receive_async (o->port, cancellable, order_stress_done,
+                                 GUINT_TO_POINTER (slot));
+  g_object_unref (cancellable);
+}
+
+static gpointer
+order_stress_poster (gpointer data)
+{
+  OrderStress *o = data;
+
+  for (guint i = 0; i < o->n_messages; i++)
+    post_int (o->port == NULL ? NULL : g_object_get_data (G_OBJECT (o->port), "peer"),
+              (gint32) i);
+  return NULL;
+}
+
+static gpointer
+order_stress_canceller (gpointer data)
+{
+  OrderStress *o = data;
+  guint i = 0;
+
+  while (!g_atomic_int_get (&o->stop))
+    {
+      GCancellable *victim;
+
+      g_mutex_lock (&o->lock);
+      victim = o->slots[i++ % N_ORDER_SLOTS];
+      if (victim != NULL)
+        g_object_ref (victim);
+      g_mutex_unlock (&o->lock);
+
+      if (victim != NULL)
+        {
+          g_cancellable_cancel (victim);
+          g_object_unref (victim);
+        }
+      g_usleep (20);
+    }
+  return NULL;
+}
+
+/* Three receives always pending, 200 000 messages from a thread, a thread cancelling them
+ * at random: every message is taken exactly once and the callbacks see them in order. The
+ * newcomer saw 700-1 100 callbacks out of order per run. */
+static void
+test_order_stress_with_cancels (Fixture       *f,
+                                gconstpointer  data)
+{
+  Pair pair;
+  OrderStress o = { 0 };
+  GThread *poster, *canceller;
+  gint64 deadline;
+
+  pair_init (&pair, f->started);
+  o.port = pair.port2;
+  o.n_messages = stress_scaled (200000);
+  o.taken = g_array_new (FALSE, FALSE, sizeof (gint32));
+  g_mutex_init (&o.lock);
+  g_object_set_data (G_OBJECT (pair.port2), "order-stress", &o);
+  g_object_set_data (G_OBJECT (pair.port2), "peer", pair.port1);
+
+  for (guint slot = 0; slot < N_ORDER_SLOTS; slot++)
+    order_stress_receive (&o, slot);
+  poster = g_thread_new ("poster", order_stress_poster, &o);
+  canceller = g_thread_new ("canceller", order_stress_canceller, &o);
+
+  deadline = stress_deadline ();
+  while (o.taken->len < o.n_messages)
+    {
+      g_assert_cmpint (g_get_monotonic_time (), <, deadline);
+      g_main_context_iteration (f->context, TRUE);
+    }
+  g_atomic_int_set (&o.stop, TRUE);
+  g_thread_join (poster);
+  g_thread_join (canceller);
+
+  for (guint i = 0; i < o.taken->len; i++)
+    g_assert_cmpint (g_array_index (o.taken, gint32, i), ==, (gint32) i);
+  g_test_message ("%u messages, %u receives cancelled", o.taken->len, o.n_cancelled);
+
+  /* The receives still pending when the last message came: cancel them and let them end. */
+  g_mutex_lock (&o.lock);
+  for (guint slot = 0; slot < N_ORDER_SLOTS; slot++)
+    g_cancellable_cancel (o.slots[slot]);
+  g_mutex_unlock (&o.lock);
+  spin_context (f->context, QUIET_MSEC);
+  for (guint slot = 0; slot < N_ORDER_SLOTS; slot++)
+    g_clear_object (&o.slots[slot]);
+  g_assert_cmpuint (o.taken->len, ==, o.n_messages);
+
+  pair_finish (&pair, f->context);
+  g_array_unref (o.taken);
+  g_mutex_clear (&o.lock);
+}
+
 int
 main (int   argc,
       char *argv[])
@@ -1406,14 +1595,14 @@ main (int   argc,
 
   ADD_BOTH ("/mpport/port/receive-async/invalid-state/closed-before-call",
             test_invalid_state_closed_before_call);
-  ADD_BOTH ("/mpport/port/receive-async/invalid-state/peer-closed-after-data",
-            test_invalid_state_peer_closed_after_data);
-  ADD_BOTH ("/mpport/port/receive-async/invalid-state/own-close-while-pending",
-            test_invalid_state_own_close_while_pending);
-  ADD_BOTH ("/mpport/port/receive-async/invalid-state/closed-from-other-thread",
-            test_invalid_state_closed_from_other_thread);
-  ADD_BOTH ("/mpport/port/receive-async/invalid-state/peer-closes-while-pending",
-            test_invalid_state_peer_closes_while_pending);
+  ADD_BOTH ("/mpport/port/receive-async/closed/peer-closed-after-data",
+            test_closed_peer_closed_after_data);
+  ADD_BOTH ("/mpport/port/receive-async/closed/own-close-while-pending",
+            test_closed_own_close_while_pending);
+  ADD_BOTH ("/mpport/port/receive-async/closed/from-other-thread",
+            test_closed_from_other_thread);
+  ADD_BOTH ("/mpport/port/receive-async/closed/peer-closes-while-pending",
+            test_closed_peer_closes_while_pending);
   ADD_BOTH ("/mpport/port/receive-async/invalid-state/transferred-while-pending",
             test_invalid_state_transferred_while_pending);
 
@@ -1434,6 +1623,13 @@ main (int   argc,
             test_lifetime_pending_keeps_port_alive);
 
   ADD_TEST ("/mpport/port/receive-async/errors/programmer", test_errors_programmer);
+
+  ADD_BOTH ("/mpport/port/receive-async/order/cancelled-after-served",
+            test_order_cancelled_after_served);
+  /* Unstarted only: a started port's "message" would take what arrives while no receive
+   * is pending (between a cancel and the receive its callback makes again). */
+  ADD_TEST ("/mpport/port/receive-async/order/stress-with-cancels",
+            test_order_stress_with_cancels);
 
   return g_test_run ();
 }

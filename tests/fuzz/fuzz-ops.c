@@ -105,6 +105,7 @@ typedef struct
 {
   int peer;
   gboolean closed;       /* MP_SIDE_CLOSED */
+  gboolean closed_here;  /* MP_SIDE_CLOSED_HERE: closed by its owner, not by its peer */
   gboolean peer_closed;  /* the peer's marker was queued */
   gboolean attached;     /* MP_SIDE_ATTACHED: the owner's source is attached */
   gboolean close_owed;   /* MP_SIDE_CLOSE_PENDING: "close" still to be emitted */
@@ -308,14 +309,16 @@ waiter_fail (Waiter *w,
   w->code = code;
 }
 
-/* The side gives up its pending receive_async() calls: they fail (MP_ERROR_INVALID_STATE). */
+/* The side gives up its pending receive_async() calls: they fail with @code
+ * (MP_ERROR_CLOSED when it closes, MP_ERROR_INVALID_STATE when it is transferred away). */
 static void
-shadow_fail_waiters (Side *side)
+shadow_fail_waiters (Side *side,
+                     int   code)
 {
   Waiter *w;
 
   while ((w = g_queue_pop_head (&side->waiters)) != NULL)
-    waiter_fail (w, MP_ERROR, MP_ERROR_INVALID_STATE);
+    waiter_fail (w, MP_ERROR, code);
 }
 
 /* mp_pipe_side_send_locked() to an open side: the oldest waiting receive_async() gets the
@@ -354,12 +357,15 @@ shadow_close_sides (int first,
       Side *side = SIDE (s);
       gpointer entry;
 
+      /* close() on a side its peer closed already still makes posting on it misuse. */
+      if (s == first && notify_peer)
+        side->closed_here = TRUE;
       if (side->closed)
         continue;
       side->closed = TRUE;
       if (side->attached)
         side->close_owed = TRUE;
-      shadow_fail_waiters (side);
+      shadow_fail_waiters (side, MP_ERROR_CLOSED);
 
       if (notify_peer || s != first)
         {
@@ -760,8 +766,9 @@ do_post (PortRec *rec,
   gboolean ok;
   Msg msg = { 0 };
 
-  /* The order of the checks: self, then the list. */
-  if (rec->detached || side->closed)
+  /* The order of the checks: self, then the list. A side closed by its peer is no error:
+   * the post goes on, and its peer, closed, drops it. */
+  if (rec->detached || side->closed_here)
     expected_code = MP_ERROR_INVALID_STATE;
   else
     {
@@ -812,7 +819,7 @@ do_post (PortRec *rec,
       Side *ts = SIDE (recs[i]->side);
 
       recs[i]->detached = TRUE;
-      shadow_fail_waiters (ts);   /* "The port was transferred away" */
+      shadow_fail_waiters (ts, MP_ERROR_INVALID_STATE);   /* "The port was transferred away" */
       if (ts->attached)
         recs[i]->retiring = TRUE;   /* its source is woken to retire itself */
       ts->attached = FALSE;
@@ -1439,14 +1446,16 @@ op_receive_async (Reader *r)
 
   if (cancelled)
     waiter_fail (w, G_IO_ERROR, G_IO_ERROR_CANCELLED);
-  else if (rec->detached || side->closed)
+  else if (rec->detached || side->closed_here)
     waiter_fail (w, MP_ERROR, MP_ERROR_INVALID_STATE);
+  else if (side->closed)
+    waiter_fail (w, MP_ERROR, MP_ERROR_CLOSED);   /* the end of the stream */
   else if ((head = g_queue_pop_head (&side->queue)) != NULL)
     {
       if (GPOINTER_TO_UINT (head) == MARKER)
         {
           shadow_close_sides (rec->side, FALSE);   /* reached the peer's close */
-          waiter_fail (w, MP_ERROR, MP_ERROR_INVALID_STATE);
+          waiter_fail (w, MP_ERROR, MP_ERROR_CLOSED);
         }
       else
         {

@@ -74,6 +74,56 @@ test('a closed channel gets nothing more and cannot post: INVALID_STATE', async 
     a.close();
 });
 
+test('new Mp.BroadcastChannel() without a name is a usable channel named ""', async () => {
+    const a = new Mp.BroadcastChannel(), b = new Mp.BroadcastChannel();
+    const named = Mp.BroadcastChannel.new(uniqueName('not-empty'));
+    const [gotA, gotB, gotNamed] = [a, b, named].map(listen);
+    assertEqual(a.get_name(), '');
+    assertEqual(b.name, '');
+    assertEqual(a.is_closed(), false);
+    assert(a.get_context() !== null);
+
+    assertEqual(a.post_message(new GLib.Variant('s', 'from a')), true);
+    b.post_message(new GLib.Variant('s', 'from b'));
+    await waitFor(() => gotA.length === 1 && gotB.length === 1);
+    await sleep(20);
+    assertDeepEqual(gotA, ['from b']);
+    assertDeepEqual(gotB, ['from a']);
+    assertDeepEqual(gotNamed, []);
+
+    b.close();
+    assertEqual(b.is_closed(), true);
+    assertEqual(b.get_context(), null);
+    assertThrowsGError(() => b.post_message(new GLib.Variant('s', 'x')), Mp.Error, Mp.Error.INVALID_STATE);
+    a.post_message(new GLib.Variant('s', 'after the close'));
+    await sleep(20);
+    assertDeepEqual(gotB, ['from a']);
+    a.close();
+    named.close();
+});
+
+test('new Mp.BroadcastChannel({name}) delivers between channels of the name', async () => {
+    const name = uniqueName('props');
+    const a = new Mp.BroadcastChannel({name});
+    const b = new Mp.BroadcastChannel({name});
+    const c = Mp.BroadcastChannel.new(name);
+    const [gotA, gotB, gotC] = [a, b, c].map(listen);
+    assertEqual(a.get_name(), name);
+    a.post_message(new GLib.Variant('i', 1));
+    await waitFor(() => gotB.length === 1 && gotC.length === 1);
+    assertDeepEqual(gotB, [1]);
+    assertDeepEqual(gotC, [1]);
+    a.close();
+    assertEqual(a.is_closed(), true);
+    b.post_message(new GLib.Variant('i', 2));
+    await waitFor(() => gotC.length === 2);
+    await sleep(20);
+    assertDeepEqual(gotA, []);
+    assertDeepEqual(gotC, [1, 2]);
+    b.close();
+    c.close();
+});
+
 test('order: message-major, creation-minor on one context', async () => {
     const name = uniqueName('order');
     const sender = Mp.BroadcastChannel.new(name);

@@ -40,7 +40,7 @@ for (const started of [false, true]) {
         channel.port2.close();
     });
 
-    test(`an await loop ends with INVALID_STATE when the peer closes (${kind})`, async () => {
+    test(`an await loop ends with CLOSED when the peer closes (${kind})`, async () => {
         const channel = Mp.MessageChannel.new();
         if (started)
             channel.port2.start();
@@ -65,19 +65,41 @@ for (const started of [false, true]) {
         }
         assert(producer > 0);
         assertDeepEqual(got, [...Array(20).keys()]);
-        assert(error.matches(Mp.Error, Mp.Error.INVALID_STATE), `${error}`);
+        assert(error.matches(Mp.Error, Mp.Error.CLOSED), `${error}`);
+        assertEqual(error.message, 'The other port of the channel was closed');
         assertEqual(channel.port2.is_closed(), true);
+        // A receive started after the end: CLOSED again, not misuse.
+        const again = await assertRejectsGError(channel.port2.receive_async(null), Mp.Error, Mp.Error.CLOSED);
+        assertEqual(again.message, 'The other port of the channel was closed');
     });
 
-    test(`INVALID_STATE when closed, closing or transferred away (${kind})`, async () => {
+    test(`CLOSED when the peer closes while a receive waits (${kind})`, async () => {
+        const channel = Mp.MessageChannel.new();
+        if (started)
+            channel.port2.start();
+        const waiting = channel.port2.receive_async(null);
+        GLib.timeout_add(GLib.PRIORITY_DEFAULT, 20, () => {
+            channel.port1.close();
+            return GLib.SOURCE_REMOVE;
+        });
+        const e = await assertRejectsGError(waiting, Mp.Error, Mp.Error.CLOSED);
+        assertEqual(e.message, 'The other port of the channel was closed');
+    });
+
+    test(`CLOSED for a receive pending when the port's own close() is called (${kind})`, async () => {
         const channel = Mp.MessageChannel.new();
         if (started)
             channel.port2.start();
         const pending = channel.port2.receive_async(null);
         channel.port2.close();
-        await assertRejectsGError(pending, Mp.Error, Mp.Error.INVALID_STATE);
+        const e = await assertRejectsGError(pending, Mp.Error, Mp.Error.CLOSED);
+        assertEqual(e.message, 'The port was closed');
+        // Started on the port its own code closed: misuse.
         await assertRejectsGError(channel.port2.receive_async(null), Mp.Error, Mp.Error.INVALID_STATE);
+        assertEqual(channel.port1.is_peer_closed(), true);
+    });
 
+    test(`INVALID_STATE when transferred away (${kind})`, async () => {
         const moved = Mp.MessageChannel.new();
         if (started)
             moved.port2.start();
@@ -104,7 +126,9 @@ for (const started of [false, true]) {
         const early = new Gio.Cancellable();
         early.cancel();
         channel.port1.post_message(int(1), []);
-        await assertRejectsGError(channel.port2.receive_async(early), Gio.IOErrorEnum, Gio.IOErrorEnum.CANCELLED);
+        const before = await assertRejectsGError(channel.port2.receive_async(early),
+            Gio.IOErrorEnum, Gio.IOErrorEnum.CANCELLED);
+        assertEqual(before.message, 'The receive was cancelled');
         if (started)
             await waitFor(() => signalled.length === 1);
         else
@@ -116,13 +140,68 @@ for (const started of [false, true]) {
         const next = channel.port2.receive_async(null);
         cancellable.cancel();
         channel.port1.post_message(int(2), []);
-        await assertRejectsGError(cancelled, Gio.IOErrorEnum, Gio.IOErrorEnum.CANCELLED);
+        const during = await assertRejectsGError(cancelled, Gio.IOErrorEnum, Gio.IOErrorEnum.CANCELLED);
+        assertEqual(during.message, 'The receive was cancelled', 'the same message as before the call');
         assertEqual(valueOf(await next), 2);
         await sleep(20);
         assertDeepEqual(signalled, started ? [1] : []);
         channel.port1.close();
     });
 }
+
+for (const started of [false, true]) {
+    const kind = started ? 'started' : 'unstarted';
+
+    test(`callbacks run in the order messages were taken, even if cancelled too late (${kind})`, async () => {
+        const channel = Mp.MessageChannel.new();
+        const signalled = [];
+        channel.port2.connect('message', (_p, m) => signalled.push(valueOf(m)));
+        if (started)
+            channel.port2.start();
+        const log = [];
+        const callback = name => (port, res) => {
+            try {
+                log.push([name, valueOf(port.receive_finish(res))]);
+            } catch (e) {
+                log.push([name, `${e}`]);
+            }
+        };
+        const cancellable = new Gio.Cancellable();
+        // Plain callbacks (the promisified form is not used with a callback).
+        channel.port2.receive_async(cancellable, callback('first'));
+        channel.port2.receive_async(null, callback('second'));
+        channel.port1.post_message(int(0), []);
+        channel.port1.post_message(int(1), []);
+        // Too late: the first receive was served when 0 was posted.
+        cancellable.cancel();
+        assertDeepEqual(log, [], 'nothing runs inside the calls');
+        await waitFor(() => log.length === 2);
+        assertDeepEqual(log, [['first', 0], ['second', 1]]);
+        await sleep(20);
+        assertDeepEqual(signalled, []);
+        channel.port1.close();
+    });
+}
+
+test('receive_async on new Mp.MessagePort() fails with INVALID_STATE', async () => {
+    const port = new Mp.MessagePort();
+    let inCall = true;
+    let error = null;
+    port.receive_async(null, (p, res) => {
+        assert(!inCall, 'called back inside receive_async()');
+        try {
+            p.receive_finish(res);
+            error = 'resolved';
+        } catch (e) {
+            error = e;
+        }
+    });
+    inCall = false;
+    await waitFor(() => error !== null);
+    assert(error instanceof GLib.Error, `${error}`);
+    assert(error.matches(Mp.Error, Mp.Error.INVALID_STATE), `${error}`);
+    await assertRejectsGError(port.receive_async(null), Mp.Error, Mp.Error.INVALID_STATE);
+});
 
 test('FIFO with receive() and the "message" signal; waiting receives first, oldest first', async () => {
     const channel = Mp.MessageChannel.new();
@@ -184,7 +263,7 @@ test('the await loop of a forgotten port keeps running across System.gc()', asyn
                 received.push(valueOf(await port.receive_async(null)));
             }
         } catch (e) {
-            assert(e.matches(Mp.Error, Mp.Error.INVALID_STATE));
+            assert(e.matches(Mp.Error, Mp.Error.CLOSED), `${e}`);
         }
         finished = true;
     })();

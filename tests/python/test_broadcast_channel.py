@@ -77,6 +77,47 @@ class TestBroadcastChannel(ContextTestCase):
         self.assertEqual(b.values, [])
         a.channel.close()
 
+    def test_gobject_construction_without_a_name(self):
+        a, b = Mp.BroadcastChannel(), Mp.BroadcastChannel()
+        self.assertEqual(a.get_name(), '')
+        self.assertEqual(b.props.name, '')
+        self.assertFalse(a.is_closed())
+        self.assertEqual(a.get_context(), self.context)
+        got_a, got_b = [], []
+        a.connect('message', lambda c, m: got_a.append(m.get_data().unpack()))
+        b.connect('message', lambda c, m: got_b.append(m.get_data().unpack()))
+        named = Listener(unique_name('not-empty'))
+
+        self.assertTrue(a.post_message(GLib.Variant('s', 'from a')))
+        b.post_message(GLib.Variant('s', 'from b'))
+        self.iterate_until(lambda: got_a and got_b)
+        self.spin()
+        self.assertEqual((got_a, got_b), (['from b'], ['from a']))
+        self.assertEqual(named.values, [])
+
+        b.close()
+        self.assertTrue(b.is_closed())
+        self.assertIsNone(b.get_context())
+        self.assertRaisesGError(Mp.error_quark(), Mp.Error.INVALID_STATE,
+                                b.post_message, GLib.Variant('s', 'x'))
+        a.post_message(GLib.Variant('s', 'after the close'))
+        self.spin()
+        self.assertEqual(got_b, ['from a'])
+        a.close()
+        named.channel.close()
+
+    def test_gobject_construction_with_a_name(self):
+        name = unique_name('kwarg')
+        a = Mp.BroadcastChannel(name=name)
+        b = Listener(name)
+        self.assertEqual(a.get_name(), name)
+        a.post_message(GLib.Variant('i', 1))
+        self.iterate_until(lambda: b.values)
+        self.assertEqual(b.values, [1])
+        a.close()
+        self.assertTrue(a.is_closed())
+        b.channel.close()
+
     def test_between_threads(self):
         name = unique_name('threads')
         workers = [Worker('bc-%d' % i).start() for i in range(3)]

@@ -3,10 +3,11 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 
 import gc
+import threading
 import unittest
 import weakref
 
-from mptest import GLib, Mp, ContextTestCase
+from mptest import GLib, Mp, ContextTestCase, TIMEOUT
 
 
 class Recorder:
@@ -110,6 +111,168 @@ class TestBasics(ContextTestCase):
         self.assertTrue(port2.is_closed())
 
 
+class TestConstruction(ContextTestCase):
+    """Objects made by GObject construction (the Python constructors)."""
+
+    def test_message_port_made_on_its_own_is_inert_and_closed(self):
+        port = Mp.MessagePort()
+        self.assertIsInstance(port, Mp.MessagePort)
+        rec = Recorder(port, start=False)
+        self.assertTrue(port.is_closed())
+        self.assertTrue(port.props.closed)
+        self.assertTrue(port.is_peer_closed())
+        self.assertIsNone(port.receive())
+        self.assertIsNone(port.get_context())
+        self.assertIsNone(port.dup_context())
+
+        error = self.assertRaisesGError(Mp.error_quark(), Mp.Error.INVALID_STATE,
+                                        port.post_message, GLib.Variant('s', 'x'), [])
+        self.assertTrue(error.message)
+        self.assertRaisesGError(Mp.error_quark(), Mp.Error.INVALID_STATE,
+                                port.post_message, None, None)
+        self.assertRaisesGError(Mp.error_quark(), Mp.Error.INVALID_STATE,
+                                port.post, GLib.Variant('s', 'x'))
+
+        # start() and close() do nothing.
+        port.start()
+        self.assertIsNone(port.get_context())
+        self.assertIsNone(port.dup_context())
+        port.close()
+        port.close()
+        self.assertTrue(port.is_closed())
+        self.assertIsNone(port.receive())
+        self.spin()
+        self.assertEqual((rec.messages, rec.closes, rec.notifies), ([], 0, 0))
+
+        # It cannot be transferred either.
+        channel = Mp.MessageChannel.new()
+        self.assertRaisesGError(Mp.error_quark(), Mp.Error.DATA_CLONE,
+                                channel.get_port1().post_message, None, [port])
+        self.assertIsNone(channel.get_port2().receive())
+        channel.get_port1().close()
+
+    def test_message_port_made_on_its_own_is_finalized(self):
+        finalized = []
+
+        def make():
+            port = Mp.MessagePort()
+            port.start()
+            port.weak_ref(lambda: finalized.append(True))
+            return weakref.ref(port)
+
+        wrapper = make()
+        gc.collect()
+        self.assertIsNone(wrapper())
+        self.assertEqual(finalized, [True], 'the GObject was finalized')
+        for _ in range(100):
+            Mp.MessagePort().close()
+        gc.collect()
+
+    def test_message_channel_by_gobject_construction(self):
+        channel = Mp.MessageChannel()
+        port1, port2 = channel.get_port1(), channel.get_port2()
+        self.assertIsInstance(port1, Mp.MessagePort)
+        self.assertIsInstance(port2, Mp.MessagePort)
+        self.assertIsNot(port1, port2)
+        self.assertIs(channel.props.port1, port1)
+        self.assertFalse(port1.is_closed())
+        self.assertFalse(port2.is_peer_closed())
+
+        # Entangled: each port's posts reach the other.
+        self.assertTrue(port1.post(GLib.Variant('s', 'to port2')))
+        self.assertTrue(port2.post_message(GLib.Variant('s', 'to port1'), []))
+        self.assertEqual(port2.receive().get_data().unpack(), 'to port2')
+        self.assertEqual(port1.receive().get_data().unpack(), 'to port1')
+
+        rec = Recorder(port2)
+        port1.post(GLib.Variant('i', 7))
+        port1.close()
+        self.iterate_until(lambda: rec.closes == 1)
+        self.assertEqual(rec.data, [7])
+        self.assertTrue(port2.is_closed())
+
+
+class TestNewApi(ContextTestCase):
+    def test_post_is_post_message_without_transfer(self):
+        channel = Mp.MessageChannel.new()
+        rec = Recorder(channel.get_port2())
+        self.assertTrue(channel.get_port1().post(GLib.Variant('(si)', ('one', 1))))
+        self.assertTrue(channel.get_port1().post(None))
+        self.assertEqual(rec.messages, [], 'nothing inside post()')
+        self.iterate_until(lambda: len(rec.messages) == 2)
+        self.assertEqual(rec.data, [('one', 1), None])
+        self.assertEqual(rec.messages[0].get_ports(), [])
+        channel.get_port1().close()
+        self.iterate_until(lambda: rec.closes == 1)
+
+    def test_dup_context(self):
+        channel = Mp.MessageChannel.new()
+        port = channel.get_port2()
+        self.assertIsNone(port.dup_context(), 'not started')
+        port.start()
+        context = port.dup_context()
+        self.assertIsInstance(context, GLib.MainContext)
+        self.assertEqual(context, self.context)
+        self.assertEqual(context, port.get_context())
+
+        # From another thread, too.
+        seen = []
+        thread = threading.Thread(target=lambda: seen.append(port.dup_context()))
+        thread.start()
+        thread.join(TIMEOUT)
+        self.assertEqual(seen, [self.context])
+
+        # Once the port closed and emitted "close": None.
+        closes = []
+        port.connect('close', lambda p: closes.append(p))
+        channel.get_port1().close()
+        self.iterate_until(lambda: closes)
+        self.assertIsNone(port.dup_context())
+        self.assertIsNone(port.get_context())
+
+    def test_message_new(self):
+        message = Mp.Message.new(GLib.Variant('s', 'hi'), [])
+        self.assertIsInstance(message, Mp.Message)
+        self.assertEqual(message.get_data().unpack(), 'hi')
+        self.assertEqual(message.get_ports(), [])
+
+        empty = Mp.Message.new(None, None)
+        self.assertIsNone(empty.get_data())
+        self.assertEqual(empty.get_ports(), [])
+
+        # The ports are held, not transferred: they stay usable.
+        a, b = Mp.MessageChannel.new(), Mp.MessageChannel.new()
+        message = Mp.Message.new(GLib.Variant('(ii)', (1, 2)), [a.get_port1(), b.get_port1()])
+        self.assertEqual(message.get_data().unpack(), (1, 2))
+        ports = message.get_ports()
+        self.assertEqual(len(ports), 2)
+        self.assertIs(ports[0], a.get_port1())
+        self.assertIs(ports[1], b.get_port1())
+        self.assertFalse(a.get_port1().is_closed())
+        a.get_port1().post(GLib.Variant('s', 'still entangled'))
+        self.assertEqual(a.get_port2().receive().get_data().unpack(), 'still entangled')
+
+    def test_message_new_feeds_a_handler(self):
+        # A "message" handler of the application, called directly with a made message.
+        got = []
+
+        def on_message(port, message):
+            got.append((port, message.get_data().unpack(), len(message.get_ports())))
+
+        spare = Mp.MessageChannel.new()
+        on_message(None, Mp.Message.new(GLib.Variant('s', 'fed'), [spare.get_port1()]))
+        self.assertEqual(got, [(None, 'fed', 1)])
+
+        # The same handler gets real messages alike.
+        channel = Mp.MessageChannel.new()
+        channel.get_port2().connect('message', on_message)
+        channel.get_port2().start()
+        channel.get_port1().post(GLib.Variant('s', 'real'))
+        self.iterate_until(lambda: len(got) == 2)
+        self.assertEqual(got[1], (channel.get_port2(), 'real', 0))
+        channel.get_port1().close()
+
+
 class TestTransfer(ContextTestCase):
     def test_get_ports_is_a_list_of_new_ports_in_order(self):
         channel = Mp.MessageChannel.new()
@@ -172,6 +335,91 @@ class TestClose(ContextTestCase):
         self.assertTrue(channel.get_port2().post_message(GLib.Variant('s', 'dropped'), []))
 
 
+class TestPeerClosed(ContextTestCase):
+    """Posting towards a closed peer succeeds and drops the message, before and
+    after the survivor reaches the close marker; posting on a port its own
+    code closed, or that was transferred away, is INVALID_STATE."""
+
+    def test_post_succeeds_before_and_after_the_close_marker(self):
+        channel = Mp.MessageChannel.new()
+        port1, port2 = channel.get_port1(), channel.get_port2()
+        port1.post_message(GLib.Variant('s', 'last words'), [])
+        port1.close()
+
+        # Before the close marker: port2 is still open, its peer is closed.
+        self.assertFalse(port2.is_closed())
+        self.assertTrue(port2.post_message(GLib.Variant('s', 'dropped 1'), []))
+
+        # Reaching the marker closes port2; posting still succeeds and drops.
+        self.assertEqual(port2.receive().get_data().unpack(), 'last words')
+        self.assertIsNone(port2.receive())
+        self.assertTrue(port2.is_closed())
+        self.assertTrue(port2.post_message(GLib.Variant('s', 'dropped 2'), []))
+        self.assertTrue(port2.post_message(None, None))
+        self.assertIsNone(port2.receive())
+        # The one-argument post() alike.
+        self.assertTrue(port2.post(GLib.Variant('s', 'dropped 3')))
+        self.assertTrue(port2.is_peer_closed())
+
+        # Posting on the port its own code closed is still misuse.
+        self.assertRaisesGError(Mp.error_quark(), Mp.Error.INVALID_STATE,
+                                port1.post_message, GLib.Variant('s', 'x'), [])
+        self.assertRaisesGError(Mp.error_quark(), Mp.Error.INVALID_STATE,
+                                port1.post, GLib.Variant('s', 'x'))
+
+    def test_post_succeeds_after_the_close_signal(self):
+        channel = Mp.MessageChannel.new()
+        rec = Recorder(channel.get_port2())
+        channel.get_port1().close()
+        self.assertTrue(channel.get_port2().post_message(GLib.Variant('i', 1), []))
+        self.iterate_until(lambda: rec.closes == 1)
+        self.assertTrue(channel.get_port2().is_closed())
+        self.assertTrue(channel.get_port2().post_message(GLib.Variant('i', 2), []))
+        self.assertTrue(channel.get_port2().post(GLib.Variant('i', 3)))
+        self.spin()
+        self.assertEqual((rec.messages, rec.closes), ([], 1))
+
+    def test_is_peer_closed(self):
+        channel = Mp.MessageChannel.new()
+        port1, port2 = channel.get_port1(), channel.get_port2()
+        self.assertFalse(port1.is_peer_closed())
+        self.assertFalse(port2.is_peer_closed())
+        port1.post(GLib.Variant('i', 1))
+        self.assertFalse(port2.is_peer_closed(), 'a post is not a close')
+        port1.close()
+        self.assertTrue(port2.is_peer_closed())
+        self.assertEqual(port2.receive().get_data().unpack(), 1,
+                         'what the peer posted before closing is still queued')
+
+        # A peer finalized unstarted is closed.
+        lone = Mp.MessageChannel.new().get_port2()
+        gc.collect()
+        self.assertTrue(lone.is_peer_closed())
+
+        # A port transferred away has no peer any more; its heir has one.
+        carrier, moved = Mp.MessageChannel.new(), Mp.MessageChannel.new()
+        carrier.get_port1().post_message(None, [moved.get_port1()])
+        self.assertTrue(moved.get_port1().is_peer_closed())
+        self.assertFalse(moved.get_port2().is_peer_closed())
+        (heir,) = carrier.get_port2().receive().get_ports()
+        self.assertFalse(heir.is_peer_closed())
+        heir.close()
+        self.assertTrue(moved.get_port2().is_peer_closed())
+
+    def test_own_close_and_transfer_are_invalid_state(self):
+        carrier, moved = Mp.MessageChannel.new(), Mp.MessageChannel.new()
+        carrier.get_port1().post_message(None, [moved.get_port1()])
+        error = self.assertRaisesGError(Mp.error_quark(), Mp.Error.INVALID_STATE,
+                                        moved.get_port1().post, GLib.Variant('i', 1))
+        self.assertTrue(error.message)
+        # The heir works, and its peer's posts arrive.
+        (heir,) = carrier.get_port2().receive().get_ports()
+        self.assertTrue(heir.post(GLib.Variant('i', 2)))
+        self.assertEqual(moved.get_port2().receive().get_data().unpack(), 2)
+        heir.close()
+        carrier.get_port1().close()
+
+
 class TestErrors(ContextTestCase):
     def test_data_clone(self):
         channel = Mp.MessageChannel.new()
@@ -221,6 +469,7 @@ class TestErrors(ContextTestCase):
     def test_error_enum(self):
         self.assertEqual(int(Mp.Error.DATA_CLONE), 0)
         self.assertEqual(int(Mp.Error.INVALID_STATE), 1)
+        self.assertEqual(int(Mp.Error.CLOSED), 2)
         self.assertEqual(GLib.quark_to_string(Mp.error_quark()), 'mp-error-quark')
         self.assertEqual(Mp.Error.quark(), Mp.error_quark())
 
@@ -271,6 +520,17 @@ class TestLifetime(ContextTestCase):
         self.assertEqual(received, [1, 2])
         inner.get_port1().close()
         carrier.get_port1().close()
+
+
+class TestVersion(unittest.TestCase):
+    def test_runtime_version_matches_the_constants(self):
+        version = (Mp.get_major_version(), Mp.get_minor_version(), Mp.get_micro_version())
+        for number in version:
+            self.assertIsInstance(number, int)
+            self.assertGreaterEqual(number, 0)
+        self.assertGreaterEqual(version[0], 1)
+        self.assertEqual(version, (Mp.MAJOR_VERSION, Mp.MINOR_VERSION, Mp.MICRO_VERSION))
+        self.assertEqual('%d.%d.%d' % version, Mp.VERSION_S)
 
 
 if __name__ == '__main__':

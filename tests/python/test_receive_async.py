@@ -122,19 +122,10 @@ class TestReceiveAsync(ContextTestCase):
         self.assertEqual(log, ['a', 'b', 'c'])
         port1.close()
 
-    def test_invalid_state(self):
+    def test_closed_at_the_end_of_the_stream(self):
         for started in (False, True):
             with self.subTest(started=started):
-                port1, port2 = self.channel(started)
-                pending = Receive(port2)
-                port2.close()
-                self.iterate_until(lambda: pending.done)
-                self.assertGError(pending.error, Mp.error_quark(), Mp.Error.INVALID_STATE)
-                after = Receive(port2)
-                self.iterate_until(lambda: after.done)
-                self.assertGError(after.error, Mp.error_quark(), Mp.Error.INVALID_STATE)
-
-                # The peer closes after posting: the data, then INVALID_STATE.
+                # The peer closes after posting: the data, then CLOSED.
                 port1, port2 = self.channel(started)
                 port1.post_message(GLib.Variant('i', 9), [])
                 port1.close()
@@ -142,8 +133,51 @@ class TestReceiveAsync(ContextTestCase):
                 end = Receive(port2)
                 self.iterate_until(lambda: data.done and end.done)
                 self.assertEqual(data.value, 9)
-                self.assertGError(end.error, Mp.error_quark(), Mp.Error.INVALID_STATE)
+                self.assertGError(end.error, Mp.error_quark(), Mp.Error.CLOSED)
+                self.assertEqual(end.error.message, 'The other port of the channel was closed')
                 self.assertTrue(port2.is_closed())
+                # Started after the end was reached: CLOSED again, not misuse.
+                after = Receive(port2)
+                self.iterate_until(lambda: after.done)
+                self.assertGError(after.error, Mp.error_quark(), Mp.Error.CLOSED)
+                self.assertEqual(after.error.message, 'The other port of the channel was closed')
+
+                # The peer closes while a receive waits, from another thread.
+                port1, port2 = self.channel(started)
+                waiting = Receive(port2)
+                self.spin()
+                self.assertFalse(waiting.done)
+                threading.Thread(target=port1.close).start()
+                self.iterate_until(lambda: waiting.done)
+                self.assertGError(waiting.error, Mp.error_quark(), Mp.Error.CLOSED)
+                self.assertEqual(waiting.error.message, 'The other port of the channel was closed')
+                self.assertEqual(self.signalled, [])
+
+    def test_closed_when_the_port_is_closed_while_waiting(self):
+        for started in (False, True):
+            with self.subTest(started=started):
+                port1, port2 = self.channel(started)
+                pending = Receive(port2)
+                port2.close()
+                self.assertFalse(pending.done, 'not called back inside close()')
+                self.iterate_until(lambda: pending.done)
+                self.assertGError(pending.error, Mp.error_quark(), Mp.Error.CLOSED)
+                self.assertEqual(pending.error.message, 'The port was closed')
+                # A receive made after the port's own close() is misuse.
+                after = Receive(port2)
+                self.iterate_until(lambda: after.done)
+                self.assertGError(after.error, Mp.error_quark(), Mp.Error.INVALID_STATE)
+                self.assertTrue(port1.is_peer_closed())
+
+    def test_invalid_state(self):
+        for started in (False, True):
+            with self.subTest(started=started):
+                # Made on a port its own code closed.
+                port1, port2 = self.channel(started)
+                port2.close()
+                closed = Receive(port2)
+                self.iterate_until(lambda: closed.done)
+                self.assertGError(closed.error, Mp.error_quark(), Mp.Error.INVALID_STATE)
 
                 # Transferred away while waiting.
                 port1, port2 = self.channel(started)
@@ -152,10 +186,59 @@ class TestReceiveAsync(ContextTestCase):
                 carrier.get_port1().post_message(None, [port2])
                 self.iterate_until(lambda: waiting.done)
                 self.assertGError(waiting.error, Mp.error_quark(), Mp.Error.INVALID_STATE)
+                after = Receive(port2)
+                self.iterate_until(lambda: after.done)
+                self.assertGError(after.error, Mp.error_quark(), Mp.Error.INVALID_STATE)
                 (heir,) = carrier.get_port2().receive().get_ports()
                 port1.post_message(GLib.Variant('i', 5), [])
                 self.assertEqual(heir.receive().get_data().unpack(), 5)
                 port1.close()
+
+    def test_port_made_on_its_own(self):
+        port = Mp.MessagePort()
+        r = Receive(port)
+        self.assertFalse(r.done)
+        self.iterate_until(lambda: r.done)
+        self.assertGError(r.error, Mp.error_quark(), Mp.Error.INVALID_STATE)
+        self.assertIsNone(r.message)
+
+    def test_callbacks_run_in_the_order_messages_were_taken(self):
+        for started in (False, True):
+            with self.subTest(started=started):
+                port1, port2 = self.channel(started)
+                log = []
+                cancellable = Gio.Cancellable()
+                first = Receive(port2, cancellable, log=log, name='first')
+                second = Receive(port2, log=log, name='second')
+                port1.post_message(GLib.Variant('i', 0), [])
+                port1.post_message(GLib.Variant('i', 1), [])
+                # Too late: the first receive was served when 0 was posted.
+                cancellable.cancel()
+                self.assertEqual(log, [], 'nothing runs before the context is iterated')
+                self.iterate_until(lambda: first.done and second.done)
+                self.assertEqual(log, ['first', 'second'])
+                self.assertIsNone(first.error, 'the receive served before its cancel keeps it')
+                self.assertEqual(first.value, 0)
+                self.assertEqual(second.value, 1)
+                self.spin()
+                self.assertEqual(self.signalled, [])
+                port1.close()
+
+    def test_callbacks_in_order_across_many_receives(self):
+        port1, port2 = self.channel(True)
+        log = []
+        cancellables = [Gio.Cancellable() for _ in range(20)]
+        receives = [Receive(port2, c, log=log, name=i) for i, c in enumerate(cancellables)]
+        for i in range(20):
+            port1.post_message(GLib.Variant('i', i), [])
+        for c in reversed(cancellables):
+            c.cancel()
+        self.iterate_until(lambda: all(r.done for r in receives))
+        self.assertEqual(log, list(range(20)))
+        self.assertEqual([r.value for r in receives], list(range(20)))
+        self.spin()
+        self.assertEqual(self.signalled, [])
+        port1.close()
 
     def test_cancellation_takes_no_message(self):
         for started in (False, True):
@@ -167,6 +250,7 @@ class TestReceiveAsync(ContextTestCase):
                 r = Receive(port2, early)
                 self.iterate_until(lambda: r.done)
                 self.assertGError(r.error, Gio.io_error_quark(), Gio.IOErrorEnum.CANCELLED)
+                self.assertEqual(r.error.message, 'The receive was cancelled')
                 if started:
                     self.iterate_until(lambda: self.signalled == [1])
                 else:
@@ -179,6 +263,7 @@ class TestReceiveAsync(ContextTestCase):
                 threading.Thread(target=cancellable.cancel).start()
                 self.iterate_until(lambda: cancelled.done)
                 self.assertGError(cancelled.error, Gio.io_error_quark(), Gio.IOErrorEnum.CANCELLED)
+                self.assertEqual(cancelled.error.message, 'The receive was cancelled')
                 self.assertEqual(cancelled.thread, threading.get_ident())
                 port1.post_message(GLib.Variant('i', 2), [])
                 self.iterate_until(lambda: following.done)

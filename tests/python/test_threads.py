@@ -5,13 +5,15 @@
 
 import gc
 import threading
+import time
 import unittest
 
-from mptest import GLib, Mp, ContextTestCase, Worker
+from mptest import GLib, Mp, ContextTestCase, Worker, TIMEOUT
 
 N_ROUNDS = 500
 N_SENDERS = 4
 N_PER_SENDER = 2000
+N_POSTS = 100000
 
 
 class Owned:
@@ -188,6 +190,161 @@ class TestThreads(ContextTestCase):
         self.assertEqual(got, [(worker.ident, 'after gc')])
         peer.close()
 
+
+class Catching(threading.Thread):
+    """A thread running self.body(), with no error handling in it: an exception
+    ends the thread and is kept in self.error for the test to report."""
+
+    def __init__(self, name):
+        super().__init__(name=name, daemon=True)
+        self.error = None
+
+    def run(self):
+        try:
+            self.body()
+        except BaseException as e:  # noqa: B036 (reported by the test)
+            self.error = e
+
+
+class Poster(Catching):
+    """A worker thread that posts N_POSTS numbers on @port in a plain loop.
+    Every 100 posts it polls its inbox with receive(), as a worker checking for
+    commands does (that is how its port reaches the peer's close marker and
+    turns closed). At the half it waits for @halfway, so that the second half
+    is posted after the other end closed, whatever the scheduling."""
+
+    def __init__(self, port, halfway):
+        super().__init__('poster')
+        self.port = port
+        self.halfway = halfway
+        self.posted = 0
+        self.waited = None
+
+    def body(self):
+        port = self.port
+        for i in range(N_POSTS):
+            if i == N_POSTS // 2:
+                self.waited = self.halfway.wait(TIMEOUT)
+            if i % 100 == 0:
+                port.receive()
+            port.post_message(GLib.Variant('u', i), None)
+            self.posted += 1
+
+
+class CheckingPoster(Catching):
+    """Posts N_POSTS numbers with post(), checking is_peer_closed() before each
+    (without stopping); waits for @halfway at the half."""
+
+    def __init__(self, port, halfway):
+        super().__init__('checking-poster')
+        self.port = port
+        self.halfway = halfway
+        self.posted = 0
+        self.waited = None
+        self.peer_closed_from = None
+
+    def body(self):
+        port = self.port
+        for i in range(N_POSTS):
+            if i == N_POSTS // 2:
+                self.waited = self.halfway.wait(TIMEOUT)
+            if self.peer_closed_from is None and port.is_peer_closed():
+                self.peer_closed_from = i
+            port.post(GLib.Variant('u', i))
+            self.posted += 1
+
+
+def receive_values(port, count):
+    """Takes @count messages of @port with receive(), polling (bounded), and
+    returns their payloads."""
+    values = []
+    deadline = time.monotonic() + TIMEOUT
+    while len(values) < count:
+        message = port.receive()
+        if message is not None:
+            values.append(message.get_data().unpack())
+        elif time.monotonic() > deadline:
+            raise AssertionError('timed out waiting for the poster')
+        else:
+            time.sleep(0.0001)
+    return values
+
+
+class TestPeerClosedUnderLoad(ContextTestCase):
+    def test_worker_posting_while_the_ui_closes_never_raises(self):
+        channel = Mp.MessageChannel.new()
+        worker_port, ui_port = channel.get_port1(), channel.get_port2()
+        channel = None
+        halfway = threading.Event()
+        poster = Poster(worker_port, halfway)
+        poster.start()
+
+        # The UI takes some messages, then its user cancels: it closes its end
+        # while the worker is posting.
+        received = receive_values(ui_port, 50)
+        ui_port.close()
+        halfway.set()
+        poster.join(TIMEOUT * 3)
+
+        self.assertFalse(poster.is_alive(), 'the poster did not finish')
+        self.assertIsNone(poster.error, 'posting raised: %r' % poster.error)
+        self.assertTrue(poster.waited)
+        self.assertEqual(poster.posted, N_POSTS)
+        # What the UI got is a prefix of what was posted, in order; the rest,
+        # posted - received, was dropped (queued at the UI port when it closed,
+        # or posted after): at least the second half, posted after the close.
+        self.assertLessEqual(len(received), poster.posted)
+        self.assertEqual(received, list(range(len(received))))
+        self.assertGreaterEqual(poster.posted - len(received), N_POSTS // 2)
+        self.assertIsNone(ui_port.receive(), 'nothing more reaches the closed UI port')
+        self.assertTrue(worker_port.is_closed(), 'the poster reached the close marker')
+        # Still no error once the survivor is closed; the UI port's own is misuse.
+        self.assertTrue(worker_port.post_message(GLib.Variant('u', N_POSTS), []))
+        self.assertIsNone(worker_port.receive())
+        with self.assertRaises(GLib.Error) as caught:
+            ui_port.post_message(GLib.Variant('u', 0), [])
+        self.assertGError(caught.exception, Mp.error_quark(), Mp.Error.INVALID_STATE)
+        self.assertIsNone(ui_port.receive())
+
+    def test_worker_with_a_started_port_posting_while_the_ui_closes(self):
+        # The worker's port is started on a worker context, which turns it
+        # closed and emits "close" when it dispatches the close marker; another
+        # thread keeps posting on it, with post(), before and after that.
+        worker = Worker('started-poster').start()
+        try:
+            channel = Mp.MessageChannel.new()
+            worker_port, ui_port = channel.get_port1(), channel.get_port2()
+            closes = []
+
+            def start():
+                worker_port.connect('close', lambda p: closes.append(threading.get_ident()))
+                worker_port.start()
+
+            worker.call(start)
+            halfway = threading.Event()
+            poster = CheckingPoster(worker_port, halfway)
+            poster.start()
+            first = ui_port.receive_timeout(int(TIMEOUT * 1e6), None)
+            self.assertIsNotNone(first, 'timed out waiting for the poster')
+            self.assertEqual(first.get_data().unpack(), 0)
+            ui_port.close()
+            deadline = time.monotonic() + TIMEOUT
+            while not closes and time.monotonic() < deadline:
+                time.sleep(0.0005)
+            self.assertEqual(closes, [worker.ident], 'the worker port emitted "close"')
+            self.assertTrue(worker_port.is_closed())
+            halfway.set()
+            poster.join(TIMEOUT * 3)
+
+            self.assertFalse(poster.is_alive(), 'the poster did not finish')
+            self.assertIsNone(poster.error, 'posting raised: %r' % poster.error)
+            self.assertTrue(poster.waited)
+            self.assertEqual(poster.posted, N_POSTS)
+            self.assertIsNotNone(poster.peer_closed_from)
+            self.assertLessEqual(poster.peer_closed_from, N_POSTS // 2)
+            self.assertTrue(worker_port.is_peer_closed())
+        finally:
+            worker.stop()
 
 if __name__ == '__main__':
     unittest.main(verbosity=2)
