@@ -9,13 +9,14 @@
 
 G_BEGIN_DECLS
 
-/* An eventfd polled by one never-dispatched source on a context, shared by every mpport
- * source attached there. Sources that use it are ready through their own flags (checked in
- * their prepare/check); mp_waker_wake() only makes the context's poll return. Unlike
- * g_source_set_ready_time() it takes no GLib lock (that one holds the context's lock across
- * its eventfd write, so the woken thread often sleeps again on that lock), and unlike
- * g_main_context_wakeup() it is valid at any time, even while the context is being
- * finalized or after: the eventfd lives as long as a reference to the waker. */
+/* An eventfd (a pipe where there is none: MP_WAKER_EVENTFD in config.h) polled by one
+ * never-dispatched source on a context, shared by every mpport source attached there.
+ * Sources that use it are ready through their own flags (checked in their prepare/check);
+ * mp_waker_wake() only makes the context's poll return. Unlike g_source_set_ready_time() it
+ * takes no GLib lock (that one holds the context's lock across its eventfd write, so the
+ * woken thread often sleeps again on that lock), and unlike g_main_context_wakeup() it is
+ * valid at any time, even while the context is being finalized or after: the fds live as
+ * long as a reference to the waker. */
 typedef struct _MpWaker MpWaker;
 
 /* The waker of @context, made and attached on first use. Call it while @context is alive
@@ -32,12 +33,17 @@ void     mp_waker_wake            (MpWaker *self);
  * if it was clear, writes the eventfd; the waker's check reads the eventfd before any such
  * source's check reads its flag (it runs first), so a flag set after that read comes with a
  * write that makes the next poll return. The dispatch clears the flag as it begins, before
- * it looks at its queue, and sets it again itself when it stops early with work left. */
+ * it looks at its queue; when it stops early with work left it yields
+ * (mp_wakeable_source_yield()) and the check that ends the yield sets the flag again. */
 typedef struct
 {
   GSource parent;
   MpWaker *waker;   /* strong, immutable: its context's */
   int pending;      /* atomic: see above */
+  /* Touched only by the thread dispatching the context (yield, prepare, check), never by a
+   * waker: set by mp_wakeable_source_yield(), cleared by the next check. While it is set the
+   * source is not ready whatever pending says. */
+  int yielding;
 } MpWakeableSource;
 
 /* A new source of @struct_size bytes (at least sizeof (MpWakeableSource)) woken through
@@ -53,6 +59,11 @@ gboolean mp_wakeable_source_check    (GSource      *source);
 void     mp_wakeable_source_finalize (GSource      *source);
 /* Any thread; no GLib lock. */
 void     mp_wakeable_source_wake     (GSource      *source);
+
+/* Called by the owning thread's dispatch when it stopped early (its budget ran out) with
+ * work left: the source stays unready for one main-loop iteration, so that lower-priority
+ * sources of its context get a turn, then is ready again without any wake-up. */
+void     mp_wakeable_source_yield    (GSource      *source);
 
 /* Called by the owning thread's dispatch only. */
 static inline void
