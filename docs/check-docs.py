@@ -3,7 +3,7 @@
 #
 # SPDX-License-Identifier: LGPL-2.1-or-later
 #
-# Usage: check-docs.py SRCDIR Mp-1.gir GUIDE.md...
+# Usage: check-docs.py [--config Mp.toml] SRCDIR Mp-1.gir GUIDE.md...
 #
 # `gi-docgen check` fails on a symbol, parameter or return value without a doc
 # comment. This adds what our contract asks of every public symbol (see
@@ -18,13 +18,20 @@
 #
 #   - each guide has a gi-docgen "Title:" header;
 #   - docs/internals.md lists exactly the state bits of mpport/mp-pipe-private.h;
-#   - the dispatch budgets the docs quote are the ones the code defines.
+#   - the dispatch budgets the docs quote are the ones the code defines;
+#
+# and, given the gi-docgen project file docs/meson.build configured, that
+#
+#   - its [library] website_url, browse_url and repository_url are https
+#     URLs (the index's Website and Source rows link to them);
+#   - its content_files are exactly the guides meson passes (GUIDE.md...).
 #
 # Prints one line per problem; exits 1 if there is any.
 
 import os
 import re
 import sys
+import tomllib
 import xml.etree.ElementTree as ET
 
 CORE = '{http://www.gtk.org/introspection/core/1.0}'
@@ -127,14 +134,39 @@ def check_guides(srcdir, guides, problems):
                                 f'{", ".join(sorted(budgets))}')
 
 
+def check_config(config_path, guides, problems):
+    with open(config_path, 'rb') as f:
+        config = tomllib.load(f)
+
+    library = config.get('library', {})
+    for key in ('website_url', 'browse_url', 'repository_url'):
+        url = library.get(key, '')
+        if not re.match(r'https://[^\s@]+$', url):
+            problems.append(f'{config_path}: [library] {key} is {url!r}, not an https URL')
+
+    content = config.get('extra', {}).get('content_files', [])
+    names = [os.path.basename(guide) for guide in guides]
+    for name in sorted(set(names) - set(content)):
+        problems.append(f'{config_path}: guide {name} is not in [extra] content_files')
+    for name in sorted(set(content) - set(names)):
+        problems.append(f'{config_path}: content file {name} is not among the guides '
+                        'docs/meson.build passes')
+
+
 def main(argv):
-    if len(argv) < 4:
+    args = argv[1:]
+    config_path = None
+    if args[:1] == ['--config'] and len(args) >= 2:
+        config_path, args = args[1], args[2:]
+    if len(args) < 3:
         sys.stderr.write(__doc__ if __doc__ else 'usage: check-docs.py SRCDIR GIR GUIDE...\n')
         return 2
-    srcdir, gir_path, guides = argv[1], argv[2], argv[3:]
+    srcdir, gir_path, guides = args[0], args[1], args[2:]
     problems = []
     check_gir(gir_path, problems)
     check_guides(srcdir, guides, problems)
+    if config_path is not None:
+        check_config(config_path, guides, problems)
     for problem in problems:
         print(problem)
     if problems:

@@ -10,6 +10,7 @@
 #define MPPORT_INSIDE
 # include "mp-version.h"
 # include "mp-version-macros.h"
+# include "mp-runtime-version.h"
 # include "mp-error.h"
 # include "mp-enums.h"
 # include "mp-message.h"

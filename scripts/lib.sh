@@ -94,6 +94,16 @@ mpport_install_deps ()
 mpport_setup_build ()
 {
   local info="$MPPORT_BUILDDIR/meson-info/meson-info.json" source
+  local -a options=(-Ddocumentation=true)
+
+  # werror is off by default (the top-level meson.build): a newer compiler's new
+  # warning must not break a distribution's or a parent project's build. CI
+  # (which exports CI=true) and MPPORT_WERROR=1 turn it on, for a fresh build
+  # directory and a reconfigured one alike; otherwise the build directory keeps
+  # whatever it was configured with.
+  if [ "${CI:-}" = true ] || [ "${MPPORT_WERROR:-}" = 1 ]; then
+    options+=(-Dwerror=true)
+  fi
 
   if [ -f "$info" ]; then
     source="$(sed -n 's/.*"source": *"\([^"]*\)".*/\1/p' "$info")"
@@ -103,9 +113,9 @@ mpport_setup_build ()
     fi
   fi
   if [ -f "$MPPORT_BUILDDIR/meson-private/coredata.dat" ]; then
-    meson setup --reconfigure -Ddocumentation=true "$MPPORT_BUILDDIR" ||
-      meson setup --wipe -Ddocumentation=true "$MPPORT_BUILDDIR"
+    meson setup --reconfigure "${options[@]}" "$MPPORT_BUILDDIR" ||
+      meson setup --wipe "${options[@]}" "$MPPORT_BUILDDIR"
   else
-    meson setup -Ddocumentation=true "$MPPORT_BUILDDIR"
+    meson setup "${options[@]}" "$MPPORT_BUILDDIR"
   fi
 }

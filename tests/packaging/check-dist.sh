@@ -76,7 +76,9 @@ with tarfile.open(tarball) as tar:
     names = set(tar.getnames())
 required = ['meson.build', 'meson_options.txt', 'README.md', 'mpport/mpport.h',
             'mpport/mpport.map', 'docs/meson.build', 'docs/Mp.toml.in', 'docs/overview.md',
-            'docs/threading.md', 'docs/porting.md', 'docs/internals.md', 'po/POTFILES.in',
+            'docs/threading.md', 'docs/porting.md', 'docs/versioning.md',
+            'docs/internals.md', 'mpport/mp-version-macros.h',
+            'mpport/mp-runtime-version.h', 'po/POTFILES.in',
             'po/LINGUAS', 'po/de.po', 'po/fr.po', 'tests/packaging/check-dist.sh',
             'scripts/test']
 missing = [f for f in required if f'{top}/{f}' not in names]

@@ -54,8 +54,9 @@ if ! readelf -d "$libdir/libmpport-1.so.0.0.0" | grep -q 'Library soname: \[libm
 fi
 
 # Headers, including the generated ones; no private header.
-for header in mpport.h mp-version.h mp-version-macros.h mp-enums.h mp-error.h \
-              mp-message.h mp-message-port.h mp-message-channel.h mp-broadcast-channel.h; do
+for header in mpport.h mp-version.h mp-version-macros.h mp-runtime-version.h mp-enums.h \
+              mp-error.h mp-message.h mp-message-port.h mp-message-channel.h \
+              mp-broadcast-channel.h; do
   need "$includedir/mpport-1/mpport/$header"
 done
 private="$(find "$dest" -name '*-private.h' -o -name 'config.h')"
@@ -74,11 +75,20 @@ if [ "$MPPORT_GIR" = true ]; then
 fi
 
 if [ "$MPPORT_DOCS" = true ]; then
-  for page in index.html overview.html threading.html porting.html internals.html \
+  for page in index.html overview.html threading.html porting.html versioning.html \
+              internals.html func.get_major_version.html \
               class.MessagePort.html class.MessageChannel.html class.BroadcastChannel.html \
               struct.Message.html error.Error.html mpport-1.devhelp2; do
     need "$datadir/doc/mpport-1/$page"
   done
+  # The Website and Source rows of the index (docs/Mp.toml.in) link somewhere.
+  index="$datadir/doc/mpport-1/index.html"
+  if [ -f "$index" ] && grep -q 'href="" class="external"' "$index"; then
+    fail "the index of the reference has an empty Website or Source link"
+  fi
+  if [ -f "$index" ] && ! grep -q 'href="https://[^"]*" class="external"' "$index"; then
+    fail "the index of the reference has no Website or Source link"
+  fi
 fi
 
 languages="$(sed -e 's/#.*//' "$MPPORT_SOURCE_ROOT/po/LINGUAS")"
