@@ -9,9 +9,10 @@
 //
 // A "downloader" posts progress and then the data on its port, then closes
 // it. The consumer reads its port with `await port.receive_async()` in a plain
-// loop; the loop ends when the peer has closed (Mp.Error.INVALID_STATE once
-// everything posted before the close was read). A second receive shows
-// cancellation with a Gio.Cancellable.
+// loop; the loop ends at the end of the stream: Mp.Error.CLOSED, once the peer
+// has closed and everything it posted before the close was read. A second
+// receive shows cancellation with a Gio.Cancellable (Gio.IOErrorEnum.CANCELLED,
+// whether the cancellable is cancelled before the call or while it waits).
 //
 // Run it against the build tree:
 //   GI_TYPELIB_PATH=build/mpport LD_LIBRARY_PATH=build/mpport \
@@ -30,11 +31,11 @@ function download(port, chunks) {
     let i = 0;
     GLib.timeout_add(GLib.PRIORITY_DEFAULT, 10, () => {
         if (i < chunks.length) {
-            port.post_message(new GLib.Variant('(sus)', ['chunk', i, chunks[i]]), []);
+            port.post(new GLib.Variant('(sus)', ['chunk', i, chunks[i]]));
             i++;
             return GLib.SOURCE_CONTINUE;
         }
-        port.post_message(new GLib.Variant('(sus)', ['done', i, '']), []);
+        port.post(new GLib.Variant('(sus)', ['done', i, '']));
         port.close();  // the consumer reads everything above, then the loop ends
         return GLib.SOURCE_REMOVE;
     });
@@ -49,9 +50,9 @@ async function consume(port) {
             // eslint-disable-next-line no-await-in-loop
             message = await port.receive_async(null);
         } catch (e) {
-            if (e.matches(Mp.Error, Mp.Error.INVALID_STATE))
-                break;  // the peer closed: nothing more will come
-            throw e;
+            if (e.matches(Mp.Error, Mp.Error.CLOSED))
+                break;  // the end of the stream: the peer closed, all was read
+            throw e;    // Mp.Error.INVALID_STATE would be a bug of ours
         }
         const [kind, index, text] = message.get_data().deepUnpack();
         if (kind === 'chunk') {
@@ -79,7 +80,7 @@ async function cancelled() {
         if (!e.matches(Gio.IOErrorEnum, Gio.IOErrorEnum.CANCELLED))
             throw e;
         // The message posted now goes to the next consumer, not the cancelled receive.
-        channel.port1.post_message(new GLib.Variant('s', 'still here'), []);
+        channel.port1.post(new GLib.Variant('s', 'still here'));
         return `cancelled; the next message went to receive(): ${channel.port2.receive().get_data().unpack()}`;
     }
 }

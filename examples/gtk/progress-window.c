@@ -2,18 +2,21 @@
  *
  * SPDX-License-Identifier: LGPL-2.1-or-later
  *
- * Four worker threads each run their own GMainContext and own one end of a
- * MpMessageChannel; the window's thread owns the other ends, started on the
- * default main context that GTK runs, so their "message" handlers may touch
- * widgets. Each worker steps through its job from a timeout on its own
- * context and posts a "(uu)" (step, steps) message after every step; the
- * window shows one progress bar per worker, fed by nothing else.
+ * Four worker threads each own one end of a MpMessageChannel; the window's
+ * thread owns the other ends, started on the default main context that GTK
+ * runs, so their "message" handlers may touch widgets. A worker is a plain
+ * loop with no main loop of its own: it does one step of its job, posts a
+ * "(uu)" (step, steps) message, and goes on; the window shows one progress
+ * bar per worker, fed by nothing else.
  *
- * Cancel closes the window's ports. Each worker notices: its port emits
- * "close" on the worker's context, the worker stops its timeout and leaves
- * its loop, and says where it stopped on a BroadcastChannel the window
- * listens to. A worker that finishes closes its port itself, after its last
- * progress message; the window then gets "close" after that message.
+ * Cancelling is closing: the Cancel button, or closing the window, closes
+ * the window's ports. Each worker asks mp_message_port_is_peer_closed()
+ * before every step (it takes no lock) and stops once the window's end is
+ * closed; its posts never fail because of that, those made after the close
+ * are dropped. It then says where it stopped on a BroadcastChannel the
+ * window listens to. A worker that finishes closes its port itself, after
+ * its last progress message; the window then gets "close" after that
+ * message.
  *
  *   progress-window [--duration-ms MS] [--cancel-at FRACTION]
  *                   [--screenshot FILE.png] [--timeout SECONDS]
@@ -42,82 +45,66 @@ typedef struct
   guint          id;
   guint          n_steps;
   guint          step_ms;
-  MpMessagePort *port;          /* owned: the worker's end, started on its context */
-  GMainLoop     *loop;
-  GSource       *timeout;       /* the next step */
+  MpMessagePort *port;          /* owned: the worker's end, never started */
   guint          step;          /* steps done */
-  gboolean       noticed_close; /* the window closed the port before the end */
+  gboolean       noticed_close; /* the window closed its end before the last step */
 } Job;
 
-static gboolean
-worker_step (gpointer data)
-{
-  Job *job = data;
-  g_autoptr(GError) error = NULL;
-
-  job->step++;
-  /* To a closed peer (after Cancel) this succeeds and drops the message,
-   * until our own port reaches the close and emits "close". */
-  if (!mp_message_port_post_message (job->port, g_variant_new ("(uu)", job->step, job->n_steps),
-                                     NULL, 0, &error))
-    g_printerr ("worker %u: %s\n", job->id, error->message);
-
-  if (job->step < job->n_steps)
-    return G_SOURCE_CONTINUE;
-
-  /* Done: the window gets "close" after the last progress message. */
-  mp_message_port_close (job->port);
-  g_clear_pointer (&job->timeout, g_source_unref);
-  return G_SOURCE_REMOVE;
-}
-
+/* Tells the window where the worker stopped, and whether it saw the window's
+ * close. Not on the port: after a Cancel the window's end receives nothing.
+ * The channel binds to a context of its own that nobody iterates: it only
+ * posts, and closes before the context goes. */
 static void
-worker_on_close (MpMessagePort *port,
-                 gpointer       user_data)
+worker_report (Job *job)
 {
-  Job *job = user_data;
+  g_autoptr(GMainContext) context = g_main_context_new ();
+  g_autoptr(MpBroadcastChannel) status = NULL;
 
-  /* Runs on this worker's thread: the port was started here. */
-  job->noticed_close = job->step < job->n_steps;
-  if (job->timeout != NULL)
-    {
-      g_source_destroy (job->timeout);
-      g_clear_pointer (&job->timeout, g_source_unref);
-    }
-  g_main_loop_quit (job->loop);
+  g_main_context_push_thread_default (context);
+  status = mp_broadcast_channel_new (STATUS_CHANNEL);
+  g_main_context_pop_thread_default (context);
+
+  mp_broadcast_channel_post_message (status,
+                                     g_variant_new ("(uub)", job->id, job->step,
+                                                    job->noticed_close),
+                                     NULL);
+  mp_broadcast_channel_close (status);
 }
 
 static gpointer
 worker_thread (gpointer data)
 {
   Job *job = data;
-  g_autoptr(GMainContext) context = g_main_context_new ();
-  g_autoptr(MpBroadcastChannel) status = NULL;
 
-  g_main_context_push_thread_default (context);
-  job->loop = g_main_loop_new (context, FALSE);
-  status = mp_broadcast_channel_new (STATUS_CHANNEL);
+  while (job->step < job->n_steps)
+    {
+      g_autoptr(GError) error = NULL;
 
-  g_signal_connect (job->port, "close", G_CALLBACK (worker_on_close), job);
-  mp_message_port_start (job->port);
+      /* Between two units of work: did the window close its end (Cancel, or
+       * the window closed)? Lock-free, so asking before every step is free. */
+      if (mp_message_port_is_peer_closed (job->port))
+        {
+          job->noticed_close = TRUE;
+          break;
+        }
 
-  job->timeout = g_timeout_source_new (job->step_ms);
-  g_source_set_callback (job->timeout, worker_step, job, NULL);
-  g_source_attach (job->timeout, context);
+      g_usleep ((gulong) job->step_ms * 1000);   /* one step of the job */
+      job->step++;
 
-  g_main_loop_run (job->loop);
+      /* Fails only if this worker closed or gave away its own port, which it
+       * does not: if the window closed its end since the check above, the
+       * message is dropped and this still succeeds. */
+      if (!mp_message_port_post (job->port, g_variant_new ("(uu)", job->step, job->n_steps),
+                                 &error))
+        g_printerr ("worker %u: %s\n", job->id, error->message);
+    }
 
-  /* Tell the window where we stopped, and whether we saw its close. */
-  mp_broadcast_channel_post_message (status,
-                                     g_variant_new ("(uub)", job->id, job->step,
-                                                    job->noticed_close),
-                                     NULL);
-  mp_broadcast_channel_close (status);
-
-  g_signal_handlers_disconnect_by_data (job->port, job);
+  /* The window gets "close" after the last progress message (if it has not
+   * closed its end already). */
+  mp_message_port_close (job->port);
   g_clear_object (&job->port);
-  g_main_loop_unref (job->loop);
-  g_main_context_pop_thread_default (context);
+
+  worker_report (job);
 
   return job;
 }
@@ -303,18 +290,42 @@ update_row_state (Row *row)
   gtk_label_set_text (row->state, text);
 }
 
+/* Cancelling is closing the window's ends: each worker sees
+ * mp_message_port_is_peer_closed() before its next step and stops. Our ports
+ * deliver nothing more from now on; each emits "close" later, here. */
+static void
+cancel_workers (App *app)
+{
+  app->cancelled = TRUE;
+  gtk_widget_set_sensitive (app->cancel, FALSE);
+  gtk_label_set_text (app->status, "Cancelling…");
+  for (guint i = 0; i < N_WORKERS; i++)
+    mp_message_port_close (app->rows[i].port);
+}
+
 static void
 on_cancel_clicked (GtkButton *button,
                    gpointer   user_data)
 {
+  cancel_workers (user_data);
+}
+
+/* Closing the window while the workers run cancels them too; main() joins
+ * them once the application has quit. The "close" of our ports and the
+ * workers' reports still arrive while GTK winds down, after the widgets are
+ * gone: nothing is left to show them. */
+static gboolean
+on_close_request (GtkWindow *window,
+                  gpointer   user_data)
+{
   App *app = user_data;
 
-  app->cancelled = TRUE;
-  gtk_widget_set_sensitive (app->cancel, FALSE);
-  gtk_label_set_text (app->status, "Cancelling…");
-  /* The workers notice: their ports emit "close" on their own contexts. */
+  if (!app->cancelled && !app->finished)
+    cancel_workers (app);
   for (guint i = 0; i < N_WORKERS; i++)
-    mp_message_port_close (app->rows[i].port);
+    g_signal_handlers_disconnect_by_data (app->rows[i].port, &app->rows[i]);
+  g_signal_handlers_disconnect_by_data (app->status_channel, app);
+  return FALSE;   /* let it close */
 }
 
 static void
@@ -406,8 +417,9 @@ build_window (App *app)
   gtk_widget_set_margin_end (box, 18);
 
   gtk_label_set_markup (GTK_LABEL (heading),
-                        "<b>4 worker threads, each with its own GMainContext</b>\n"
-                        "<small>progress arrives only through MessagePorts</small>");
+                        "<b>4 worker threads, each a plain loop</b>\n"
+                        "<small>progress arrives only through MessagePorts; "
+                        "Cancel closes them</small>");
   gtk_label_set_xalign (GTK_LABEL (heading), 0);
   gtk_box_append (GTK_BOX (box), heading);
 
@@ -446,6 +458,7 @@ build_window (App *app)
   gtk_box_append (GTK_BOX (box), app->cancel);
 
   gtk_window_set_child (GTK_WINDOW (window), box);
+  g_signal_connect (window, "close-request", G_CALLBACK (on_close_request), app);
   return window;
 }
 
@@ -542,7 +555,8 @@ main (int    argc,
 
   status = g_application_run (G_APPLICATION (app.application), 1, app_argv);
 
-  /* Closed early (by the window manager or the timeout): stop the workers. */
+  /* Quit early (the timeout): stop the workers the same way, by closing our
+   * ends; closing twice is harmless. */
   for (guint i = 0; i < N_WORKERS; i++)
     {
       Row *row = &app.rows[i];

@@ -13,6 +13,11 @@
 # reported, the main thread closes the control ports; each worker notices the
 # "close" and leaves its loop.
 #
+# Giving up on a job is closing its port: between two chunks of work the
+# worker asks reply.is_peer_closed() and stops. Its posts never fail because
+# of that: those made after the close are dropped. (Here the main thread
+# gives up on every open job only if the whole run times out.)
+#
 # Run it against the build tree:
 #   GI_TYPELIB_PATH=build/mpport LD_LIBRARY_PATH=build/mpport \
 #     /usr/bin/python3 examples/python/thread_pool.py
@@ -63,12 +68,15 @@ class Worker(threading.Thread):
         (reply,) = message.get_ports()      # where to report this job
         count = 0
         for start in range(0, limit, CHUNK):
+            if reply.is_peer_closed():
+                break                       # the main thread gave up on this job
             count += count_primes(start, min(start + CHUNK, limit))
             done = min(start + CHUNK, limit)
-            reply.post_message(GLib.Variant('(suu)', ('progress', job, done)), [])
-        reply.post_message(GLib.Variant('(sus)', ('result', job, '%d primes below %d, on %s'
-                                                  % (count, limit, self.name))), [])
-        reply.close()
+            reply.post(GLib.Variant('(suu)', ('progress', job, done)))
+        else:
+            reply.post(GLib.Variant('(sus)', ('result', job, '%d primes below %d, on %s'
+                                              % (count, limit, self.name))))
+        reply.close()                       # main gets "close" after the last report
 
 
 def main():
@@ -79,6 +87,7 @@ def main():
     n_reports = 0
     problems = []
     open_jobs = set(range(len(LIMITS)))
+    job_ports = []
     controls = []
     workers = []
 
@@ -114,12 +123,15 @@ def main():
         mine.connect('message', on_report)
         mine.connect('close', on_job_closed, job)
         mine.start()             # no context pushed: the default one, that loop runs
+        job_ports.append(mine)
         # Round robin; the job's own port travels in the transfer list.
         controls[job % N_WORKERS].post_message(GLib.Variant('(uu)', (job, limit)),
                                                [reply.get_port2()])
 
     def give_up():
         print('timed out', file=sys.stderr)
+        for port in job_ports:
+            port.close()         # the workers stop at their next is_peer_closed()
         loop.quit()
         return GLib.SOURCE_REMOVE
 
