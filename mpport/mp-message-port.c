@@ -1323,7 +1323,12 @@ mp_message_port_receive_timeout (MpMessagePort  *self,
 
   side = self->side;
   if (timeout_us > 0)
-    end_time = g_get_monotonic_time () + timeout_us;
+    {
+      gint64 now = g_get_monotonic_time ();
+
+      /* A timeout past the end of time is no timeout (and no signed overflow). */
+      end_time = timeout_us <= G_MAXINT64 - now ? now + timeout_us : -1;
+    }
 
   g_cond_init (&cond);
   mp_receive_waiter_init_sync (&waiter, side, &cond, cancellable);

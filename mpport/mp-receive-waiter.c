@@ -63,15 +63,17 @@ waiter_deliver (MpReceiveWaiter *self)
     }
 }
 
-/* The oldest completed waiter of @context on @side, taken out of the queue, or NULL. */
+/* The oldest completed waiter of @context on @side, taken out of the queue, or NULL; NULL
+ * too once @until was taken out (it is then delivered or being delivered). */
 static MpReceiveWaiter *
-take_completed (MpPipeSide   *side,
-                GMainContext *context)
+take_completed (MpPipeSide      *side,
+                GMainContext    *context,
+                MpReceiveWaiter *until)
 {
   MpReceiveWaiter *found = NULL;
 
   g_mutex_lock (&side->mutex);
-  for (GList *l = side->waiters->completed.head; l != NULL; l = l->next)
+  for (GList *l = until->completed ? side->waiters->completed.head : NULL; l != NULL; l = l->next)
     {
       MpReceiveWaiter *waiter = l->data;
 
@@ -88,6 +90,10 @@ take_completed (MpPipeSide   *side,
   return found;
 }
 
+/* Delivers the completed results of this context that are older than this waiter's, then
+ * its own; newer ones wait for their own idles, so that a callback that receives again
+ * cannot keep one dispatch going (other sources of the context get their turn). Nothing
+ * if an older waiter's idle delivered this one already. */
 static gboolean
 waiter_idle_dispatch (gpointer data)
 {
@@ -95,9 +101,15 @@ waiter_idle_dispatch (gpointer data)
   MpReceiveWaiter *next;
 
   /* One at a time, never holding a list across a callback: a callback may iterate the
-   * context, run another waiter's idle and so free that waiter. */
-  while ((next = take_completed (self->side, self->context)) != NULL)
-    waiter_deliver (next);
+   * context, run another waiter's idle and so free that waiter (never this one: its idle
+   * is the one running). */
+  do
+    {
+      next = take_completed (self->side, self->context, self);
+      if (next != NULL)
+        waiter_deliver (next);
+    }
+  while (next != NULL && next != self);
 
   return G_SOURCE_REMOVE;
 }
@@ -218,6 +230,8 @@ mp_receive_waiter_new_async (MpPipeSide          *side,
 
   self->idle = g_idle_source_new ();
   g_source_set_static_name (self->idle, "MpMessagePort receive");
+  /* GTask's default, as before: not behind redraws at G_PRIORITY_DEFAULT_IDLE. */
+  g_source_set_priority (self->idle, G_PRIORITY_DEFAULT);
   g_source_set_callback (self->idle, waiter_idle_dispatch, self, waiter_free);
 
   waiter_connect_cancellable (self, cancellable);

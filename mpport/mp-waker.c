@@ -28,9 +28,10 @@ struct _MpWaker
    * polled and drained by the waker source, its write end written by mp_waker_wake(). */
   int read_fd;
   int write_fd;
-  /* The context's resume source (see mp_wakeable_source_yield()), owned by the context;
-   * NULL once it is finalized. Touched only by the thread dispatching the context. */
-  GSource *resume;
+  /* How many sources of the context are yielding (see mp_wakeable_source_yield()): the
+   * context's resume source is ready while it is not zero. Touched only by the thread
+   * dispatching the context, so no lock and no atomics. */
+  int n_yielding;
 };
 
 typedef struct
@@ -156,30 +157,43 @@ mp_waker_source_finalize (GSource *source)
   mp_waker_unref (self->waker);
 }
 
-/* The resume source: at the lowest priority, ready only after a source of this context yielded.
+/* The resume source: at the lowest priority, ready while a source of the context yields.
  * Its dispatch does nothing but make the iteration count: an iteration in which a yielded
  * source was the only work left still dispatches something, so that
  * `while (g_main_context_iteration (ctx, FALSE));` and g_main_context_pending() go on seeing
- * the work as they always did. Any other ready source is of better priority and runs first. */
+ * the work as they always did. Any other ready source is of better priority and runs first.
+ * It reads n_yielding on the dispatching thread: no GLib lock, no wake-up. */
+static gboolean
+mp_waker_resume_prepare (GSource *source,
+                         gint    *timeout)
+{
+  *timeout = -1;
+  return ((MpWakerSource *) source)->waker->n_yielding > 0;
+}
+
+static gboolean
+mp_waker_resume_check (GSource *source)
+{
+  return ((MpWakerSource *) source)->waker->n_yielding > 0;
+}
+
 static gboolean
 mp_waker_resume_dispatch (GSource     *source,
                           GSourceFunc  callback,
                           gpointer     user_data)
 {
-  g_source_set_ready_time (source, -1);
   return G_SOURCE_CONTINUE;
 }
 
 static void
 mp_waker_resume_finalize (GSource *source)
 {
-  MpWaker *waker = ((MpWakerSource *) source)->waker;
-
-  waker->resume = NULL;
-  mp_waker_unref (waker);
+  mp_waker_unref (((MpWakerSource *) source)->waker);
 }
 
 static GSourceFuncs mp_waker_resume_funcs = {
+  .prepare = mp_waker_resume_prepare,
+  .check = mp_waker_resume_check,
   .dispatch = mp_waker_resume_dispatch,
   .finalize = mp_waker_resume_finalize,
 };
@@ -261,7 +275,6 @@ mp_waker_ref_for_context (GMainContext *context)
   ((MpWakerSource *) source)->context = context;
   g_source_set_static_name (source, "MpWaker resume");
   g_source_set_priority (source, G_MAXINT);
-  self->resume = source;   /* weak: the context owns it */
   g_source_attach (source, context);
   g_source_unref (source);
 
@@ -305,8 +318,7 @@ mp_wakeable_source_yield (GSource *source)
   /* Only a dispatch yields, and a yielded source is not dispatched before its check. */
   g_assert (!self->yielding);
   self->yielding = TRUE;
-  if (self->waker->resume != NULL)
-    g_source_set_ready_time (self->waker->resume, 0);
+  self->waker->n_yielding++;
 }
 
 gboolean
@@ -337,6 +349,7 @@ mp_wakeable_source_check (GSource *source)
        * it): being ready here would stop GLib's check at our priority again. Pending is
        * set atomically because wakers compare-and-exchange it. */
       self->yielding = FALSE;
+      self->waker->n_yielding--;
       g_atomic_int_set (&self->pending, 1);
       return FALSE;
     }
@@ -347,7 +360,12 @@ mp_wakeable_source_check (GSource *source)
 void
 mp_wakeable_source_finalize (GSource *source)
 {
-  g_clear_pointer (&((MpWakeableSource *) source)->waker, mp_waker_unref);
+  MpWakeableSource *self = (MpWakeableSource *) source;
+
+  /* Only its context's finalization ends a source in the middle of a yield. */
+  if (self->yielding)
+    self->waker->n_yielding--;
+  g_clear_pointer (&self->waker, mp_waker_unref);
 }
 
 void

@@ -1568,6 +1568,70 @@ test_order_stress_with_cancels (Fixture       *f,
   g_mutex_clear (&o.lock);
 }
 
+typedef struct
+{
+  MpMessagePort *port;
+  guint received;
+  guint total;
+  gint received_at_idle;   /* -1 until the idle ran */
+} ReceiveLoop;
+
+static void
+receive_loop_done (GObject      *source,
+                   GAsyncResult *result,
+                   gpointer      user_data)
+{
+  ReceiveLoop *loop = user_data;
+  g_autoptr(MpMessage) message = mp_message_port_receive_finish (MP_MESSAGE_PORT (source),
+                                                                 result, NULL);
+
+  g_assert_nonnull (message);
+  g_assert_cmpint (message_get_int (message), ==, (gint32) loop->received);
+  if (++loop->received < loop->total)
+    mp_message_port_receive_async (loop->port, NULL, receive_loop_done, loop);
+}
+
+static gboolean
+receive_loop_idle (gpointer data)
+{
+  ReceiveLoop *loop = data;
+
+  loop->received_at_idle = (gint) loop->received;
+  return G_SOURCE_REMOVE;
+}
+
+/* The usual receive loop (each callback receives again) over a backlog: each dispatch
+ * delivers one result, so another source of the same priority runs long before the backlog
+ * is gone. (A drain that also delivered the results completed during it kept one dispatch
+ * going through the whole backlog.) */
+static void
+test_order_receive_loop_does_not_starve (Fixture       *f,
+                                         gconstpointer  data)
+{
+  Pair pair;
+  ReceiveLoop loop = { .total = 5000, .received_at_idle = -1 };
+
+  pair_init (&pair, FALSE);
+  loop.port = pair.port2;
+  for (guint i = 0; i < loop.total; i++)
+    post_int (pair.port1, (gint32) i);
+
+  mp_message_port_receive_async (pair.port2, NULL, receive_loop_done, &loop);
+  {
+    GSource *idle = g_idle_source_new ();
+
+    g_source_set_priority (idle, G_PRIORITY_DEFAULT);
+    g_source_set_callback (idle, receive_loop_idle, &loop, NULL);
+    g_source_attach (idle, f->context);
+    g_source_unref (idle);
+  }
+
+  WAIT_FOR (f->context, loop.received == loop.total && loop.received_at_idle >= 0);
+  g_assert_cmpint (loop.received_at_idle, <, 10);
+
+  pair_finish (&pair, f->context);
+}
+
 int
 main (int   argc,
       char *argv[])
@@ -1624,6 +1688,8 @@ main (int   argc,
 
   ADD_TEST ("/mpport/port/receive-async/errors/programmer", test_errors_programmer);
 
+  ADD_TEST ("/mpport/port/receive-async/order/receive-loop-does-not-starve",
+            test_order_receive_loop_does_not_starve);
   ADD_BOTH ("/mpport/port/receive-async/order/cancelled-after-served",
             test_order_cancelled_after_served);
   /* Unstarted only: a started port's "message" would take what arrives while no receive
