@@ -8,10 +8,12 @@
 #include <string.h>
 
 #include "mp-broadcast-channel.h"
+#include "mp-bus-private.h"
 #include "mp-error.h"
 #include "mp-i18n-private.h"
 #include "mp-message-private.h"
 #include "mp-waker-private.h"
+#include "mp-wire-private.h"
 
 /**
  * MpBroadcastChannel:
@@ -46,6 +48,10 @@
  * destinations of a post are fixed when it is made; a channel closed before its delivery
  * runs receives nothing.
  *
+ * A channel made with [ctor@Mp.BroadcastChannel.new_for_bus] reaches other processes too:
+ * every bus channel of its name on the same D-Bus message bus gets its posts, exactly once,
+ * each sender's in order, and it gets theirs. See the guide "Channels across processes".
+ *
  * Since: 1.0
  */
 
@@ -68,6 +74,15 @@ struct _MpBroadcastChannel
 
   /* Written by set_priority() (owning thread) under bc_lock; read atomically. */
   int priority;
+
+  /* A bus channel's bus (strong), else NULL. Set under bc_lock right after construction,
+   * before the constructor returns; immutable after. */
+  MpBus *bus;
+  /* Set once, under bc_lock, when the bus is lost: posts fail with MP_ERROR_CLOSED and a
+   * LOST entry on the way closes the channel on its context. Read atomically. */
+  int bus_lost;
+  /* Set once the channel posted on the bus: its close() flushes the connection. Atomic. */
+  int bus_posted;
 };
 
 /* All channels of one name, in creation order. */
@@ -103,10 +118,18 @@ struct _MpBroadcastInbox
   GMainContext *context;
 };
 
+typedef enum {
+  ENTRY_MESSAGE,   /* "message" with message */
+  ENTRY_ERROR,     /* "message-error" with error: a post from another process was invalid */
+  ENTRY_LOST,      /* the bus is gone: the destinations close, notifying "closed" */
+} EntryKind;
+
 typedef struct
 {
   GList link;            /* in MpBroadcastInbox.entries; link.data == self */
-  MpMessage *message;    /* owned */
+  EntryKind kind;
+  MpMessage *message;    /* owned, for ENTRY_MESSAGE */
+  GError *error;         /* owned, for ENTRY_ERROR */
   guint n_destinations;
   MpBroadcastChannel *destinations[];   /* strong, in creation order */
 } MpBroadcastEntry;
@@ -132,6 +155,7 @@ enum {
   PROP_CLOSED,
   PROP_CONTEXT,
   PROP_PRIORITY,
+  PROP_CONNECTION,
   N_PROPS
 };
 
@@ -139,6 +163,7 @@ static GParamSpec *properties[N_PROPS];
 
 enum {
   SIGNAL_MESSAGE,
+  SIGNAL_MESSAGE_ERROR,
   N_SIGNALS
 };
 
@@ -170,7 +195,8 @@ entry_free (MpBroadcastEntry *entry)
 {
   for (guint i = 0; i < entry->n_destinations; i++)
     g_object_unref (entry->destinations[i]);
-  mp_message_unref (entry->message);
+  g_clear_pointer (&entry->message, mp_message_unref);
+  g_clear_error (&entry->error);
   g_free (entry);
 }
 
@@ -243,8 +269,27 @@ mp_inbox_source_dispatch (GSource     *source,
 
       /* A destination closed since the post (even by a handler just now) gets nothing. */
       for (guint i = 0; i < entry->n_destinations; i++)
-        if (!is_closed (entry->destinations[i]))
-          g_signal_emit (entry->destinations[i], signals[SIGNAL_MESSAGE], 0, entry->message);
+        {
+          MpBroadcastChannel *dest = entry->destinations[i];
+
+          if (is_closed (dest))
+            continue;
+          switch (entry->kind)
+            {
+            case ENTRY_MESSAGE:
+              g_signal_emit (dest, signals[SIGNAL_MESSAGE], 0, entry->message);
+              break;
+            case ENTRY_ERROR:
+              g_signal_emit (dest, signals[SIGNAL_MESSAGE_ERROR], 0, entry->error);
+              break;
+            case ENTRY_LOST:
+              mp_broadcast_channel_close (dest);
+              g_object_notify_by_pspec (G_OBJECT (dest), properties[PROP_CLOSED]);
+              break;
+            default:
+              g_assert_not_reached ();
+            }
+        }
       entry_free (entry);
 
       g_mutex_lock (&inbox->mutex);
@@ -325,6 +370,20 @@ inbox_teardown (MpBroadcastInbox *inbox)
   entries_free (&entries);
 }
 
+/* A bus channel that just closed (the caller made it so, under bc_lock) gives up its
+ * subscription; if it posted, what it posted is written out first, so that a program that
+ * posts, closes and exits is heard. No lock held. */
+static void
+bus_leave (MpBroadcastChannel *self)
+{
+  if (self->bus == NULL)
+    return;
+
+  if (g_atomic_int_get (&self->bus_posted))
+    mp_bus_flush (self->bus);
+  mp_bus_unsubscribe (self->bus, self->name);
+}
+
 /* Runs when the inbox's source is destroyed, with no context lock held. If the inbox is
  * still linked, its context is being finalized: every channel delivering through it closes.
  * Either way, taking the inbox lock waits out any thread mid-wake-up before the context can
@@ -379,6 +438,9 @@ mp_inbox_source_destroyed (gpointer data)
   entries_free (&entries);
   if (stolen != NULL)
     g_source_unref (stolen);
+
+  for (guint i = 0; i < closed->len; i++)
+    bus_leave (g_ptr_array_index (closed, i));
 }
 
 /* Finds or makes the inbox of @group for @context and counts a channel in. */
@@ -523,6 +585,7 @@ mp_broadcast_channel_finalize (GObject *object)
 
   /* The table holds every open channel: only a closed one gets here. */
   g_assert (self->inbox == NULL);
+  g_clear_pointer (&self->bus, mp_bus_unref);
   g_free (self->name);
 
   G_OBJECT_CLASS (mp_broadcast_channel_parent_class)->finalize (object);
@@ -552,6 +615,10 @@ mp_broadcast_channel_get_property (GObject    *object,
 
     case PROP_PRIORITY:
       g_value_set_int (value, mp_broadcast_channel_get_priority (self));
+      break;
+
+    case PROP_CONNECTION:
+      g_value_set_object (value, mp_broadcast_channel_get_connection (self));
       break;
 
     default:
@@ -608,7 +675,8 @@ mp_broadcast_channel_class_init (MpBroadcastChannelClass *klass)
    * MpBroadcastChannel:closed: (getter is_closed)
    *
    * Whether the channel is closed, by [method@Mp.BroadcastChannel.close] or because its
-   * context was finalized. It is not notified: closing emits nothing.
+   * context was finalized; neither notifies it (closing emits nothing). A bus channel whose
+   * bus went away closes on its context and notifies it there.
    *
    * Since: 1.0
    */
@@ -644,6 +712,20 @@ mp_broadcast_channel_class_init (MpBroadcastChannelClass *klass)
                       G_MININT, G_MAXINT, G_PRIORITY_DEFAULT,
                       G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | G_PARAM_EXPLICIT_NOTIFY);
 
+  /**
+   * MpBroadcastChannel:connection: (getter get_connection)
+   *
+   * The message bus connection of a bus channel (see
+   * [ctor@Mp.BroadcastChannel.new_for_bus]): the one it was made with, or mpport's own
+   * connection to the session bus. %NULL for a channel of this process only.
+   *
+   * Since: 1.0
+   */
+  properties[PROP_CONNECTION] =
+    g_param_spec_object ("connection", NULL, NULL,
+                         G_TYPE_DBUS_CONNECTION,
+                         G_PARAM_READABLE | G_PARAM_STATIC_STRINGS | G_PARAM_EXPLICIT_NOTIFY);
+
   g_object_class_install_properties (object_class, N_PROPS, properties);
 
   /**
@@ -670,6 +752,30 @@ mp_broadcast_channel_class_init (MpBroadcastChannelClass *klass)
   g_signal_set_va_marshaller (signals[SIGNAL_MESSAGE],
                               G_TYPE_FROM_CLASS (klass),
                               mp_message_marshal_VOID__MESSAGEv);
+
+  /**
+   * MpBroadcastChannel::message-error:
+   * @self: the channel
+   * @error: what was wrong with the message
+   *
+   * Emitted, instead of [signal@Mp.BroadcastChannel::message], for a post from another
+   * process that could not be turned back into a valid [struct@GLib.Variant] (the Web's
+   * `messageerror`): a message that does not follow the wire format, a type string that is
+   * invalid, or data that is not in normal form. Only bus channels emit it, on their
+   * context, in order with the messages; later messages still arrive.
+   *
+   * Since: 1.0
+   */
+  signals[SIGNAL_MESSAGE_ERROR] =
+    g_signal_new ("message-error",
+                  G_TYPE_FROM_CLASS (klass),
+                  G_SIGNAL_RUN_LAST,
+                  0,
+                  NULL, NULL,
+                  g_cclosure_marshal_VOID__BOXED,
+                  G_TYPE_NONE,
+                  1,
+                  G_TYPE_ERROR);
 }
 
 static void
@@ -723,17 +829,469 @@ typedef struct
   MpBroadcastEntry *entry;
 } Delivery;
 
+/* The entries of one post (or one event), one per destination inbox (context): a few, on
+ * the stack unless there are many. */
+typedef struct
+{
+  Delivery stack[8];
+  Delivery *items;
+  guint n_items;
+  guint max_items;
+} Deliveries;
+
+static void
+deliveries_init (Deliveries *d)
+{
+  d->items = d->stack;
+  d->n_items = 0;
+  d->max_items = G_N_ELEMENTS (d->stack);
+}
+
+/* Adds @dest to the entry of its inbox, made if need be of @kind with a reference on
+ * @message or a copy of @error, sized for @max_destinations. With bc_lock held. */
+/* Inline: it is the inner loop of every post. */
+static inline void
+deliveries_add_locked (Deliveries         *d,
+                       MpBroadcastChannel *dest,
+                       guint               max_destinations,
+                       EntryKind           kind,
+                       MpMessage          *message,
+                       const GError       *error)
+{
+  Delivery *delivery = NULL;
+
+  for (guint j = 0; j < d->n_items; j++)
+    if (d->items[j].inbox == dest->inbox)
+      delivery = &d->items[j];
+
+  if (delivery == NULL)
+    {
+      MpBroadcastEntry *entry = g_malloc (sizeof (MpBroadcastEntry) +
+                                          max_destinations * sizeof (MpBroadcastChannel *));
+
+      entry->link.data = entry;
+      entry->link.next = entry->link.prev = NULL;
+      entry->kind = kind;
+      entry->message = message != NULL ? mp_message_ref (message) : NULL;
+      entry->error = error != NULL ? g_error_copy (error) : NULL;
+      entry->n_destinations = 0;
+
+      if (d->n_items == d->max_items)
+        {
+          Delivery *grown = g_new (Delivery, d->max_items * 2);
+
+          memcpy (grown, d->items, d->n_items * sizeof (Delivery));
+          if (d->items != d->stack)
+            g_free (d->items);
+          d->items = grown;
+          d->max_items *= 2;
+        }
+      delivery = &d->items[d->n_items++];
+      delivery->inbox = inbox_ref (dest->inbox);
+      delivery->entry = entry;
+    }
+
+  delivery->entry->destinations[delivery->entry->n_destinations++] = g_object_ref (dest);
+}
+
+/* Queues every entry at its inbox, one wake-up per inbox. No lock held. */
+static void
+deliveries_queue (Deliveries *d)
+{
+  for (guint i = 0; i < d->n_items; i++)
+    {
+      Delivery *delivery = &d->items[i];
+      gboolean queued = FALSE;
+
+      g_mutex_lock (&delivery->inbox->mutex);
+      if (delivery->inbox->source != NULL)
+        {
+          g_queue_push_tail_link (&delivery->inbox->entries, &delivery->entry->link);
+          inbox_wake_locked (delivery->inbox);
+          queued = TRUE;
+        }
+      g_mutex_unlock (&delivery->inbox->mutex);
+
+      /* An inbox torn down meanwhile means all its channels closed: nothing to deliver. */
+      if (!queued)
+        entry_free (delivery->entry);
+      inbox_unref (delivery->inbox);
+    }
+  if (d->items != d->stack)
+    g_free (d->items);
+}
+
+/* MpBusFuncs.received, in GDBus's worker thread: a post from another process reaches every
+ * open bus channel of its name on that bus here, in creation order per context. */
+static void
+on_bus_received (MpBus      *bus,
+                 const char *name,
+                 const char *sender,
+                 GVariant   *data,
+                 GError     *error)
+{
+  MpMessage *message = NULL;
+  MpBroadcastGroup *group;
+  Deliveries d;
+
+  deliveries_init (&d);
+  if (error == NULL)
+    {
+      message = mp_message_new_take (data, NULL);
+      message->sender = g_strdup (sender);
+    }
+
+  g_mutex_lock (&bc_lock);
+  group = bc_table != NULL ? g_hash_table_lookup (bc_table, name) : NULL;
+  if (group != NULL)
+    for (guint i = 0; i < group->channels->len; i++)
+      {
+        MpBroadcastChannel *dest = g_ptr_array_index (group->channels, i);
+
+        if (dest->bus == bus && !is_closed (dest))
+          deliveries_add_locked (&d, dest, group->channels->len,
+                                 error == NULL ? ENTRY_MESSAGE : ENTRY_ERROR, message, error);
+      }
+  g_mutex_unlock (&bc_lock);
+
+  deliveries_queue (&d);
+  g_clear_pointer (&message, mp_message_unref);
+  g_clear_error (&error);
+}
+
+/* MpBusFuncs.lost, from any thread: every bus channel on @bus fails its posts from now on,
+ * and closes on its context. */
+static void
+on_bus_lost (MpBus *bus)
+{
+  GHashTableIter iter;
+  gpointer value;
+  Deliveries d;
+
+  deliveries_init (&d);
+
+  g_mutex_lock (&bc_lock);
+  if (bc_table != NULL)
+    {
+      g_hash_table_iter_init (&iter, bc_table);
+      while (g_hash_table_iter_next (&iter, NULL, &value))
+        {
+          MpBroadcastGroup *group = value;
+
+          for (guint i = 0; i < group->channels->len; i++)
+            {
+              MpBroadcastChannel *channel = g_ptr_array_index (group->channels, i);
+
+              if (channel->bus == bus && !is_closed (channel) &&
+                  g_atomic_int_get (&channel->bus_lost) == 0)
+                {
+                  g_atomic_int_set (&channel->bus_lost, 1);
+                  deliveries_add_locked (&d, channel, group->channels->len, ENTRY_LOST,
+                                         NULL, NULL);
+                }
+            }
+        }
+    }
+  g_mutex_unlock (&bc_lock);
+
+  deliveries_queue (&d);
+}
+
+static const MpBusFuncs bus_funcs = {
+  .received = on_bus_received,
+  .lost = on_bus_lost,
+};
+
+/* A bus channel's name travels in every signal: UTF-8 (a D-Bus string) and within the
+ * wire format's cap. */
+static gboolean
+check_bus_name (const char  *name,
+                GError     **error)
+{
+  if (!g_utf8_validate (name, -1, NULL) || strlen (name) > MP_WIRE_MAX_NAME)
+    {
+      g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                           _("A bus channel's name must be valid UTF-8 of at most 4 MiB"));
+      return FALSE;
+    }
+
+  return TRUE;
+}
+
+/* A channel of @name on @bus (whose reference it takes), which is subscribed to @name. */
+static MpBroadcastChannel *
+channel_new_for_subscribed_bus (const char *name,
+                                MpBus      *bus)
+{
+  MpBroadcastChannel *self = g_object_new (MP_TYPE_BROADCAST_CHANNEL, "name", name, NULL);
+
+  mp_bus_set_funcs (&bus_funcs);
+
+  g_mutex_lock (&bc_lock);
+  self->bus = bus;
+  g_mutex_unlock (&bc_lock);
+
+  /* Lost before we were on the table's list of its channels: tell this one now. */
+  if (mp_bus_is_lost (bus))
+    on_bus_lost (bus);
+
+  return self;
+}
+
+/**
+ * mp_broadcast_channel_new_for_bus:
+ * @name: the name of the channel
+ * @connection: (nullable): a connection to a message bus, or %NULL for the session bus
+ * @cancellable: (nullable): a #GCancellable
+ * @error: return location for a #GError
+ *
+ * Creates an open channel of @name that also reaches every bus channel of @name on the same
+ * message bus, in every process: what it posts goes to them over the bus, and what they
+ * post arrives here. Within this process it is an ordinary channel: it gets every local
+ * post of @name without a round trip through the bus, and its posts reach every local
+ * channel of @name, plain or bus. It is bound, like [ctor@Mp.BroadcastChannel.new], to
+ * the calling thread's thread-default [struct@GLib.MainContext].
+ *
+ * With %NULL, mpport uses its own private connection to the session bus, opened on first
+ * use and shared by all such channels of the process (never g_bus_get()'s, which exits the
+ * process when the bus goes away). Any other connection to a message bus works: a test
+ * bus, the system bus where its policy allows, a bus on another address.
+ *
+ * This blocks until the bus has acknowledged the subscription, so that a post another
+ * process makes after it returns is never missed; see
+ * [func@Mp.BroadcastChannel.new_for_bus_async] for the asynchronous form. Callable from any
+ * thread; call it on the thread that iterates the context.
+ *
+ * A channel name is global on its bus: prefix it with your application id. The session
+ * bus is no privilege boundary: any process of the user can read and post on any channel.
+ * Payloads are limited to 8 MiB; see [method@Mp.BroadcastChannel.post_message].
+ *
+ * It fails with %G_IO_ERROR_INVALID_ARGUMENT for a name that is not valid UTF-8 or is
+ * longer than 4 MiB, or a connection that is not to a message bus; with %MP_ERROR_CLOSED
+ * if the connection is closed; with %G_IO_ERROR_CANCELLED if @cancellable was cancelled;
+ * and with GDBus's errors if the session bus cannot be reached or refuses the match rule.
+ *
+ * Returns: (transfer full): a new channel, or %NULL with @error set
+ *
+ * Since: 1.0
+ */
+MpBroadcastChannel *
+mp_broadcast_channel_new_for_bus (const char       *name,
+                                  GDBusConnection  *connection,
+                                  GCancellable     *cancellable,
+                                  GError          **error)
+{
+  MpBus *bus;
+
+  g_return_val_if_fail (name != NULL, NULL);
+  g_return_val_if_fail (connection == NULL || G_IS_DBUS_CONNECTION (connection), NULL);
+  g_return_val_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable), NULL);
+  g_return_val_if_fail (error == NULL || *error == NULL, NULL);
+
+  if (!check_bus_name (name, error))
+    return NULL;
+  bus = mp_bus_get_sync (connection, cancellable, error);
+  if (bus == NULL)
+    return NULL;
+  if (!mp_bus_subscribe_sync (bus, name, cancellable, error))
+    {
+      mp_bus_unref (bus);
+      return NULL;
+    }
+
+  return channel_new_for_subscribed_bus (name, bus);
+}
+
+typedef struct
+{
+  char *name;
+  GDBusConnection *connection;   /* nullable */
+  MpBus *bus;                    /* set once subscribed */
+} BusSubscription;
+
+static void
+bus_subscription_free (gpointer data)
+{
+  BusSubscription *sub = data;
+
+  if (sub->bus != NULL)
+    {
+      mp_bus_unsubscribe (sub->bus, sub->name);
+      mp_bus_unref (sub->bus);
+    }
+  g_clear_object (&sub->connection);
+  g_free (sub->name);
+  g_free (sub);
+}
+
+static void
+subscribe_in_thread (GTask        *task,
+                     gpointer      source_object,
+                     gpointer      task_data,
+                     GCancellable *cancellable)
+{
+  BusSubscription *sub = task_data;
+  BusSubscription *result;
+  GError *error = NULL;
+  MpBus *bus;
+
+  bus = mp_bus_get_sync (sub->connection, cancellable, &error);
+  if (bus != NULL && !mp_bus_subscribe_sync (bus, sub->name, cancellable, &error))
+    g_clear_pointer (&bus, mp_bus_unref);
+
+  /* Cancelled meanwhile: the caller got G_IO_ERROR_CANCELLED already; undo. */
+  if (!g_task_set_return_on_cancel (task, FALSE))
+    {
+      if (bus != NULL)
+        {
+          mp_bus_unsubscribe (bus, sub->name);
+          mp_bus_unref (bus);
+        }
+      g_clear_error (&error);
+      return;
+    }
+
+  if (bus == NULL)
+    {
+      g_task_return_error (task, error);
+      return;
+    }
+
+  result = g_new0 (BusSubscription, 1);
+  result->name = g_strdup (sub->name);
+  result->bus = bus;
+  g_task_return_pointer (task, result, bus_subscription_free);
+}
+
+/**
+ * mp_broadcast_channel_new_for_bus_async:
+ * @name: the name of the channel
+ * @connection: (nullable): a connection to a message bus, or %NULL for the session bus
+ * @cancellable: (nullable): a #GCancellable
+ * @callback: (scope async): called when the channel is ready or failed
+ * @user_data: data for @callback
+ *
+ * Creates a bus channel like [ctor@Mp.BroadcastChannel.new_for_bus], without blocking:
+ * @callback runs on the calling thread's thread-default [struct@GLib.MainContext] once
+ * the bus has acknowledged the subscription; call
+ * [ctor@Mp.BroadcastChannel.new_for_bus_finish] there to get the channel, which is bound
+ * to that context. Callable from any thread.
+ *
+ * Since: 1.0
+ */
+void
+mp_broadcast_channel_new_for_bus_async (const char          *name,
+                                        GDBusConnection     *connection,
+                                        GCancellable        *cancellable,
+                                        GAsyncReadyCallback  callback,
+                                        gpointer             user_data)
+{
+  g_autoptr(GTask) task = NULL;
+  BusSubscription *sub;
+
+  g_return_if_fail (name != NULL);
+  g_return_if_fail (connection == NULL || G_IS_DBUS_CONNECTION (connection));
+  g_return_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable));
+
+  task = g_task_new (NULL, cancellable, callback, user_data);
+  g_task_set_source_tag (task, mp_broadcast_channel_new_for_bus_async);
+  {
+    GError *error = NULL;
+
+    if (!check_bus_name (name, &error))
+      {
+        g_task_return_error (task, error);
+        return;
+      }
+  }
+
+  sub = g_new0 (BusSubscription, 1);
+  sub->name = g_strdup (name);
+  sub->connection = connection != NULL ? g_object_ref (connection) : NULL;
+
+  g_task_set_task_data (task, sub, bus_subscription_free);
+  /* A cancel answers at once; the thread undoes what it did when it comes back. */
+  g_task_set_return_on_cancel (task, TRUE);
+  g_task_run_in_thread (task, subscribe_in_thread);
+}
+
+/**
+ * mp_broadcast_channel_new_for_bus_finish:
+ * @result: the result given to the callback
+ * @error: return location for a #GError
+ *
+ * Finishes [func@Mp.BroadcastChannel.new_for_bus_async]. Call it from the callback: the
+ * channel binds to the thread-default context of the thread that runs it. It fails with
+ * the errors of [ctor@Mp.BroadcastChannel.new_for_bus] (%MP_ERROR_CLOSED,
+ * %G_IO_ERROR_CANCELLED, %G_IO_ERROR_INVALID_ARGUMENT, GDBus's).
+ *
+ * Returns: (transfer full): a new channel, or %NULL with @error set
+ *
+ * Since: 1.0
+ */
+MpBroadcastChannel *
+mp_broadcast_channel_new_for_bus_finish (GAsyncResult  *result,
+                                         GError       **error)
+{
+  BusSubscription *sub;
+  MpBroadcastChannel *self;
+
+  g_return_val_if_fail (g_task_is_valid (result, NULL), NULL);
+  g_return_val_if_fail (g_task_get_source_tag (G_TASK (result)) ==
+                        mp_broadcast_channel_new_for_bus_async, NULL);
+  g_return_val_if_fail (error == NULL || *error == NULL, NULL);
+
+  sub = g_task_propagate_pointer (G_TASK (result), error);
+  if (sub == NULL)
+    return NULL;
+
+  self = channel_new_for_subscribed_bus (sub->name, g_steal_pointer (&sub->bus));
+  bus_subscription_free (sub);
+
+  return self;
+}
+
+/**
+ * mp_broadcast_channel_get_connection: (get-property connection)
+ * @self: a channel
+ *
+ * Gets [property@Mp.BroadcastChannel:connection]. Callable from any thread.
+ *
+ * Returns: (transfer none) (nullable): the bus connection of a bus channel, or %NULL
+ *
+ * Since: 1.0
+ */
+GDBusConnection *
+mp_broadcast_channel_get_connection (MpBroadcastChannel *self)
+{
+  MpBus *bus;
+
+  g_return_val_if_fail (MP_IS_BROADCAST_CHANNEL (self), NULL);
+
+  g_mutex_lock (&bc_lock);
+  bus = self->bus;
+  g_mutex_unlock (&bc_lock);
+
+  return bus != NULL ? mp_bus_get_connection (bus) : NULL;
+}
+
 /**
  * mp_broadcast_channel_post_message:
  * @self: a channel
  * @message: (nullable): the payload; a floating reference is sunk
  * @error: return location for a #GError
  *
- * Posts @message to every other open channel of the same name, on every thread. Callable
+ * Posts @message to every other open channel of the same name, on every thread, and for a
+ * bus channel to every bus channel of the name on its bus in other processes. Callable
  * from any thread; it never emits a signal. The destinations are the channels open now;
  * each gets the message on its own context, unless it is closed before that.
  *
- * Posting on a closed channel fails with %MP_ERROR_INVALID_STATE.
+ * Posting on a closed channel fails with %MP_ERROR_INVALID_STATE. On a bus channel whose
+ * bus went away it fails with %MP_ERROR_CLOSED (the channel then closes on its context).
+ * A bus channel refuses, with %MP_ERROR_DATA_CLONE and sending nothing at all, a payload
+ * over 8 MiB serialized or one whose type holds a D-Bus handle (`h`, an fd index that
+ * means nothing in another process; a handle inside a variant is not looked for and
+ * travels as the integer it is).
  *
  * Returns: %TRUE if the message was posted
  *
@@ -745,16 +1303,19 @@ mp_broadcast_channel_post_message (MpBroadcastChannel  *self,
                                    GError             **error)
 {
   g_autoptr(GVariant) data = message != NULL ? g_variant_ref_sink (message) : NULL;
-  /* One per destination inbox (context): a few, on the stack unless there are many. */
-  Delivery stack_deliveries[8];
-  Delivery *deliveries = stack_deliveries;
-  guint n_deliveries = 0;
-  guint max_deliveries = G_N_ELEMENTS (stack_deliveries);
+  g_autoptr(GVariant) item = NULL;
   MpMessage *shared;
+  Deliveries d;
 
   g_return_val_if_fail (MP_IS_BROADCAST_CHANNEL (self), FALSE);
   g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
 
+  if (g_atomic_int_get (&self->bus_lost))
+    {
+      g_set_error_literal (error, MP_ERROR, MP_ERROR_CLOSED,
+                           _("The bus connection of the broadcast channel is closed"));
+      return FALSE;
+    }
   if (is_closed (self))
     {
       g_set_error_literal (error, MP_ERROR, MP_ERROR_INVALID_STATE,
@@ -762,7 +1323,12 @@ mp_broadcast_channel_post_message (MpBroadcastChannel  *self,
       return FALSE;
     }
 
+  /* What cannot cross the bus is refused before anything is sent, locally included. */
+  if (self->bus != NULL && (item = mp_wire_encode_item (data, error)) == NULL)
+    return FALSE;
+
   shared = mp_message_new_take (g_steal_pointer (&data), NULL);
+  deliveries_init (&d);
 
   g_mutex_lock (&bc_lock);
   if (is_closed (self))
@@ -777,72 +1343,25 @@ mp_broadcast_channel_post_message (MpBroadcastChannel  *self,
     {
       GPtrArray *channels = self->group->channels;
 
-      /* One entry per destination inbox, sized for every channel of the name. */
       for (guint i = 0; i < channels->len; i++)
         {
           MpBroadcastChannel *dest = g_ptr_array_index (channels, i);
-          Delivery *d = NULL;
 
-          if (dest == self)
-            continue;
-
-          for (guint j = 0; j < n_deliveries; j++)
-            if (deliveries[j].inbox == dest->inbox)
-              d = &deliveries[j];
-
-          if (d == NULL)
-            {
-              Delivery fresh;
-
-              fresh.inbox = inbox_ref (dest->inbox);
-              fresh.entry = g_malloc (sizeof (MpBroadcastEntry) +
-                                      channels->len * sizeof (MpBroadcastChannel *));
-              fresh.entry->link.data = fresh.entry;
-              fresh.entry->link.next = fresh.entry->link.prev = NULL;
-              fresh.entry->message = mp_message_ref (shared);
-              fresh.entry->n_destinations = 0;
-              if (n_deliveries == max_deliveries)
-                {
-                  Delivery *grown = g_new (Delivery, max_deliveries * 2);
-
-                  memcpy (grown, deliveries, n_deliveries * sizeof (Delivery));
-                  if (deliveries != stack_deliveries)
-                    g_free (deliveries);
-                  deliveries = grown;
-                  max_deliveries *= 2;
-                }
-              deliveries[n_deliveries] = fresh;
-              d = &deliveries[n_deliveries++];
-            }
-
-          d->entry->destinations[d->entry->n_destinations++] = g_object_ref (dest);
+          if (dest != self)
+            deliveries_add_locked (&d, dest, channels->len, ENTRY_MESSAGE, shared, NULL);
         }
     }
   g_mutex_unlock (&bc_lock);
 
-  for (guint i = 0; i < n_deliveries; i++)
-    {
-      Delivery *d = &deliveries[i];
-      gboolean queued = FALSE;
-
-      g_mutex_lock (&d->inbox->mutex);
-      if (d->inbox->source != NULL)
-        {
-          g_queue_push_tail_link (&d->inbox->entries, &d->entry->link);
-          inbox_wake_locked (d->inbox);
-          queued = TRUE;
-        }
-      g_mutex_unlock (&d->inbox->mutex);
-
-      /* An inbox torn down meanwhile means all its channels closed: nothing to deliver. */
-      if (!queued)
-        entry_free (d->entry);
-      inbox_unref (d->inbox);
-    }
-  if (deliveries != stack_deliveries)
-    g_free (deliveries);
-
+  deliveries_queue (&d);
   mp_message_unref (shared);
+
+  if (item != NULL)
+    {
+      g_atomic_int_set (&self->bus_posted, 1);
+      if (!mp_bus_send (self->bus, self->name, item, error))
+        return FALSE;
+    }
 
   return TRUE;
 }
@@ -889,6 +1408,7 @@ mp_broadcast_channel_close (MpBroadcastChannel *self)
   if (teardown != NULL)
     inbox_teardown (teardown);
   inbox_unref (inbox);
+  bus_leave (self);
   g_object_unref (self);
 }
 

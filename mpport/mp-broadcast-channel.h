@@ -9,7 +9,7 @@
 # error "Only <mpport/mpport.h> can be included directly."
 #endif
 
-#include <glib-object.h>
+#include <gio/gio.h>
 
 #include "mp-version-macros.h"
 #include "mp-message.h"
@@ -24,7 +24,23 @@ G_DECLARE_FINAL_TYPE (MpBroadcastChannel, mp_broadcast_channel, MP, BROADCAST_CH
 MP_AVAILABLE_IN_ALL
 MpBroadcastChannel *mp_broadcast_channel_new          (const char         *name) G_GNUC_WARN_UNUSED_RESULT;
 MP_AVAILABLE_IN_ALL
+MpBroadcastChannel *mp_broadcast_channel_new_for_bus  (const char          *name,
+                                                       GDBusConnection     *connection,
+                                                       GCancellable        *cancellable,
+                                                       GError             **error) G_GNUC_WARN_UNUSED_RESULT;
+MP_AVAILABLE_IN_ALL
+void                mp_broadcast_channel_new_for_bus_async  (const char          *name,
+                                                             GDBusConnection     *connection,
+                                                             GCancellable        *cancellable,
+                                                             GAsyncReadyCallback  callback,
+                                                             gpointer             user_data);
+MP_AVAILABLE_IN_ALL
+MpBroadcastChannel *mp_broadcast_channel_new_for_bus_finish (GAsyncResult        *result,
+                                                             GError             **error) G_GNUC_WARN_UNUSED_RESULT;
+MP_AVAILABLE_IN_ALL
 const char         *mp_broadcast_channel_get_name     (MpBroadcastChannel *self);
+MP_AVAILABLE_IN_ALL
+GDBusConnection    *mp_broadcast_channel_get_connection (MpBroadcastChannel *self);
 MP_AVAILABLE_IN_ALL
 gboolean            mp_broadcast_channel_post_message (MpBroadcastChannel *self,
                                                        GVariant           *message,

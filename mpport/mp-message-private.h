@@ -29,6 +29,10 @@ struct _MpMessage
   /* (element-type MpMessagePort): the transferred ports, owned. NULL until a transfer list
    * or get_ports() asks for it; installed once with a compare-and-swap. */
   GPtrArray *ports;
+
+  /* The unique bus name of the connection that sent it, for a post that came over a
+   * message bus; NULL for one made in this process. Owned, immutable once delivered. */
+  char *sender;
 };
 
 /* @data and @ports (element-type MpMessagePort) are taken. */

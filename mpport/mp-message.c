@@ -115,6 +115,8 @@ static void
 mp_message_free (MpMessage *self)
 {
   g_clear_pointer (&self->data, g_variant_unref);
+  if (G_UNLIKELY (self->sender != NULL))   /* only messages from another process have one */
+    g_free (self->sender);
   /* Ports that were never delivered are unstarted: finalizing them closes their sides, and
    * that drops their own queues through mp_message_queue_drop(), never recursively. */
   g_clear_pointer (&self->ports, g_ptr_array_unref);
@@ -189,6 +191,28 @@ mp_message_get_ports (MpMessage *self)
     }
 
   return ports;
+}
+
+/**
+ * mp_message_get_sender:
+ * @self: a message
+ *
+ * Gets the sender of a message that came from another process over a message bus (see
+ * [ctor@Mp.BroadcastChannel.new_for_bus]): the unique bus name of the sending connection,
+ * such as `:1.42`, the counterpart of the Web's `MessageEvent.origin`. A process can
+ * answer it on a D-Bus interface of its own. Callable from any thread.
+ *
+ * Returns: (nullable): the sender's unique bus name, or %NULL for a message posted in this
+ *   process
+ *
+ * Since: 1.0
+ */
+const char *
+mp_message_get_sender (MpMessage *self)
+{
+  g_return_val_if_fail (self != NULL, NULL);
+
+  return self->sender;
 }
 
 void

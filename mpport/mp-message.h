@@ -34,6 +34,8 @@ MP_AVAILABLE_IN_ALL
 GVariant  *mp_message_get_data  (MpMessage *self);
 MP_AVAILABLE_IN_ALL
 GPtrArray *mp_message_get_ports (MpMessage *self);
+MP_AVAILABLE_IN_ALL
+const char *mp_message_get_sender (MpMessage *self);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (MpMessage, mp_message_unref)
 

@@ -35,6 +35,7 @@ MPPORT_DEBIAN_PACKAGES=(
   spin
   clang
   libclang-rt-14-dev
+  dbus-daemon
 )
 
 MPPORT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
