@@ -35,6 +35,10 @@ struct _MpBus
   char *unique_name;
   guint filter_id;
   gulong closed_id;
+  /* mpport's own session connection: nobody else subscribes on it, so its filter can take
+   * mpport's signals out of GDBus's own dispatch. Set under buses_lock before the bus is
+   * published. */
+  gboolean private_connection;
 
   /* Set once, when the connection is found closed; read anywhere. */
   int lost;
@@ -272,6 +276,27 @@ deliver_item (GVariant *data,
 
 static void on_echo (MpBus *self);
 
+/* What the filter returns for an mpport signal it handled: nothing more to do with it on
+ * mpport's own connection (GDBus's dispatch would only look for subscribers there are
+ * none of), the message itself on an application's connection, whose own subscriptions
+ * may want it. Releases the filter's reference on @bus (outside buses_lock: the last
+ * reference takes it). */
+static GDBusMessage *
+consume (MpBus        *bus,
+         GDBusMessage *message)
+{
+  gboolean drop = bus->private_connection;
+
+  mp_bus_unref (bus);
+  if (drop)
+    {
+      g_object_unref (message);   /* a filter owns the message it drops */
+      return NULL;
+    }
+
+  return message;
+}
+
 /* Runs in GDBus's worker thread for every message of the connection, both ways. Only
  * incoming mpport signals on a subscribed path are looked at; every message is passed on
  * unchanged, so that an application's own subscriptions on a shared connection see them
@@ -313,8 +338,7 @@ bus_filter (GDBusConnection *connection,
        * takes buses_lock: never under it.) */
       if (g_strcmp0 (sender, bus->unique_name) == 0)
         on_echo (bus);
-      mp_bus_unref (bus);
-      return message;
+      return consume (bus, message);
     }
 
   g_mutex_lock (&bus->lock);
@@ -339,10 +363,7 @@ bus_filter (GDBusConnection *connection,
       g_free (name);
     }
 
-  /* Unreferenced outside buses_lock: the last reference takes it. */
-  mp_bus_unref (bus);
-
-  return message;
+  return consume (bus, message);
 }
 
 /* Makes the MpBus of @connection; buses_lock held, none there yet. */
@@ -522,6 +543,7 @@ mp_bus_get_sync (GDBusConnection  *connection,
       MpBus *old = g_steal_pointer (&session_bus);
 
       session_bus = bus_new_locked (opened);
+      session_bus->private_connection = TRUE;
       bus = mp_bus_ref (session_bus);
       g_clear_object (&opened);
       g_mutex_unlock (&buses_lock);
