@@ -13,6 +13,11 @@
  *               producer writes the eventfd only when the consumer said it went idle
  *               (the bound: no lock, no allocation besides the GVariant)
  *
+ * and, across processes (the bus scenario, on a private dbus-daemon), against
+ *
+ *   (d) signal  one GDBus signal per message (g_dbus_connection_emit_signal(), received
+ *               with g_dbus_connection_signal_subscribe())
+ *
  * Runs are interleaved (run 1 of every implementation, then run 2 ...) so that drift on a
  * shared machine hits every column alike, each in a fresh child process (so that no
  * implementation inherits another's heap); the table shows medians. See bench/README.md.
@@ -25,16 +30,19 @@
 #include <errno.h>
 #include <math.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdalign.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
 #include <sys/utsname.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <gio/gio.h>
 #include <glib-unix.h>
 #include <glib/gstdio.h>
 #include <mpport/mpport.h>
@@ -79,6 +87,13 @@
 #define STRESS_CHANNELS       8
 #define TIMEOUT_SECONDS       120
 #define BCAST_NAME            "bench/mp-bench"
+#define N_BUS_RECEIVERS       2         /* processes, besides the sender's */
+#define BUS_RTT_WARMUP        200
+#define BUS_RTT_PER_POSTS     20        /* measured round trips: posts / 20 (5 000) */
+#define BUS_CHANNEL_NAME      "bench/mp-bench/bus"
+#define BUS_SIGNAL_PATH       "/org/gnome/Mpport/Bench"
+#define BUS_SIGNAL_INTERFACE  "org.gnome.Mpport.Bench"
+#define BUS_SIGNAL_MEMBER     "Message"
 
 /* 64 bytes, without the terminating NUL. */
 static const char payload64[] = "mpport-bench-payload-0123456789abcdefghijklmnopqrstuvwxyzABCDEF.";
@@ -89,20 +104,25 @@ typedef enum {
   IMPL_INVOKE,
   IMPL_QUEUE,
   IMPL_RING,
+  IMPL_SIGNAL,
   N_IMPLS
 } Impl;
 
-static const char *const impl_names[N_IMPLS] = { "mpport", "invoke", "queue", "ring" };
-static const char *const impl_labels[N_IMPLS] = { "mpport", "(a) invoke", "(b) queue", "(c) ring" };
+static const char *const impl_names[N_IMPLS] = { "mpport", "invoke", "queue", "ring", "signal" };
+static const char *const impl_labels[N_IMPLS] = { "mpport", "(a) invoke", "(b) queue", "(c) ring", "(d) signal" };
+/* In the ratio columns: mp/(a) ... */
+static const char *const impl_tags[N_IMPLS] = { "mp", "(a)", "(b)", "(c)", "(d)" };
 
 #define ALL_IMPLS       ((1u << N_IMPLS) - 1)
+#define THREAD_IMPLS    ((1u << IMPL_MPPORT) | (1u << IMPL_INVOKE) | (1u << IMPL_QUEUE) | (1u << IMPL_RING))
+#define BUS_IMPLS       ((1u << IMPL_MPPORT) | (1u << IMPL_SIGNAL))
 #define MPPORT_ONLY     (1u << IMPL_MPPORT)
 
 /* One measurement. */
 typedef struct
 {
   double value;          /* the scenario's metric, in its unit */
-  double p50, p99;       /* pingpong: µs per round trip; else 0 */
+  double p50, p99;       /* pingpong, bus: µs per round trip; else 0 */
   double seconds;        /* wall time of the measured region */
   guint64 messages;      /* messages (or operations) in the measured region */
   guint64 iterations;    /* main-loop iterations of the receiving context(s) */
@@ -138,6 +158,10 @@ static gboolean opt_quiet;
 static gint64 opt_child_idle = -1;
 static gboolean opt_list;
 static gboolean opt_in_process;
+static char *opt_child_bus_receiver;
+static gint64 opt_child_bus_posts = -1;
+static gint64 opt_child_bus_pings = -1;
+static gboolean opt_child_bus_echo;
 
 /* ------------------------------------------------------------------------------------------ */
 /* Small helpers                                                                              */
@@ -1566,19 +1590,563 @@ scenario_idle (const Scenario *scenario,
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* bus: one sender process, two receiver processes on a private dbus-daemon                  */
+/*                                                                                            */
+/* The sample's process starts a dbus-daemon of its own (a session-bus configuration with    */
+/* the limits of Debian's session.conf, written to a temporary directory that also holds the */
+/* socket), connects to it, and spawns the two receivers: this program again, with the       */
+/* hidden --child-bus-receiver option. Each receiver says READY on its stdout once it is     */
+/* subscribed, and when it has the last post of the first phase:                              */
+/*   throughput  the sender posts N int32 (0 .. N-1) as fast as it can; each receiver checks  */
+/*               the order and reports when it had the last one (CLOCK_MONOTONIC, which all  */
+/*               processes share): deliveries/s = 2N / (first post .. later of the two).     */
+/*   round trip  the sender posts N, N+1 ... one at a time; the first receiver answers each   */
+/*               with its complement (~v < 0) on the same name, and the sender posts the next */
+/*               from its handler (the second receiver gets pings and answers, and counts    */
+/*               only the pings): p50 and p99 of the round trips after a warm-up.            */
+/* mpport: a bus channel (mp_broadcast_channel_new_for_bus) in every process; its posts are   */
+/* carried in bursts (mpport/mp-bus.c). (d) signal: one g_dbus_connection_emit_signal() per  */
+/* post, the same GVariant in a "(v)" body; receivers g_dbus_connection_signal_subscribe(),   */
+/* whose callback hands the GVariant to a BenchSink signal, as the other baselines do. The   */
+/* (d) sender subscribes only for the round trip (it needs the answers then), while mpport's */
+/* sender is a bus channel throughout, so in the throughput phase the bus also sends mpport's */
+/* posts back to their sender, which drops them: a cost only mpport's column pays.            */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef struct
+{
+  Impl impl;
+  GDBusConnection *connection;
+  MpBroadcastChannel *channel;   /* mpport: the bus channel */
+  BenchSink *sink;               /* (d): what the signal subscription emits on */
+  guint subscription;            /* (d): 0 while not subscribed */
+  DeliverFunc deliver;
+  gpointer deliver_data;
+} BusEnd;
+
+static void
+on_bus_channel_message (MpBroadcastChannel *channel,
+                        MpMessage          *message,
+                        gpointer            user_data)
+{
+  BusEnd *end = user_data;
+
+  end->deliver (mp_message_get_data (message), end->deliver_data);
+}
+
+static void
+on_bus_sink_message (BenchSink *sink,
+                     GVariant  *data,
+                     gpointer   user_data)
+{
+  BusEnd *end = user_data;
+
+  end->deliver (data, end->deliver_data);
+}
+
+/* (d): GDBus calls this on the context that was thread-default when subscribing, through one
+ * idle source per signal. */
+static void
+on_bus_signal (GDBusConnection *connection,
+               const char      *sender_name,
+               const char      *object_path,
+               const char      *interface_name,
+               const char      *signal_name,
+               GVariant        *parameters,
+               gpointer         user_data)
+{
+  BusEnd *end = user_data;
+  g_autoptr(GVariant) data = NULL;
+
+  if (!g_variant_is_of_type (parameters, G_VARIANT_TYPE ("(v)")))
+    g_error ("bus: a signal of type %s", g_variant_get_type_string (parameters));
+  g_variant_get (parameters, "(v)", &data);
+  g_signal_emit (end->sink, sink_message_signal, 0, data);
+}
+
+/* Connects to the bus at @address; mpport also makes its bus channel (subscribed once this
+ * returns). On the thread whose thread-default context receives. */
+static void
+bus_end_open (BusEnd      *end,
+              Impl         impl,
+              const char  *address,
+              DeliverFunc  deliver,
+              gpointer     deliver_data)
+{
+  g_autoptr(GError) error = NULL;
+
+  *end = (BusEnd) { .impl = impl, .deliver = deliver, .deliver_data = deliver_data };
+  end->connection =
+    g_dbus_connection_new_for_address_sync (address,
+                                            G_DBUS_CONNECTION_FLAGS_AUTHENTICATION_CLIENT |
+                                            G_DBUS_CONNECTION_FLAGS_MESSAGE_BUS_CONNECTION,
+                                            NULL, NULL, &error);
+  if (end->connection == NULL)
+    g_error ("bus: cannot connect to %s: %s", address, error->message);
+
+  if (impl == IMPL_MPPORT)
+    {
+      end->channel = mp_broadcast_channel_new_for_bus (BUS_CHANNEL_NAME, end->connection, NULL, &error);
+      if (end->channel == NULL)
+        g_error ("bus: mp_broadcast_channel_new_for_bus: %s", error->message);
+      g_signal_connect (end->channel, "message", G_CALLBACK (on_bus_channel_message), end);
+    }
+  else
+    {
+      end->sink = g_object_new (BENCH_TYPE_SINK, NULL);
+      g_signal_connect (end->sink, "message", G_CALLBACK (on_bus_sink_message), end);
+    }
+}
+
+/* (d): subscribes, and returns once the bus has the match rule (GDBus sends AddMatch
+ * without waiting; the bus answers a later call only after it). mpport: nothing to do, its
+ * channel is subscribed from the start. */
+static void
+bus_end_subscribe (BusEnd *end)
+{
+  g_autoptr(GVariant) reply = NULL;
+  g_autoptr(GError) error = NULL;
+
+  if (end->impl == IMPL_MPPORT || end->subscription != 0)
+    return;
+
+  end->subscription =
+    g_dbus_connection_signal_subscribe (end->connection, NULL, BUS_SIGNAL_INTERFACE,
+                                        BUS_SIGNAL_MEMBER, BUS_SIGNAL_PATH, NULL,
+                                        G_DBUS_SIGNAL_FLAGS_NONE, on_bus_signal, end, NULL);
+  reply = g_dbus_connection_call_sync (end->connection, "org.freedesktop.DBus",
+                                       "/org/freedesktop/DBus", "org.freedesktop.DBus", "GetId",
+                                       NULL, G_VARIANT_TYPE ("(s)"), G_DBUS_CALL_FLAGS_NONE, -1,
+                                       NULL, &error);
+  if (reply == NULL)
+    g_error ("bus: GetId: %s", error->message);
+}
+
+/* Posts @data (floating, consumed). */
+static void
+bus_end_post (BusEnd   *end,
+              GVariant *data)
+{
+  g_autoptr(GError) error = NULL;
+  gboolean ok;
+
+  if (end->impl == IMPL_MPPORT)
+    ok = mp_broadcast_channel_post_message (end->channel, data, &error);
+  else
+    ok = g_dbus_connection_emit_signal (end->connection, NULL, BUS_SIGNAL_PATH,
+                                        BUS_SIGNAL_INTERFACE, BUS_SIGNAL_MEMBER,
+                                        g_variant_new ("(v)", data), &error);
+  if (!ok)
+    g_error ("bus: post: %s", error->message);
+}
+
+/* Writes out what was posted, then disconnects. */
+static void
+bus_end_close (BusEnd *end)
+{
+  if (end->channel != NULL)
+    {
+      /* Closing a bus channel that posted waits until its posts are written. */
+      mp_broadcast_channel_close (end->channel);
+      g_clear_object (&end->channel);
+    }
+  if (end->subscription != 0)
+    g_dbus_connection_signal_unsubscribe (end->connection, end->subscription);
+  g_clear_object (&end->sink);
+  g_dbus_connection_flush_sync (end->connection, NULL, NULL);
+  g_dbus_connection_close_sync (end->connection, NULL, NULL);
+  g_clear_object (&end->connection);
+}
+
+static gboolean
+bus_timed_out (gpointer data)
+{
+  g_error ("bus: %s: timed out after %d s", (const char *) data, TIMEOUT_SECONDS);
+  return G_SOURCE_REMOVE;
+}
+
+static GSource *
+bus_timeout_attach (Loop       *loop,
+                    const char *who)
+{
+  GSource *source = g_timeout_source_new_seconds (TIMEOUT_SECONDS);
+
+  g_source_set_callback (source, bus_timed_out, (gpointer) who, NULL);
+  g_source_set_static_name (source, "mp-bench bus timeout");
+  g_source_attach (source, loop->context);
+
+  return source;
+}
+
+/* A helper process (dbus-daemon, a receiver) dies with the sample's process, however that
+ * ends; its main thread, which spawns them, lives as long as the process. */
+static void
+die_with_parent (gpointer data)
+{
+  prctl (PR_SET_PDEATHSIG, SIGTERM);
+}
+
+/* ---- The receivers (child processes) ---- */
+
+typedef struct
+{
+  BusEnd end;
+  Loop *loop;
+  gboolean echo;      /* answer the pings */
+  guint64 n;          /* posts of the throughput phase */
+  guint64 total;      /* and the pings after them */
+  guint64 next;       /* the value expected next from the sender */
+  gboolean done;
+} BusReceiver;
+
+static void
+bus_receiver_deliver (GVariant *data,
+                      gpointer  user_data)
+{
+  BusReceiver *r = user_data;
+  gint32 value = g_variant_get_int32 (data);
+
+  /* An answer of the echoing receiver (the other one gets them too, and so does the (d)
+   * echoing receiver, subscribed to its own signals): not a post of the sender. */
+  if (value < 0)
+    return;
+  if (G_UNLIKELY ((guint64) value != r->next))
+    g_error ("bus: receiver got %d, expected %" G_GUINT64_FORMAT, value, r->next);
+
+  if (++r->next == r->n)
+    {
+      gint64 end_ns = now_ns ();
+
+      measure_end ();
+      printf ("TPUT\t%" G_GINT64_FORMAT "\t%" G_GUINT64_FORMAT "\t%" G_GUINT64_FORMAT "\t%"
+              G_GUINT64_FORMAT "\n", end_ns, r->loop->iterations, r->loop->sleeps, measured_allocs);
+      fflush (stdout);
+    }
+  else if (r->next > r->n && r->echo)
+    bus_end_post (&r->end, g_variant_new_int32 (~value));
+
+  if (r->next == r->total)
+    r->done = TRUE;
+}
+
+/* --child-bus-receiver ADDRESS: one receiver, for the implementation given by --impls. */
+static int
+child_bus_receiver (const char *address,
+                    Impl        impl,
+                    guint64     n,
+                    guint64     pings,
+                    gboolean    echo)
+{
+  BusReceiver r = { .echo = echo, .n = n, .total = n + pings };
+  GSource *timeout;
+
+  r.loop = loop_new ();
+  bus_end_open (&r.end, impl, address, bus_receiver_deliver, &r);
+  bus_end_subscribe (&r.end);
+  timeout = bus_timeout_attach (r.loop, "receiver");
+
+  g_main_context_acquire (r.loop->context);
+  loop_flush (r.loop);
+  loop_reset (r.loop);
+  measure_begin ();
+  printf ("READY\n");
+  fflush (stdout);
+  loop_run_until (r.loop, &r.done);
+
+  g_source_destroy (timeout);
+  g_source_unref (timeout);
+  bus_end_close (&r.end);
+  g_main_context_release (r.loop->context);
+  loop_free (r.loop);
+
+  return EXIT_SUCCESS;
+}
+
+/* ---- The sender (the sample's process) ---- */
+
+typedef struct
+{
+  GSubprocess *process;
+  char *dir;        /* temporary: the configuration and the socket */
+  char *address;
+} BusDaemon;
+
+static void
+bus_daemon_start (BusDaemon *daemon)
+{
+  g_autoptr(GSubprocessLauncher) launcher = NULL;
+  g_autoptr(GDataInputStream) out = NULL;
+  g_autoptr(GError) error = NULL;
+  g_autofree char *config = NULL;
+  g_autofree char *config_path = NULL;
+  g_autofree char *log_path = NULL;
+  g_autofree char *line = NULL;
+
+  daemon->dir = g_dir_make_tmp ("mp-bench-bus-XXXXXX", &error);
+  if (daemon->dir == NULL)
+    g_error ("bus: %s", error->message);
+  config_path = g_build_filename (daemon->dir, "bus.conf", NULL);
+  log_path = g_build_filename (daemon->dir, "dbus-daemon.log", NULL);
+  config = g_markup_printf_escaped (
+    "<busconfig>\n"
+    "  <type>session</type>\n"
+    "  <listen>unix:dir=%s</listen>\n"
+    "  <auth>EXTERNAL</auth>\n"
+    "  <policy context=\"default\">\n"
+    "    <allow send_destination=\"*\" eavesdrop=\"true\"/>\n"
+    "    <allow eavesdrop=\"true\"/>\n"
+    "    <allow own=\"*\"/>\n"
+    "  </policy>\n"
+    "  <limit name=\"max_incoming_bytes\">1000000000</limit>\n"
+    "  <limit name=\"max_outgoing_bytes\">1000000000</limit>\n"
+    "  <limit name=\"max_message_size\">1000000000</limit>\n"
+    "  <limit name=\"max_match_rules_per_connection\">50000</limit>\n"
+    "  <limit name=\"max_replies_per_connection\">50000</limit>\n"
+    "</busconfig>\n", daemon->dir);
+  if (!g_file_set_contents (config_path, config, -1, &error))
+    g_error ("bus: %s", error->message);
+
+  launcher = g_subprocess_launcher_new (G_SUBPROCESS_FLAGS_STDOUT_PIPE);
+  g_subprocess_launcher_set_child_setup (launcher, die_with_parent, NULL, NULL);
+  /* Its warnings (as root: "Failed to set fd limit") are noise in the table; shown if it
+   * fails to start. */
+  g_subprocess_launcher_set_stderr_file_path (launcher, log_path);
+  daemon->process = g_subprocess_launcher_spawn (launcher, &error, "dbus-daemon", "--nofork",
+                                                 "--nopidfile", "--print-address",
+                                                 "--config-file", config_path, NULL);
+  if (daemon->process == NULL)
+    g_error ("bus: cannot start dbus-daemon (scripts/bench installs it): %s", error->message);
+
+  out = g_data_input_stream_new (g_subprocess_get_stdout_pipe (daemon->process));
+  line = g_data_input_stream_read_line (out, NULL, NULL, &error);
+  if (line == NULL || *g_strstrip (line) == '\0')
+    {
+      g_autofree char *log = NULL;
+
+      g_file_get_contents (log_path, &log, NULL, NULL);
+      g_error ("bus: dbus-daemon printed no address%s%s\n%s", error != NULL ? ": " : "",
+               error != NULL ? error->message : "", log != NULL ? log : "");
+    }
+  daemon->address = g_steal_pointer (&line);
+}
+
+static void
+bus_daemon_stop (BusDaemon *daemon)
+{
+  g_autoptr(GDir) dir = NULL;
+  const char *name;
+
+  g_subprocess_send_signal (daemon->process, SIGTERM);
+  g_subprocess_wait (daemon->process, NULL, NULL);
+  g_clear_object (&daemon->process);
+
+  dir = g_dir_open (daemon->dir, 0, NULL);
+  while (dir != NULL && (name = g_dir_read_name (dir)) != NULL)
+    {
+      g_autofree char *path = g_build_filename (daemon->dir, name, NULL);
+
+      g_unlink (path);
+    }
+  g_rmdir (daemon->dir);
+  g_clear_pointer (&daemon->dir, g_free);
+  g_clear_pointer (&daemon->address, g_free);
+}
+
+typedef struct
+{
+  GSubprocess *process;
+  GDataInputStream *out;
+} BusPeer;
+
+static void
+bus_peer_spawn (BusPeer    *peer,
+                const char *address,
+                Impl        impl,
+                guint64     n,
+                guint64     pings,
+                gboolean    echo)
+{
+  g_autoptr(GSubprocessLauncher) launcher = g_subprocess_launcher_new (G_SUBPROCESS_FLAGS_STDOUT_PIPE);
+  g_autoptr(GError) error = NULL;
+  g_autofree char *posts = g_strdup_printf ("%" G_GUINT64_FORMAT, n);
+  g_autofree char *n_pings = g_strdup_printf ("%" G_GUINT64_FORMAT, pings);
+  const char *argv[] = { self_exe, "--child-bus-receiver", address, "--child-bus-posts", posts,
+                         "--child-bus-pings", n_pings, "--impls", impl_names[impl],
+                         echo ? "--child-bus-echo" : NULL, NULL };
+
+  g_subprocess_launcher_set_child_setup (launcher, die_with_parent, NULL, NULL);
+  peer->process = g_subprocess_launcher_spawnv (launcher, argv, &error);
+  if (peer->process == NULL)
+    g_error ("bus: cannot start a receiver: %s", error->message);
+  peer->out = g_data_input_stream_new (g_subprocess_get_stdout_pipe (peer->process));
+}
+
+/* The next line of @peer, split at tabs; it must start with @what. */
+static char **
+bus_peer_expect (BusPeer    *peer,
+                 const char *what)
+{
+  g_autoptr(GError) error = NULL;
+  g_autofree char *line = g_data_input_stream_read_line (peer->out, NULL, NULL, &error);
+  char **fields;
+
+  if (line == NULL)
+    g_error ("bus: a receiver ended before saying %s%s%s", what, error != NULL ? ": " : "",
+             error != NULL ? error->message : "");
+  fields = g_strsplit (line, "\t", -1);
+  if (!g_str_equal (fields[0], what))
+    g_error ("bus: a receiver said '%s', expected %s", line, what);
+
+  return fields;
+}
+
+static void
+bus_peer_finish (BusPeer *peer)
+{
+  g_autoptr(GError) error = NULL;
+
+  if (!g_subprocess_wait_check (peer->process, NULL, &error))
+    g_error ("bus: a receiver failed: %s", error->message);
+  g_clear_object (&peer->out);
+  g_clear_object (&peer->process);
+}
+
+typedef struct
+{
+  guint64 n;          /* measured round trips, after BUS_RTT_WARMUP */
+  guint64 rounds;     /* answers received */
+  gint32 sent;
+  gint64 t0;
+  double *rtt;        /* ns per measured round trip */
+  BusEnd *end;
+  gboolean done;
+} BusRtt;
+
+static void
+bus_sender_deliver (GVariant *data,
+                    gpointer  user_data)
+{
+  BusRtt *rtt = user_data;
+  gint64 t = now_ns ();
+  gint32 value = g_variant_get_int32 (data);
+
+  /* (d): its own ping, sent back by the bus (mpport drops those before any handler). */
+  if (value >= 0)
+    return;
+  if (G_UNLIKELY (value != ~rtt->sent))
+    g_error ("bus: answer %d, expected %d", value, ~rtt->sent);
+
+  if (++rtt->rounds > BUS_RTT_WARMUP)
+    rtt->rtt[rtt->rounds - BUS_RTT_WARMUP - 1] = (double) (t - rtt->t0);
+  if (rtt->rounds == BUS_RTT_WARMUP + rtt->n)
+    {
+      rtt->done = TRUE;
+      return;
+    }
+
+  rtt->sent++;
+  rtt->t0 = now_ns ();
+  bus_end_post (rtt->end, g_variant_new_int32 (rtt->sent));
+}
+
+static void
+scenario_bus (const Scenario *scenario,
+              Impl            impl,
+              Sample         *out)
+{
+  guint64 n = scaled (scenario->count);
+  BusRtt rtt = { .n = MAX (n / BUS_RTT_PER_POSTS, 1) };
+  guint64 pings = BUS_RTT_WARMUP + rtt.n;
+  BusDaemon daemon = { 0 };
+  BusPeer peers[N_BUS_RECEIVERS];
+  guint64 peer_allocs = 0;
+  BusEnd sender;
+  Loop *loop;
+  GSource *timeout;
+  gint64 start, end = 0;
+
+  if (n + pings > G_MAXINT32)
+    g_error ("bus: --scale too large for int32 sequence numbers");
+
+  /* The receivers time out on their own, but a blocking read or wait here would not: past
+   * this, SIGALRM ends the process, and the daemon and the receivers with it. */
+  alarm (3 * TIMEOUT_SECONDS);
+  bus_daemon_start (&daemon);
+  for (guint r = 0; r < N_BUS_RECEIVERS; r++)
+    bus_peer_spawn (&peers[r], daemon.address, impl, n, pings, r == 0);
+  for (guint r = 0; r < N_BUS_RECEIVERS; r++)
+    g_strfreev (bus_peer_expect (&peers[r], "READY"));
+
+  loop = loop_new ();
+  rtt.end = &sender;
+  rtt.rtt = g_new (double, rtt.n);
+  bus_end_open (&sender, impl, daemon.address, bus_sender_deliver, &rtt);
+  g_main_context_acquire (loop->context);
+  loop_flush (loop);
+
+  /* Throughput: the sender's main loop is not iterated (nothing of this phase reaches a
+   * handler of the sender); it waits for the receivers' reports. */
+  measure_begin ();
+  start = now_ns ();
+  for (guint64 i = 0; i < n; i++)
+    bus_end_post (&sender, g_variant_new_int32 ((gint32) i));
+  for (guint r = 0; r < N_BUS_RECEIVERS; r++)
+    {
+      g_auto(GStrv) f = bus_peer_expect (&peers[r], "TPUT");
+
+      if (g_strv_length (f) < 5)
+        g_error ("bus: a short TPUT line");
+      end = MAX (end, g_ascii_strtoll (f[1], NULL, 10));
+      out->iterations += g_ascii_strtoull (f[2], NULL, 10);
+      out->sleeps += g_ascii_strtoull (f[3], NULL, 10);
+      peer_allocs += g_ascii_strtoull (f[4], NULL, 10);
+    }
+  measure_end ();
+  measured_allocs += peer_allocs;
+
+  /* Round trip. */
+  bus_end_subscribe (&sender);
+  timeout = bus_timeout_attach (loop, "sender");
+  loop_flush (loop);
+  rtt.t0 = now_ns ();
+  rtt.sent = (gint32) n;
+  bus_end_post (&sender, g_variant_new_int32 (rtt.sent));
+  loop_run_until (loop, &rtt.done);
+  g_source_destroy (timeout);
+  g_source_unref (timeout);
+
+  for (guint r = 0; r < N_BUS_RECEIVERS; r++)
+    bus_peer_finish (&peers[r]);
+  bus_end_close (&sender);
+  g_main_context_release (loop->context);
+  loop_free (loop);
+  bus_daemon_stop (&daemon);
+  alarm (0);
+
+  qsort (rtt.rtt, rtt.n, sizeof (double), compare_double);
+  out->p50 = rtt.rtt[rtt.n / 2] / 1000.0;
+  out->p99 = rtt.rtt[MIN (rtt.n - 1, rtt.n * 99 / 100)] / 1000.0;
+  g_free (rtt.rtt);
+
+  out->messages = n * N_BUS_RECEIVERS;
+  out->seconds = (end - start) / 1e9;
+  out->value = out->messages / out->seconds;
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* The scenario table                                                                         */
 /* ------------------------------------------------------------------------------------------ */
 
 static const Scenario scenarios[] = {
-  { "tput", "msg/s", TRUE, ALL_IMPLS, scenario_tput, 1000000,
+  { "tput", "msg/s", TRUE, THREAD_IMPLS, scenario_tput, 1000000,
     "1 producer thread -> 1 started port on the main thread's context, int32 messages" },
-  { "tput-str", "msg/s", TRUE, ALL_IMPLS, scenario_tput_str, 1000000,
+  { "tput-str", "msg/s", TRUE, THREAD_IMPLS, scenario_tput_str, 1000000,
     "as tput, with a 64-byte string per message" },
-  { "fanin", "msg/s", TRUE, ALL_IMPLS, scenario_fanin, 1000000,
+  { "fanin", "msg/s", TRUE, THREAD_IMPLS, scenario_fanin, 1000000,
     "4 producer threads -> 4 ports received on one context (total messages)" },
-  { "pingpong", "us/rtt", FALSE, ALL_IMPLS, scenario_pingpong, 100000,
+  { "pingpong", "us/rtt", FALSE, THREAD_IMPLS, scenario_pingpong, 100000,
     "one message in flight between two threads; round trips (mean, p50, p99)" },
-  { "bcast", "deliv/s", TRUE, ALL_IMPLS, scenario_bcast, 100000,
+  { "bcast", "deliv/s", TRUE, THREAD_IMPLS, scenario_bcast, 100000,
     "1 sender, 4 receiver threads (mpport: one BroadcastChannel name); posts" },
   { "churn", "ops/s", TRUE, MPPORT_ONLY, scenario_churn, 100000,
     "new channel, post one, receive() it, close both" },
@@ -1586,6 +2154,8 @@ static const Scenario scenarios[] = {
     "seed stress shape: 6 threads + main x 400 iterations x 8 channels with transfer" },
   { "idle", "B/chan", FALSE, MPPORT_ONLY, scenario_idle, 1000000,
     "idle channels held; RSS growth per channel (fresh process)" },
+  { "bus", "deliv/s", TRUE, BUS_IMPLS, scenario_bus, 100000,
+    "1 sender, 2 receiver processes, private dbus-daemon: posts, then posts/20 round trips" },
 };
 
 #define N_SCENARIOS G_N_ELEMENTS (scenarios)
@@ -1613,6 +2183,8 @@ static const Target targets[] = {
   { "pingpong", "value", TARGET_MAX_RATIO, IMPL_RING, 1.1, "mean <= 1.1x (c) ring" },
   { "churn", "value", TARGET_MIN_VALUE, IMPL_MPPORT, 960000, ">= 960 k ops/s (3x Bun's 320 k)" },
   { "idle", "value", TARGET_MAX_VALUE, IMPL_MPPORT, 512, "<= 512 B/channel" },
+  { "bus", "value", TARGET_MIN_RATIO, IMPL_SIGNAL, 3.0, ">= 3x (d) signal" },
+  { "bus", "p50", TARGET_MAX_RATIO, IMPL_SIGNAL, 1.1, "p50 <= 1.1x (d) signal" },
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1761,20 +2333,45 @@ target_met (const Target *target,
     }
 }
 
+/* The implementations with at least one series in this invocation, in table order: the
+ * tables have a column for each of them only. Returns how many. */
+static guint
+shown_impls (Impl shown[N_IMPLS])
+{
+  guint n = 0;
+
+  for (Impl impl = 0; impl < N_IMPLS; impl++)
+    for (guint i = 0; i < all_series->len; i++)
+      if (((Series *) g_ptr_array_index (all_series, i))->impl == impl)
+        {
+          shown[n++] = impl;
+          break;
+        }
+
+  return n;
+}
+
+static gboolean
+scenario_has_series (const Scenario *scenario)
+{
+  for (Impl impl = 0; impl < N_IMPLS; impl++)
+    if (series_find (scenario->name, impl) != NULL)
+      return TRUE;
+
+  return FALSE;
+}
+
 static void
 print_row (const Scenario *scenario,
            const char     *label,
-           const char     *metric)
+           const char     *unit,
+           const char     *metric,
+           const Impl     *shown,
+           guint           n_shown)
 {
-  char buf[N_IMPLS][32];
   double values[N_IMPLS];
+  double mine = median_metric (series_find (scenario->name, IMPL_MPPORT), metric);
   GString *targets_text = g_string_new (NULL);
-
-  for (Impl impl = 0; impl < N_IMPLS; impl++)
-    {
-      values[impl] = median_metric (series_find (scenario->name, impl), metric);
-      format_value (buf[impl], sizeof (buf[impl]), values[impl], scenario->unit);
-    }
 
   for (guint t = 0; t < G_N_ELEMENTS (targets); t++)
     {
@@ -1790,12 +2387,21 @@ print_row (const Scenario *scenario,
                               targets[t].text, met ? "met" : "NOT MET");
     }
 
-  printf ("%-16s %-8s %11s %11s %11s %11s", label, scenario->unit,
-          buf[IMPL_MPPORT], buf[IMPL_INVOKE], buf[IMPL_QUEUE], buf[IMPL_RING]);
-  for (Impl impl = IMPL_INVOKE; impl < N_IMPLS; impl++)
+  printf ("%-16s %-8s", label, unit);
+  for (guint i = 0; i < n_shown; i++)
     {
-      double ratio = values[IMPL_MPPORT] / values[impl];
+      char buf[32];
 
+      values[i] = median_metric (series_find (scenario->name, shown[i]), metric);
+      format_value (buf, sizeof (buf), values[i], unit);
+      printf (" %11s", buf);
+    }
+  for (guint i = 0; i < n_shown; i++)
+    {
+      double ratio = mine / values[i];
+
+      if (shown[i] == IMPL_MPPORT)
+        continue;
       if (isnan (ratio))
         printf (" %7s", "-");
       else
@@ -1807,7 +2413,8 @@ print_row (const Scenario *scenario,
 
 /* Third table: heap allocations per message (per round trip, delivery, operation). */
 static void
-print_allocs_table (void)
+print_allocs_table (const Impl *shown,
+                    guint       n_shown)
 {
   if (!COUNT_ALLOCS)
     {
@@ -1816,83 +2423,96 @@ print_allocs_table (void)
     }
 
   printf ("\nHeap allocations per message, medians per run: malloc/calloc/realloc calls by every "
-          "thread in the measured region\n(pingpong: per round trip; bcast: per delivery; churn: per "
-          "operation). (b) and (c) show the\nGVariant's own (its data); GLib 2.74's g_slice (GVariant and "
-          "GBytes headers, GList nodes) is not seen\n");
-  printf ("%-16s %11s %11s %11s %11s\n", "scenario", impl_labels[IMPL_MPPORT],
-          impl_labels[IMPL_INVOKE], impl_labels[IMPL_QUEUE], impl_labels[IMPL_RING]);
+          "thread in the measured region\n(pingpong: per round trip; bcast, bus: per delivery, bus "
+          "counting the sender's and both receivers' processes;\nchurn: per operation). (b) and (c) "
+          "show the GVariant's own (its data); GLib 2.74's g_slice (GVariant and\nGBytes headers, "
+          "GList nodes) is not seen\n");
+  printf ("%-16s", "scenario");
+  for (guint i = 0; i < n_shown; i++)
+    printf (" %11s", impl_labels[shown[i]]);
+  printf ("\n");
   for (guint s = 0; s < N_SCENARIOS; s++)
     {
       const Scenario *scenario = &scenarios[s];
-      gboolean any = FALSE;
-      char cells[N_IMPLS][32];
 
-      if (scenario->run == scenario_idle)
+      if (scenario->run == scenario_idle || !scenario_has_series (scenario))
         continue;
-      for (Impl impl = 0; impl < N_IMPLS; impl++)
+      printf ("%-16s", scenario->name);
+      for (guint i = 0; i < n_shown; i++)
         {
-          Series *series = series_find (scenario->name, impl);
+          Series *series = series_find (scenario->name, shown[i]);
+          char cell[32];
 
           if (series == NULL)
-            g_strlcpy (cells[impl], "-", sizeof (cells[impl]));
+            g_strlcpy (cell, "-", sizeof (cell));
           else
-            {
-              g_snprintf (cells[impl], sizeof (cells[impl]), "%.2f",
-                          MEDIAN_U (series, allocs) / MAX (MEDIAN_U (series, messages), 1));
-              any = TRUE;
-            }
+            g_snprintf (cell, sizeof (cell), "%.2f",
+                        MEDIAN_U (series, allocs) / MAX (MEDIAN_U (series, messages), 1));
+          printf (" %11s", cell);
         }
-      if (any)
-        printf ("%-16s %11s %11s %11s %11s\n", scenario->name, cells[IMPL_MPPORT], cells[IMPL_INVOKE],
-                cells[IMPL_QUEUE], cells[IMPL_RING]);
+      printf ("\n");
     }
 }
 
 static void
 print_table (void)
 {
-  printf ("\n%-16s %-8s %11s %11s %11s %11s %7s %7s %7s  %s\n", "scenario", "unit",
-          impl_labels[IMPL_MPPORT], impl_labels[IMPL_INVOKE], impl_labels[IMPL_QUEUE],
-          impl_labels[IMPL_RING], "mp/(a)", "mp/(b)", "mp/(c)", "targets");
+  Impl shown[N_IMPLS];
+  guint n_shown = shown_impls (shown);
+
+  printf ("\n%-16s %-8s", "scenario", "unit");
+  for (guint i = 0; i < n_shown; i++)
+    printf (" %11s", impl_labels[shown[i]]);
+  for (guint i = 0; i < n_shown; i++)
+    if (shown[i] != IMPL_MPPORT)
+      {
+        char tag[16];
+
+        g_snprintf (tag, sizeof (tag), "mp/%s", impl_tags[shown[i]]);
+        printf (" %7s", tag);
+      }
+  printf ("  %s\n", "targets");
   for (guint s = 0; s < N_SCENARIOS; s++)
     {
       const Scenario *scenario = &scenarios[s];
 
-      if (series_find (scenario->name, IMPL_MPPORT) == NULL &&
-          series_find (scenario->name, IMPL_RING) == NULL &&
-          series_find (scenario->name, IMPL_QUEUE) == NULL &&
-          series_find (scenario->name, IMPL_INVOKE) == NULL)
+      if (!scenario_has_series (scenario))
         continue;
       if (scenario->run == scenario_pingpong)
         {
-          print_row (scenario, "pingpong mean", "value");
-          print_row (scenario, "pingpong p50", "p50");
-          print_row (scenario, "pingpong p99", "p99");
+          print_row (scenario, "pingpong mean", scenario->unit, "value", shown, n_shown);
+          print_row (scenario, "pingpong p50", scenario->unit, "p50", shown, n_shown);
+          print_row (scenario, "pingpong p99", scenario->unit, "p99", shown, n_shown);
+        }
+      else if (scenario->run == scenario_bus)
+        {
+          print_row (scenario, "bus", scenario->unit, "value", shown, n_shown);
+          print_row (scenario, "bus rtt p50", "us/rtt", "p50", shown, n_shown);
+          print_row (scenario, "bus rtt p99", "us/rtt", "p99", shown, n_shown);
         }
       else
-        print_row (scenario, scenario->name, "value");
+        print_row (scenario, scenario->name, scenario->unit, "value", shown, n_shown);
     }
 
   printf ("\nReceiving side, medians per run: messages per main-loop iteration "
           "(batch) / blocking polls (wake-ups needed) / producer wake-ups signalled\n");
+  for (guint s = 0; s < N_SCENARIOS; s++)
+    if (scenarios[s].run == scenario_bus && scenario_has_series (&scenarios[s]))
+      printf ("(bus: deliveries, both receiver processes' loops, in the throughput phase)\n");
   printf ("%-16s", "scenario");
-  for (Impl impl = 0; impl < N_IMPLS; impl++)
-    printf (" %28s", impl_labels[impl]);
+  for (guint i = 0; i < n_shown; i++)
+    printf (" %28s", impl_labels[shown[i]]);
   printf ("\n");
   for (guint s = 0; s < N_SCENARIOS; s++)
     {
       const Scenario *scenario = &scenarios[s];
 
-      if (scenario->impls == MPPORT_ONLY)
-        continue;
-      if (series_find (scenario->name, IMPL_MPPORT) == NULL &&
-          series_find (scenario->name, IMPL_RING) == NULL &&
-          series_find (scenario->name, IMPL_QUEUE) == NULL &&
-          series_find (scenario->name, IMPL_INVOKE) == NULL)
+      if (scenario->impls == MPPORT_ONLY || !scenario_has_series (scenario))
         continue;
       printf ("%-16s", scenario->name);
-      for (Impl impl = 0; impl < N_IMPLS; impl++)
+      for (guint i = 0; i < n_shown; i++)
         {
+          Impl impl = shown[i];
           Series *series = series_find (scenario->name, impl);
           char cell[64];
 
@@ -1914,7 +2534,7 @@ print_table (void)
       printf ("\n");
     }
 
-  print_allocs_table ();
+  print_allocs_table (shown, n_shown);
 }
 
 static void
@@ -2145,7 +2765,7 @@ parse_impls (const char *list)
           break;
       if (impl == N_IMPLS)
         {
-          g_printerr ("mp-bench: unknown implementation '%s' (mpport, invoke, queue, ring)\n", names[i]);
+          g_printerr ("mp-bench: unknown implementation '%s' (mpport, invoke, queue, ring, signal)\n", names[i]);
           exit (2);
         }
       mask |= 1u << impl;
@@ -2247,6 +2867,21 @@ run_all (const Scenario **selected,
   progress_done ();
 }
 
+/* The implementations of @impls that apply to @scenario, comma-separated for --impls: only
+ * those, since an older build knows no newer implementation. */
+static char *
+scenario_impl_list (const Scenario *scenario,
+                    guint           impls)
+{
+  GString *list = g_string_new (NULL);
+
+  for (Impl impl = 0; impl < N_IMPLS; impl++)
+    if (impls & scenario->impls & (1u << impl))
+      g_string_append_printf (list, "%s%s", list->len ? "," : "", impl_names[impl]);
+
+  return g_string_free (list, FALSE);
+}
+
 /* --versus OTHER: this build is A, OTHER (another build's mp-bench) is B. Each run of each
  * scenario spawns A then B (one run each, same implementations), alternately, so that drift
  * hits both alike; prints medians and B/A. The baselines are the same code in both builds:
@@ -2266,20 +2901,14 @@ run_versus (const Scenario **selected,
 {
   const char *binaries[2] = { self_exe, opt_versus };
   GPtrArray *table = g_ptr_array_new ();
-  g_autofree char *impl_list = NULL;
   g_autofree char *scale = g_strdup_printf ("%g", opt_scale);
-  GString *list = g_string_new (NULL);
   guint n_steps = n_selected * opt_runs * 2, step = 0;
-
-  for (Impl impl = 0; impl < N_IMPLS; impl++)
-    if (impls & (1u << impl))
-      g_string_append_printf (list, "%s%s", list->len ? "," : "", impl_names[impl]);
-  impl_list = g_string_free (list, FALSE);
 
   for (guint s = 0; s < n_selected; s++)
     for (int run = 1; run <= opt_runs; run++)
       for (guint side = 0; side < 2; side++)
         {
+          g_autofree char *impl_list = scenario_impl_list (selected[s], impls);
           const char *argv[] = { binaries[side], "--raw", "--quiet", "--runs", "1", "--scale", scale,
                                  "--impls", impl_list, selected[s]->name, NULL };
           g_autofree char *output = NULL;
@@ -2360,7 +2989,7 @@ main (int   argc,
   GOptionEntry entries[] = {
     { "runs", 'n', 0, G_OPTION_ARG_INT, &opt_runs, "Runs per implementation (default 5)", "N" },
     { "scale", 's', 0, G_OPTION_ARG_DOUBLE, &opt_scale, "Multiply every message count by F (0.1: quick)", "F" },
-    { "impls", 'i', 0, G_OPTION_ARG_STRING, &opt_impls, "Comma-separated subset of mpport,invoke,queue,ring", "LIST" },
+    { "impls", 'i', 0, G_OPTION_ARG_STRING, &opt_impls, "Comma-separated subset of mpport,invoke,queue,ring,signal", "LIST" },
     { "json", 'j', 0, G_OPTION_ARG_FILENAME, &opt_json, "Write every run to FILE as JSON", "FILE" },
     { "plot", 'p', 0, G_OPTION_ARG_FILENAME, &opt_plot, "Draw a bar chart to FILE.svg (or .png; needs gnuplot)", "FILE.svg" },
     { "versus", 0, 0, G_OPTION_ARG_FILENAME, &opt_versus,
@@ -2373,6 +3002,10 @@ main (int   argc,
       "Run every sample in this process (default: each in a fresh child process)", NULL },
     { "list", 'l', 0, G_OPTION_ARG_NONE, &opt_list, "List the scenarios", NULL },
     { "child-idle", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_INT64, &opt_child_idle, NULL, NULL },
+    { "child-bus-receiver", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_STRING, &opt_child_bus_receiver, NULL, NULL },
+    { "child-bus-posts", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_INT64, &opt_child_bus_posts, NULL, NULL },
+    { "child-bus-pings", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_INT64, &opt_child_bus_pings, NULL, NULL },
+    { "child-bus-echo", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_NONE, &opt_child_bus_echo, NULL, NULL },
     G_OPTION_ENTRY_NULL
   };
   g_autoptr(GOptionContext) context = g_option_context_new ("[SCENARIO...] — mpport benchmarks");
@@ -2385,8 +3018,9 @@ main (int   argc,
 
   g_option_context_add_main_entries (context, entries, NULL);
   g_option_context_set_summary (context,
-                                "Scenarios: tput tput-str fanin pingpong bcast churn stress idle "
-                                "(default: all).\nImplementations: mpport, (a) invoke, (b) queue, (c) ring.");
+                                "Scenarios: tput tput-str fanin pingpong bcast churn stress idle bus "
+                                "(default: all).\nImplementations: mpport, (a) invoke, (b) queue, (c) ring; "
+                                "bus: mpport, (d) signal.");
   if (!g_option_context_parse (context, &argc, &argv, &error))
     {
       g_printerr ("mp-bench: %s\n", error->message);
@@ -2442,6 +3076,20 @@ main (int   argc,
   g_type_ensure (MP_TYPE_BROADCAST_CHANNEL);
   g_type_ensure (MP_TYPE_MESSAGE);
   g_type_ensure (BENCH_TYPE_SINK);
+
+  if (opt_child_bus_receiver != NULL)
+    {
+      if (opt_child_bus_posts < 1 || opt_child_bus_pings < 0 ||
+          (impls != (1u << IMPL_MPPORT) && impls != (1u << IMPL_SIGNAL)))
+        {
+          g_printerr ("mp-bench: --child-bus-receiver needs --child-bus-posts, --child-bus-pings and "
+                      "--impls mpport or signal\n");
+          return 2;
+        }
+      return child_bus_receiver (opt_child_bus_receiver,
+                                 impls == (1u << IMPL_MPPORT) ? IMPL_MPPORT : IMPL_SIGNAL,
+                                 opt_child_bus_posts, opt_child_bus_pings, opt_child_bus_echo);
+    }
 
   if (opt_versus != NULL)
     {
