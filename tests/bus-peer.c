@@ -10,6 +10,9 @@
  * HEX is the name's bytes in hexadecimal, so that any name (quotes, slashes, newlines, 10 000
  * bytes) passes through argv unharmed.
  *
+ * The specs, the payloads and the report lines are made and read in tests/bus-peer-protocol.c,
+ * which test-bus links too: its own channels keep the same records and report them alike.
+ *
  * Once every channel exists (a bus channel's constructor returns only after the bus
  * acknowledged its subscription) it prints "ready UNIQUE", UNIQUE being the unique bus name
  * of its connection ("-" without bus channels), then reads commands on stdin, one a line,
@@ -48,31 +51,15 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#define PAYLOAD_TYPE "(uuu)"
-#define POSTS_PER_IDLE 64
+#include "bus-peer-protocol.h"
 
-/* What one channel got from one sending channel. */
-typedef struct
-{
-  guint proc;
-  guint channel;
-  guint count;
-  guint bad;
-  char *sender;   /* "-" for NULL */
-  gboolean mixed;
-} Source;
+#define POSTS_PER_IDLE 64
 
 typedef struct
 {
   guint index;
   MpBroadcastChannel *channel;
-  GPtrArray *sources;   /* Source */
-  guint other_count;
-  guint64 other_bytes;
-  char *other_sender;
-  gboolean other_mixed;
-  guint errors;
-  guint closed;
+  BusReceipts receipts;
   guint32 next_seq;     /* of this channel's own posts */
 } Channel;
 
@@ -118,37 +105,6 @@ say (const char *format,
 }
 
 static void
-source_free (gpointer data)
-{
-  Source *source = data;
-
-  g_free (source->sender);
-  g_free (source);
-}
-
-static Source *
-channel_source (Channel *ch,
-                guint    proc,
-                guint    channel)
-{
-  Source *source;
-
-  for (guint i = 0; i < ch->sources->len; i++)
-    {
-      source = g_ptr_array_index (ch->sources, i);
-      if (source->proc == proc && source->channel == channel)
-        return source;
-    }
-
-  source = g_new0 (Source, 1);
-  source->proc = proc;
-  source->channel = channel;
-  g_ptr_array_add (ch->sources, source);
-
-  return source;
-}
-
-static void
 check_waits (void)
 {
   for (guint i = 0; i < waits->len;)
@@ -156,7 +112,7 @@ check_waits (void)
       Wait *wait = g_ptr_array_index (waits, i);
       Channel *ch = g_ptr_array_index (channels, wait->rx);
 
-      if (channel_source (ch, wait->proc, wait->channel)->count >= wait->count)
+      if (bus_receipts_source (&ch->receipts, wait->proc, wait->channel)->count >= wait->count)
         {
           say ("reached");
           g_ptr_array_remove_index (waits, i);
@@ -167,45 +123,13 @@ check_waits (void)
 }
 
 static void
-record_sender (char       **slot,
-               gboolean    *mixed,
-               const char  *sender)
-{
-  const char *shown = sender != NULL ? sender : "-";
-
-  if (*slot == NULL)
-    *slot = g_strdup (shown);
-  else if (g_strcmp0 (*slot, shown) != 0)
-    *mixed = TRUE;
-}
-
-static void
 on_message (MpBroadcastChannel *channel,
             MpMessage          *message,
             gpointer            user_data)
 {
   Channel *ch = user_data;
-  GVariant *data = mp_message_get_data (message);
-  const char *sender = mp_message_get_sender (message);
-  guint32 proc, from, seq;
-  Source *source;
 
-  if (data == NULL || !g_variant_is_of_type (data, G_VARIANT_TYPE (PAYLOAD_TYPE)))
-    {
-      ch->other_count++;
-      ch->other_bytes += data != NULL ? g_variant_get_size (data) : 0;
-      record_sender (&ch->other_sender, &ch->other_mixed, sender);
-      return;
-    }
-
-  g_variant_get (data, PAYLOAD_TYPE, &proc, &from, &seq);
-  source = channel_source (ch, proc, from);
-  if (seq != source->count)
-    source->bad++;
-  source->count++;
-  record_sender (&source->sender, &source->mixed, sender);
-
-  if (waits->len > 0)
+  if (bus_receipts_add_message (&ch->receipts, message) != NULL && waits->len > 0)
     check_waits ();
 }
 
@@ -217,7 +141,7 @@ on_message_error (MpBroadcastChannel *channel,
   Channel *ch = user_data;
 
   g_assert_nonnull (error);
-  ch->errors++;
+  bus_receipts_add_error (&ch->receipts, error);
 }
 
 static void
@@ -228,57 +152,33 @@ on_notify_closed (GObject    *object,
   Channel *ch = user_data;
 
   g_assert_true (mp_broadcast_channel_is_closed (ch->channel));
-  ch->closed++;
+  ch->receipts.closed++;
   say ("closed %u", ch->index);
-}
-
-static char *
-name_from_hex (const char *hex)
-{
-  gsize len = strlen (hex);
-  GString *name = g_string_sized_new (len / 2);
-
-  if (len % 2 != 0)
-    g_error ("odd hex name: %s", hex);
-  for (gsize i = 0; i < len; i += 2)
-    {
-      int hi = g_ascii_xdigit_value (hex[i]);
-      int lo = g_ascii_xdigit_value (hex[i + 1]);
-
-      if (hi < 0 || lo < 0)
-        g_error ("bad hex name: %s", hex);
-      g_string_append_c (name, (char) (hi * 16 + lo));
-    }
-
-  return g_string_free (name, FALSE);
 }
 
 static Channel *
 channel_open (const char *spec)
 {
-  g_autofree char *name = NULL;
+  gboolean on_bus;
+  g_autofree char *name = bus_peer_spec_parse (spec, &on_bus);
   Channel *ch = g_new0 (Channel, 1);
   GError *error = NULL;
 
-  if (g_str_has_prefix (spec, "bus:"))
+  if (on_bus)
     {
-      name = name_from_hex (spec + strlen ("bus:"));
       ch->channel = mp_broadcast_channel_new_for_bus (name, NULL, NULL, &error);
       if (ch->channel == NULL)
         g_error ("bus channel: %s", error->message);
       g_assert_nonnull (mp_broadcast_channel_get_connection (ch->channel));
     }
-  else if (g_str_has_prefix (spec, "plain:"))
+  else
     {
-      name = name_from_hex (spec + strlen ("plain:"));
       ch->channel = mp_broadcast_channel_new (name);
       g_assert_null (mp_broadcast_channel_get_connection (ch->channel));
     }
-  else
-    g_error ("bad channel spec: %s", spec);
 
   ch->index = channels->len;
-  ch->sources = g_ptr_array_new_with_free_func (source_free);
+  bus_receipts_init (&ch->receipts);
   g_signal_connect (ch->channel, "message", G_CALLBACK (on_message), ch);
   g_signal_connect (ch->channel, "message-error", G_CALLBACK (on_message_error), ch);
   g_signal_connect (ch->channel, "notify::closed", G_CALLBACK (on_notify_closed), ch);
@@ -295,8 +195,7 @@ channel_free (gpointer data)
   g_signal_handlers_disconnect_by_data (ch->channel, ch);
   mp_broadcast_channel_close (ch->channel);
   g_object_unref (ch->channel);
-  g_ptr_array_unref (ch->sources);
-  g_free (ch->other_sender);
+  bus_receipts_clear (&ch->receipts);
   g_free (ch);
 }
 
@@ -315,8 +214,7 @@ post_next (Channel *ch)
   GError *error = NULL;
 
   if (!mp_broadcast_channel_post_message (ch->channel,
-                                          g_variant_new (PAYLOAD_TYPE, peer_id, ch->index,
-                                                         ch->next_seq),
+                                          bus_payload_new (peer_id, ch->index, ch->next_seq),
                                           &error))
     {
       say ("post-error %u %s %d", ch->index, g_quark_to_string (error->domain), error->code);
@@ -370,44 +268,18 @@ stream_job_stop (gpointer data)
   g_source_remove (job->source_id);
 }
 
-static int
-source_compare (gconstpointer a,
-                gconstpointer b)
-{
-  const Source *sa = *(Source *const *) a;
-  const Source *sb = *(Source *const *) b;
-
-  if (sa->proc != sb->proc)
-    return sa->proc < sb->proc ? -1 : 1;
-  if (sa->channel != sb->channel)
-    return sa->channel < sb->channel ? -1 : 1;
-  return 0;
-}
-
 static void
 report (void)
 {
+  g_autoptr(GString) lines = g_string_new (NULL);
+
   for (guint i = 0; i < channels->len; i++)
     {
       Channel *ch = g_ptr_array_index (channels, i);
 
-      g_ptr_array_sort (ch->sources, source_compare);
-      for (guint j = 0; j < ch->sources->len; j++)
-        {
-          Source *s = g_ptr_array_index (ch->sources, j);
-
-          if (s->count > 0)
-            say ("got %u %u %u %u %u %s", ch->index, s->proc, s->channel, s->count, s->bad,
-                 s->mixed ? "mixed" : s->sender);
-        }
-      if (ch->other_count > 0)
-        say ("other %u %u %" G_GUINT64_FORMAT " %s", ch->index, ch->other_count,
-             ch->other_bytes, ch->other_mixed ? "mixed" : ch->other_sender);
-      if (ch->errors > 0)
-        say ("errors %u %u", ch->index, ch->errors);
-      if (ch->closed > 0)
-        say ("closed %u %u", ch->index, ch->closed);
+      bus_receipts_append_report (&ch->receipts, ch->index, lines);
     }
+  fputs (lines->str, stdout);
   say ("end");
 }
 

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bus-peer-protocol.h"
 #include "mp-test-util.h"
 
 #ifdef __has_include
@@ -33,8 +34,6 @@
 
 /* This process's number in the (process, channel, seq) payloads; the peers are 0, 1, 2. */
 #define TEST_PROC 9
-
-#define PAYLOAD_TYPE "(uuu)"
 
 #define WIRE_INTERFACE "org.gnome.Mpport.BroadcastChannel1"
 #define WIRE_MEMBER "Message"
@@ -252,27 +251,6 @@ bus_match_rules (Fixture    *f,
 /* Names                                                                */
 /* ------------------------------------------------------------------ */
 
-static char *
-hex_encode (const char *name)
-{
-  GString *hex = g_string_new (NULL);
-
-  for (const guchar *p = (const guchar *) name; *p != '\0'; p++)
-    g_string_append_printf (hex, "%02x", *p);
-
-  return g_string_free (hex, FALSE);
-}
-
-/* A bus-peer channel spec: "bus:HEX" or "plain:HEX". */
-static char *
-spec_new (const char *kind,
-          const char *name)
-{
-  g_autofree char *hex = hex_encode (name);
-
-  return g_strconcat (kind, ":", hex, NULL);
-}
-
 /* The object path a name's posts travel on (docs/wire.md), computed here independently. */
 static char *
 wire_path (const char *name)
@@ -448,7 +426,7 @@ static Peer *
 peer_spawn_bus (guint       id,
                 const char *name)
 {
-  g_autofree char *spec = spec_new ("bus", name);
+  g_autofree char *spec = bus_peer_spec_new ("bus", name);
   const char *specs[] = { spec, NULL };
 
   return peer_spawn (id, specs);
@@ -607,64 +585,21 @@ expect_got (GString    *expected,
 /* Probes: what this process's channels receive                         */
 /* ------------------------------------------------------------------ */
 
-/* What one channel got from one sending channel; the peer keeps the same records. */
-typedef struct
-{
-  guint proc;
-  guint channel;
-  guint32 first;   /* the seq of the first message */
-  guint32 last;
-  guint count;
-  guint bad;       /* messages whose seq was not the next one */
-  char *sender;    /* mp_message_get_sender(), "-" for NULL */
-  gboolean mixed;  /* the sender changed */
-} Source;
-
 typedef struct
 {
   guint index;                 /* RX in reports */
   MpBroadcastChannel *channel;
   GMainContext *context;       /* the channel's: every emission happens there */
-  gboolean from_start;         /* each sender's seqs start at 0, else where this one joined */
-  GPtrArray *sources;          /* Source */
-  guint other_count;           /* payloads that are not (uuu) */
-  guint64 other_bytes;
-  char *other_sender;
-  gboolean other_mixed;
-  GPtrArray *errors;           /* GError, the "message-error"s */
-  guint closed;                /* "notify::closed" emissions */
+  BusReceipts receipts;        /* kept as the peer keeps its own */
   GString *log;                /* every emission in order, if not NULL */
 } Probe;
 
-static void
-source_free (gpointer data)
-{
-  Source *source = data;
-
-  g_free (source->sender);
-  g_free (source);
-}
-
-static Source *
+static BusSource *
 probe_source (Probe *probe,
               guint  proc,
               guint  channel)
 {
-  Source *source;
-
-  for (guint i = 0; i < probe->sources->len; i++)
-    {
-      source = g_ptr_array_index (probe->sources, i);
-      if (source->proc == proc && source->channel == channel)
-        return source;
-    }
-
-  source = g_new0 (Source, 1);
-  source->proc = proc;
-  source->channel = channel;
-  g_ptr_array_add (probe->sources, source);
-
-  return source;
+  return bus_receipts_source (&probe->receipts, proc, channel);
 }
 
 static guint
@@ -696,19 +631,6 @@ probe_wait_count (Probe *probe,
 }
 
 static void
-record_sender (char       **slot,
-               gboolean    *mixed,
-               const char  *sender)
-{
-  const char *shown = sender != NULL ? sender : "-";
-
-  if (*slot == NULL)
-    *slot = g_strdup (shown);
-  else if (strcmp (*slot, shown) != 0)
-    *mixed = TRUE;
-}
-
-static void
 probe_check_emission (Probe              *probe,
                       MpBroadcastChannel *channel)
 {
@@ -723,9 +645,6 @@ probe_on_message (MpBroadcastChannel *channel,
 {
   Probe *probe = user_data;
   GVariant *data = mp_message_get_data (message);
-  const char *sender = mp_message_get_sender (message);
-  guint32 proc, from, seq;
-  Source *source;
 
   probe_check_emission (probe, channel);
   g_assert_false (mp_broadcast_channel_is_closed (channel));
@@ -738,27 +657,7 @@ probe_on_message (MpBroadcastChannel *channel,
       g_string_append_printf (probe->log, "%s|", printed);
     }
 
-  if (data == NULL || !g_variant_is_of_type (data, G_VARIANT_TYPE (PAYLOAD_TYPE)))
-    {
-      probe->other_count++;
-      probe->other_bytes += data != NULL ? g_variant_get_size (data) : 0;
-      record_sender (&probe->other_sender, &probe->other_mixed, sender);
-      return;
-    }
-
-  g_variant_get (data, PAYLOAD_TYPE, &proc, &from, &seq);
-  source = probe_source (probe, proc, from);
-  if (source->count == 0)
-    {
-      source->first = probe->from_start ? 0 : seq;
-      if (seq != source->first)
-        source->bad++;
-    }
-  else if (seq != source->last + 1)
-    source->bad++;
-  source->last = seq;
-  source->count++;
-  record_sender (&source->sender, &source->mixed, sender);
+  bus_receipts_add_message (&probe->receipts, message);
 }
 
 static void
@@ -774,7 +673,7 @@ probe_on_message_error (MpBroadcastChannel *channel,
   g_assert_cmpstr (error->message, !=, "");
   if (probe->log != NULL)
     g_string_append (probe->log, "error|");
-  g_ptr_array_add (probe->errors, g_error_copy (error));
+  bus_receipts_add_error (&probe->receipts, error);
 }
 
 static void
@@ -788,7 +687,7 @@ probe_on_notify_closed (GObject    *object,
   g_assert_true (mp_broadcast_channel_is_closed (probe->channel));
   if (probe->log != NULL)
     g_string_append (probe->log, "closed|");
-  probe->closed++;
+  probe->receipts.closed++;
 }
 
 /* Watches @channel (borrowed) as channel @index of this process, on the calling thread's
@@ -802,10 +701,8 @@ probe_init (Probe              *probe,
     .index = index,
     .channel = channel,
     .context = g_main_context_ref_thread_default (),
-    .from_start = TRUE,
-    .sources = g_ptr_array_new_with_free_func (source_free),
-    .errors = g_ptr_array_new_with_free_func ((GDestroyNotify) g_error_free),
   };
+  bus_receipts_init (&probe->receipts);
 
   g_assert_true (mp_broadcast_channel_get_context (channel) == probe->context);
   g_signal_connect (channel, "message", G_CALLBACK (probe_on_message), probe);
@@ -817,26 +714,10 @@ static void
 probe_clear (Probe *probe)
 {
   g_signal_handlers_disconnect_by_data (probe->channel, probe);
-  g_ptr_array_unref (probe->sources);
-  g_ptr_array_unref (probe->errors);
-  g_free (probe->other_sender);
+  bus_receipts_clear (&probe->receipts);
   if (probe->log != NULL)
     g_string_free (probe->log, TRUE);
   g_main_context_unref (probe->context);
-}
-
-static int
-source_compare (gconstpointer a,
-                gconstpointer b)
-{
-  const Source *sa = *(Source *const *) a;
-  const Source *sb = *(Source *const *) b;
-
-  if (sa->proc != sb->proc)
-    return sa->proc < sb->proc ? -1 : 1;
-  if (sa->channel != sb->channel)
-    return sa->channel < sb->channel ? -1 : 1;
-  return 0;
 }
 
 /* The report of @probes, in bus-peer's format. */
@@ -847,28 +728,7 @@ probes_report (Probe *const *probes,
   GString *report = g_string_new (NULL);
 
   for (guint i = 0; i < n_probes; i++)
-    {
-      Probe *probe = probes[i];
-
-      g_ptr_array_sort (probe->sources, source_compare);
-      for (guint j = 0; j < probe->sources->len; j++)
-        {
-          Source *s = g_ptr_array_index (probe->sources, j);
-
-          if (s->count > 0)
-            g_string_append_printf (report, "got %u %u %u %u %u %s\n", probe->index, s->proc,
-                                    s->channel, s->count, s->bad,
-                                    s->mixed ? "mixed" : s->sender);
-        }
-      if (probe->other_count > 0)
-        g_string_append_printf (report, "other %u %u %" G_GUINT64_FORMAT " %s\n", probe->index,
-                                probe->other_count, probe->other_bytes,
-                                probe->other_mixed ? "mixed" : probe->other_sender);
-      if (probe->errors->len > 0)
-        g_string_append_printf (report, "errors %u %u\n", probe->index, probe->errors->len);
-      if (probe->closed > 0)
-        g_string_append_printf (report, "closed %u %u\n", probe->index, probe->closed);
-    }
+    bus_receipts_append_report (&probes[i]->receipts, probes[i]->index, report);
 
   return g_string_free (report, FALSE);
 }
@@ -912,7 +772,7 @@ post_triple (MpBroadcastChannel *channel,
   gboolean ok;
 
   ok = mp_broadcast_channel_post_message (channel,
-                                          g_variant_new (PAYLOAD_TYPE, TEST_PROC, channel_index, seq),
+                                          bus_payload_new (TEST_PROC, channel_index, seq),
                                           &error);
   g_assert_no_error (error);
   g_assert_true (ok);
@@ -998,9 +858,9 @@ test_fan_out_three_processes (Fixture       *f,
 {
   const char *name = "org.gnome.Mpport.Test.fan-out";
   const char *other_name = "org.gnome.Mpport.Test.fan-out.other";
-  g_autofree char *bus_spec = spec_new ("bus", name);
-  g_autofree char *plain_spec = spec_new ("plain", name);
-  g_autofree char *other_spec = spec_new ("bus", other_name);
+  g_autofree char *bus_spec = bus_peer_spec_new ("bus", name);
+  g_autofree char *plain_spec = bus_peer_spec_new ("plain", name);
+  g_autofree char *other_spec = bus_peer_spec_new ("bus", other_name);
   const char *specs[] = { bus_spec, bus_spec, plain_spec, other_spec, NULL };
   g_autofree char *posted_0 = g_strdup_printf ("posted 0 %u", FANOUT_BUS_POSTS);
   g_autofree char *posted_1 = g_strdup_printf ("posted 1 %u", FANOUT_BUS_POSTS);
@@ -1161,7 +1021,7 @@ test_names_unusual (Fixture       *f,
       g_ptr_array_add (channels, channel);
       probe_init (&probes[i], i, channel);
       probe_ptrs[i] = &probes[i];
-      g_ptr_array_add (specs, spec_new ("bus", name));
+      g_ptr_array_add (specs, bus_peer_spec_new ("bus", name));
     }
   g_ptr_array_add (specs, NULL);
   peer = peer_spawn (0, (const char *const *) specs->pdata);
@@ -1390,7 +1250,7 @@ test_message_error_injected (Fixture       *f,
   emit (raw, path, body_new (name, item_new ("u", u3, sizeof u3), NULL));
   GOOD ("uint32 3");
   /* The last one in the peer's own payload type, so that it can tell us it got here. */
-  emit (raw, path, body_new (name, item_new (PAYLOAD_TYPE, uuu, sizeof uuu), NULL));
+  emit (raw, path, body_new (name, item_new (BUS_PAYLOAD_TYPE, uuu, sizeof uuu), NULL));
   GOOD ("(uint32 7, uint32 0, uint32 0)");
 
 #undef GOOD
@@ -1404,9 +1264,9 @@ test_message_error_injected (Fixture       *f,
   g_assert_cmpstr (probe_b1.log->str, ==, expected_log->str);
   g_assert_cmpstr (probe_p.log->str, ==, "");
   for (guint i = 0; i < 2; i++)
-    for (guint j = 0; j < probes[i]->errors->len; j++)
+    for (guint j = 0; j < probes[i]->receipts.errors->len; j++)
       {
-        GError *error = g_ptr_array_index (probes[i]->errors, j);
+        GError *error = g_ptr_array_index (probes[i]->receipts.errors, j);
 
         g_assert_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA);
         if (i == 0)
@@ -1580,20 +1440,20 @@ test_bus_lost_channels_close (Fixture       *f,
     g_test_dbus_stop (f->bus);
 
   /* Each bus channel closes once, on its context; the plain one does not. */
-  WAIT_UNTIL (f->context, probe_b0.closed == 1 && probe_b1.closed == 1 && probe_b2.closed == 1 &&
-                          f->sentinel_closed == 1);
+  WAIT_UNTIL (f->context, probe_b0.receipts.closed == 1 && probe_b1.receipts.closed == 1 &&
+                          probe_b2.receipts.closed == 1 && f->sentinel_closed == 1);
   spin_context (f->context, QUIET_MSEC);
   for (guint i = 0; i < G_N_ELEMENTS (bus_probes); i++)
     {
       MpBroadcastChannel *channel = bus_probes[i]->channel;
 
-      g_assert_cmpuint (bus_probes[i]->closed, ==, 1);
+      g_assert_cmpuint (bus_probes[i]->receipts.closed, ==, 1);
       g_assert_true (mp_broadcast_channel_is_closed (channel));
       g_assert_null (mp_broadcast_channel_get_context (channel));
       post_expect_error (channel, g_variant_new_string ("after"), MP_ERROR, MP_ERROR_CLOSED);
       post_expect_error (channel, NULL, MP_ERROR, MP_ERROR_CLOSED);
     }
-  g_assert_cmpuint (probe_p1.closed, ==, 0);
+  g_assert_cmpuint (probe_p1.receipts.closed, ==, 0);
   g_assert_false (mp_broadcast_channel_is_closed (p0));
 
   /* Plain channels still talk to each other. */
@@ -1738,7 +1598,7 @@ async_thread_main (gpointer data)
   g_assert_nonnull (channel);
   g_assert_true (mp_broadcast_channel_get_context (channel) == context);
   probe_init (&probe, 1, channel);
-  probe.from_start = FALSE;   /* the peer's seqs go on from its earlier posts */
+  probe.receipts.from_start = FALSE;   /* the peer's seqs go on from its earlier posts */
 
   g_atomic_int_set (&t->go, 1);
   WAIT_UNTIL (context, probe_count (&probe, 0, 0) == 3);
@@ -1914,7 +1774,7 @@ test_churn_create_close_while_receiving (Fixture       *f,
         {
           keeper = bus_channel_new (name, NULL);
           probe_init (&keeper_probe, 1, keeper);
-          keeper_probe.from_start = FALSE;
+          keeper_probe.receipts.from_start = FALSE;
         }
 
       if (round % 2 == 0)
@@ -1928,13 +1788,13 @@ test_churn_create_close_while_receiving (Fixture       *f,
           g_assert_no_error (error);
         }
       probe_init (&probe, 0, channel);
-      probe.from_start = FALSE;
+      probe.receipts.from_start = FALSE;
 
       /* Let a few messages in, sometimes none. */
       spin_context (f->context, round % 3);
 
       received += probe_count (&probe, 0, 0);
-      g_assert_cmpuint (probe.sources->len, ==, 1);
+      g_assert_cmpuint (probe.receipts.sources->len, ==, 1);
       g_assert_cmpuint (probe_source (&probe, 0, 0)->bad, ==, 0);
       probe_clear (&probe);
       close_and_finalize (f->context, channel);
@@ -2062,8 +1922,8 @@ test_post_over_8_mib_refused (Fixture       *f,
   post_triple (s.channels[0], 0, 1);
   peer_wait_for (s.peer, 0, TEST_PROC, 0, 2);
   WAIT_UNTIL (f->context, probe_count (&s.probes[1], TEST_PROC, 0) == 2);
-  g_assert_cmpuint (s.probes[1].other_count, ==, 1);
-  g_assert_cmpuint (s.probes[1].other_bytes, ==, MAX_PAYLOAD);
+  g_assert_cmpuint (s.probes[1].receipts.other_count, ==, 1);
+  g_assert_cmpuint (s.probes[1].receipts.other_bytes, ==, MAX_PAYLOAD);
   report = peer_report (s.peer);
   expected = g_strdup_printf ("got 0 %u 0 2 0 %s\nother 0 1 %u %s\n", TEST_PROC,
                               session_unique_name (f), MAX_PAYLOAD, session_unique_name (f));
@@ -2073,11 +1933,12 @@ test_post_over_8_mib_refused (Fixture       *f,
   peer_expect (s.peer, refused);
   peer_send (s.peer, "bytes 0 %u", MAX_PAYLOAD);
   peer_expect (s.peer, "posted 0 1");
-  WAIT_UNTIL (f->context, s.probes[0].other_count == 1 && s.probes[1].other_count == 2);
-  g_assert_cmpuint (s.probes[0].other_bytes, ==, MAX_PAYLOAD);
-  g_assert_cmpstr (s.probes[0].other_sender, ==, s.peer->unique_name);
-  g_assert_true (s.probes[1].other_mixed);   /* one local post, one from the peer */
-  g_assert_cmpuint (s.probes[2].other_count, ==, 1);   /* the local one only */
+  WAIT_UNTIL (f->context, s.probes[0].receipts.other_count == 1 &&
+                          s.probes[1].receipts.other_count == 2);
+  g_assert_cmpuint (s.probes[0].receipts.other_bytes, ==, MAX_PAYLOAD);
+  g_assert_cmpstr (s.probes[0].receipts.other_sender, ==, s.peer->unique_name);
+  g_assert_true (s.probes[1].receipts.other_mixed);   /* one local post, one from the peer */
+  g_assert_cmpuint (s.probes[2].receipts.other_count, ==, 1);   /* the local one only */
 
   refusal_tear_down (f, &s);
 
@@ -2089,8 +1950,8 @@ test_post_over_8_mib_refused (Fixture       *f,
 
     probe_init (&probe, 0, plain_peer);
     g_assert_true (mp_broadcast_channel_post_message (plain, bytes_new (MAX_PAYLOAD + 1), NULL));
-    WAIT_UNTIL (f->context, probe.other_count == 1);
-    g_assert_cmpuint (probe.other_bytes, ==, MAX_PAYLOAD + 1);
+    WAIT_UNTIL (f->context, probe.receipts.other_count == 1);
+    g_assert_cmpuint (probe.receipts.other_bytes, ==, MAX_PAYLOAD + 1);
     probe_clear (&probe);
   }
   close_and_finalize (f->context, plain);

@@ -13,36 +13,17 @@
 #include "mp-wire-private.h"
 
 #include "mp-test-util.h"
+#include "wire-calls.h"
 
 #define NAME "org.example.App.chat"
 
 /* ------------------------------------------------------------------------------------ */
 /* Helpers                                                                               */
 
-/* One call of the visit function. */
-typedef struct
-{
-  GVariant *data;
-  GError *error;
-} Call;
-
 static void
-call_clear (gpointer p)
+check_call (GVariant *data,
+            GError   *error)
 {
-  Call *call = p;
-
-  g_clear_pointer (&call->data, g_variant_unref);
-  g_clear_error (&call->error);
-}
-
-static void
-collect (GVariant *data,
-         GError   *error,
-         gpointer  user_data)
-{
-  GArray *calls = user_data;
-  Call call = { data, error };
-
   /* At most one of the two, whatever the body. */
   g_assert_true (data == NULL || error == NULL);
   if (data != NULL)
@@ -52,22 +33,16 @@ collect (GVariant *data,
     }
   if (error != NULL)
     g_assert_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA);
-  g_array_append_val (calls, call);
 }
 
 static GArray *
 decode (GVariant   *body,
         const char *name)
 {
-  GArray *calls = g_array_new (FALSE, TRUE, sizeof (Call));
-
-  g_array_set_clear_func (calls, call_clear);
-  mp_wire_decode_body (body, name, collect, calls);
-
-  return calls;
+  return wire_calls_decode (body, name, check_call);
 }
 
-#define CALL(calls, i) (&g_array_index ((calls), Call, (i)))
+#define CALL(calls, i) (&g_array_index ((calls), WireCall, (i)))
 
 static GVariant *
 parse (const char *text)
@@ -465,7 +440,7 @@ assert_round_trip (GPtrArray *values,
   for (guint i = 0; i < values->len; i++)
     {
       GVariant *sent = g_ptr_array_index (values, i);
-      Call *call = CALL (calls, i);
+      WireCall *call = CALL (calls, i);
 
       g_assert_no_error (call->error);
       if (sent == NULL)
@@ -822,7 +797,7 @@ test_decode_bad_posts (void)
       for (guint i = 0; i < expected->len; i++)
         {
           const char *text = g_ptr_array_index (expected, i);
-          Call *call = CALL (calls, i);
+          WireCall *call = CALL (calls, i);
 
           if (text == NULL)
             {

@@ -39,6 +39,7 @@
 #include <string.h>
 
 #include "mp-wire-private.h"
+#include "../wire-calls.h"
 
 #define NAME "chat"
 #define MAX_ARBITRARY_TYPE 64
@@ -62,29 +63,10 @@ fail (const char *format,
   abort ();
 }
 
-typedef struct
-{
-  GVariant *data;
-  GError *error;
-} Call;
-
 static void
-call_clear (gpointer p)
+check_call (GVariant *data,
+            GError   *error)
 {
-  Call *call = p;
-
-  g_clear_pointer (&call->data, g_variant_unref);
-  g_clear_error (&call->error);
-}
-
-static void
-collect (GVariant *data,
-         GError   *error,
-         gpointer  user_data)
-{
-  GArray *calls = user_data;
-  Call call = { data, error };
-
   CHECK (data == NULL || error == NULL, "a call with both data and an error");
   if (error != NULL)
     CHECK (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA) &&
@@ -93,18 +75,13 @@ collect (GVariant *data,
   if (data != NULL)
     CHECK (!g_variant_is_floating (data) && g_variant_is_normal_form (data),
            "data floating or not in normal form");
-  g_array_append_val (calls, call);
 }
 
 static GArray *
 decode (GVariant   *body,
         const char *name)
 {
-  GArray *calls = g_array_new (FALSE, TRUE, sizeof (Call));
-
-  g_array_set_clear_func (calls, call_clear);
-  mp_wire_decode_body (body, name, collect, calls);
-  return calls;
+  return wire_calls_decode (body, name, check_call);
 }
 
 /* The item's type string (newly allocated) and bytes as GLib reads them. */
@@ -150,11 +127,11 @@ check_reencodes (GVariant   *data,
   calls = decode (body, NAME);
   CHECK (calls->len == 1, "a body of one post gave %u calls", calls->len);
   if (data == NULL)
-    CHECK (g_array_index (calls, Call, 0).data == NULL &&
-           g_array_index (calls, Call, 0).error == NULL, "a NULL post did not come back");
+    CHECK (g_array_index (calls, WireCall, 0).data == NULL &&
+           g_array_index (calls, WireCall, 0).error == NULL, "a NULL post did not come back");
   else
-    CHECK (g_array_index (calls, Call, 0).data != NULL &&
-           g_variant_equal (g_array_index (calls, Call, 0).data, data),
+    CHECK (g_array_index (calls, WireCall, 0).data != NULL &&
+           g_variant_equal (g_array_index (calls, WireCall, 0).data, data),
            "re-encoded data does not decode to itself");
 }
 
@@ -169,7 +146,7 @@ check_body (GVariant *body)
 
   if (!g_variant_is_of_type (body, G_VARIANT_TYPE (MP_WIRE_BODY_TYPE)))
     {
-      CHECK (calls->len == 1 && g_array_index (calls, Call, 0).error != NULL,
+      CHECK (calls->len == 1 && g_array_index (calls, WireCall, 0).error != NULL,
              "a body of type %s gave %u calls", g_variant_get_type_string (body), calls->len);
       return;
     }
@@ -177,7 +154,7 @@ check_body (GVariant *body)
   name = g_variant_get_child_value (body, 0);
   if (strcmp (g_variant_get_string (name, NULL), NAME) != 0)
     {
-      CHECK (calls->len == 1 && g_array_index (calls, Call, 0).error != NULL,
+      CHECK (calls->len == 1 && g_array_index (calls, WireCall, 0).error != NULL,
              "a body for another name gave %u calls", calls->len);
       return;
     }
@@ -191,7 +168,7 @@ check_body (GVariant *body)
       g_autoptr(GVariant) item = g_variant_get_child_value (items, i);
       g_autoptr(GVariant) bytes = NULL;
       g_autofree char *type_string = item_parts (item, &bytes);
-      Call *call = &g_array_index (calls, Call, i);
+      WireCall *call = &g_array_index (calls, WireCall, i);
 
       if (call->error != NULL)
         continue;
@@ -330,11 +307,11 @@ check_encode (GVariant *value)
   normal = g_variant_get_normal_form (value);
   body = mp_wire_build_body (NAME, &item, 1);
   calls = decode (body, NAME);
-  CHECK (calls->len == 1 && g_array_index (calls, Call, 0).data != NULL,
+  CHECK (calls->len == 1 && g_array_index (calls, WireCall, 0).data != NULL,
          "a value of type %s encoded but did not decode: %s", g_variant_get_type_string (value),
-         g_array_index (calls, Call, 0).error != NULL ?
-           g_array_index (calls, Call, 0).error->message : "NULL");
-  CHECK (g_variant_equal (g_array_index (calls, Call, 0).data, normal),
+         g_array_index (calls, WireCall, 0).error != NULL ?
+           g_array_index (calls, WireCall, 0).error->message : "NULL");
+  CHECK (g_variant_equal (g_array_index (calls, WireCall, 0).data, normal),
          "a value of type %s came back different", g_variant_get_type_string (value));
   check_body (body);
 }
