@@ -19,6 +19,7 @@ MPPORT_DEBIAN_PACKAGES=(
   libglib2.0-dev
   libgirepository1.0-dev
   gobject-introspection
+  valac
   gettext
   python3
   valgrind

@@ -5,8 +5,9 @@
 #
 # Installs the build tree into a temporary DESTDIR, checks what landed there
 # (versioned library with soname libmpport-1.so.0, headers under
-# include/mpport-1/, mpport-1.pc, Mp-1.gir, Mp-1.typelib, the API reference,
-# the .mo files), then uses the installed tree *alone*:
+# include/mpport-1/, mpport-1.pc, Mp-1.gir, Mp-1.typelib, mpport-1.vapi and
+# mpport-1.deps, the API reference, the .mo files), then uses the installed
+# tree *alone*:
 #   - builds tests/packaging/i18n-check.c with the flags of the installed
 #     mpport-1.pc (relocated to the DESTDIR) and runs it against the installed
 #     library: English by default, German and French from the installed .mo
@@ -20,6 +21,10 @@
 #   MPPORT_LIBDIR, MPPORT_INCLUDEDIR, MPPORT_DATADIR, MPPORT_LOCALEDIR (absolute,
 #   as configured), MPPORT_DOCS and MPPORT_GIR ("true"/"false"), CC, PKG_CONFIG,
 #   MPPORT_MSG_C, MPPORT_MSG_DE, MPPORT_MSG_FR (the expected messages).
+#
+# and may pass MPPORT_VAPI ("true"/"false": whether mpport-1.vapi is built);
+# without it, the build tree's install plan (`meson introspect --installed`)
+# says whether it is.
 
 set -euo pipefail
 
@@ -71,6 +76,23 @@ if [ "$MPPORT_GIR" = true ]; then
   need "$libdir/girepository-1.0/Mp-1.typelib"
   if ! grep -q 'shared-library="libmpport-1.so.0"' "$datadir/gir-1.0/Mp-1.gir"; then
     fail "Mp-1.gir does not name libmpport-1.so.0"
+  fi
+fi
+
+# The Vala bindings (mpport/meson.build: gnome.generate_vapi, where vapigen is found).
+if [ -z "${MPPORT_VAPI:-}" ]; then
+  install_plan="$("$MPPORT_MESON" introspect --installed "$MPPORT_BUILD_ROOT")"
+  case "$install_plan" in
+    *'/mpport-1.vapi": '*) MPPORT_VAPI=true ;;
+    *) MPPORT_VAPI=false ;;
+  esac
+fi
+if [ "$MPPORT_VAPI" = true ]; then
+  need "$datadir/vala/vapi/mpport-1.vapi"
+  need "$datadir/vala/vapi/mpport-1.deps"
+  deps="$datadir/vala/vapi/mpport-1.deps"
+  if [ -f "$deps" ] && [ "$(sort "$deps" | tr '\n' ' ')" != 'gio-2.0 glib-2.0 gobject-2.0 ' ]; then
+    fail "mpport-1.deps does not list exactly glib-2.0, gobject-2.0 and gio-2.0: $(tr '\n' ' ' < "$deps")"
   fi
 fi
 
