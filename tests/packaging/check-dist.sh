@@ -74,7 +74,8 @@ import tarfile
 tarball, top = sys.argv[1], sys.argv[2]
 with tarfile.open(tarball) as tar:
     names = set(tar.getnames())
-required = ['meson.build', 'meson_options.txt', 'README.md', 'mpport/mpport.h',
+required = ['meson.build', 'meson_options.txt', 'README.md', 'CONTRIBUTING.md', 'NEWS',
+            'mpport.doap', 'mpport/mpport.h',
             'mpport/mpport.map', 'docs/meson.build', 'docs/Mp.toml.in', 'docs/overview.md',
             'docs/threading.md', 'docs/porting.md', 'docs/versioning.md',
             'docs/internals.md', 'mpport/mp-version-macros.h',
