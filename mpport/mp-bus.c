@@ -11,6 +11,7 @@
 #include "mp-error.h"
 #include "mp-i18n-private.h"
 #include "mp-wire-private.h"
+#include "mp-worker-private.h"
 
 /* A bus channel's posts are D-Bus broadcast signals (mp-wire.c has the format). To receive
  * those of a name, a connection asks the bus for them with a match rule on the name's object
@@ -57,7 +58,7 @@ struct _MpBus
    * way wait in the outbox; the echo of the last one (in GDBus's worker thread) sends them
    * all, as few signals as the body cap allows: a burst costs the bus, and every receiver,
    * one message instead of one per post. Should an echo never come (a bus drops broadcasts
-   * to a full queue), a timer on mpport's bus thread sends the outbox anyway. Guarded by
+   * to a full queue), a timer on mpport's worker thread sends the outbox anyway. Guarded by
    * out_lock. send_lock, taken before out_lock, serializes the emissions: a post is
    * decided and emitted (or queued) under it, and an outbox is taken and emitted under it,
    * so that signals leave in the order their posts were made. */
@@ -66,7 +67,7 @@ struct _MpBus
   GCond out_cond;        /* broadcast when the outbox empties */
   GQueue outbox;         /* OutPost, oldest first */
   guint in_flight;       /* signals sent and not heard back yet */
-  gboolean fallback;     /* the bus thread's timer is armed */
+  gboolean fallback;     /* the worker thread's timer is armed */
 };
 
 typedef struct
@@ -398,24 +399,9 @@ bus_new_locked (GDBusConnection *connection)
   return self;
 }
 
-/* The private session connection is made on a thread of its own that iterates the
+/* The private session connection is made on mpport's worker thread, which iterates the
  * context it was made on: GDBus emits "closed" there, whatever the application's threads
  * do (the thread that asked for the bus may run no main loop at all). */
-static GMainContext *bus_thread_context;
-
-static gpointer
-bus_thread_main (gpointer data)
-{
-  GMainContext *context = data;
-  GMainLoop *loop = g_main_loop_new (context, FALSE);
-
-  g_main_context_push_thread_default (context);
-  g_main_loop_run (loop);   /* for the life of the process */
-  g_main_context_pop_thread_default (context);
-  g_main_loop_unref (loop);
-
-  return NULL;
-}
 
 typedef struct
 {
@@ -428,7 +414,7 @@ typedef struct
 } OpenSession;
 
 static gboolean
-open_session_on_bus_thread (gpointer data)
+open_session_on_worker (gpointer data)
 {
   OpenSession *op = data;
   g_autofree char *address = NULL;
@@ -454,24 +440,6 @@ open_session_on_bus_thread (gpointer data)
   return G_SOURCE_REMOVE;
 }
 
-/* The context of mpport's bus thread, started on first use. It runs what must not depend on
- * the application's threads: the private session connection's "closed", and the sending of
- * queued posts. Nothing of the application's runs there. */
-static GMainContext *
-bus_thread (void)
-{
-  static gsize started = 0;
-
-  if (g_once_init_enter (&started))
-    {
-      bus_thread_context = g_main_context_new ();
-      g_thread_unref (g_thread_new ("mpport-bus", bus_thread_main, bus_thread_context));
-      g_once_init_leave (&started, 1);
-    }
-
-  return bus_thread_context;
-}
-
 static GDBusConnection *
 open_session_connection (GCancellable  *cancellable,
                          GError       **error)
@@ -480,7 +448,7 @@ open_session_connection (GCancellable  *cancellable,
 
   g_mutex_init (&op.lock);
   g_cond_init (&op.cond);
-  g_main_context_invoke (bus_thread (), open_session_on_bus_thread, &op);
+  g_main_context_invoke (mp_worker_context (), open_session_on_worker, &op);
   g_mutex_lock (&op.lock);
   while (!op.done)
     g_cond_wait (&op.cond, &op.lock);
@@ -520,7 +488,7 @@ mp_bus_get_sync (GDBusConnection  *connection,
     }
 
   g_mutex_lock (&buses_lock);
-  /* Closed but not yet known lost ("closed" runs later, on the bus thread): reconnect. */
+  /* Closed but not yet known lost ("closed" runs later, on the worker thread): reconnect. */
   if (session_bus != NULL && !mp_bus_is_lost (session_bus) &&
       !g_dbus_connection_is_closed (session_bus->connection))
     {
@@ -817,7 +785,7 @@ on_echo (MpBus *self)
   g_mutex_unlock (&self->send_lock);
 }
 
-/* The bus thread's timer: the echoes did not come in time; send what waits, and count
+/* The worker thread's timer: the echoes did not come in time; send what waits, and count
  * only what is sent now as on the way. */
 static gboolean
 on_echo_timeout (gpointer data)
@@ -841,12 +809,12 @@ on_echo_timeout (gpointer data)
 }
 
 static gboolean
-arm_fallback_on_bus_thread (gpointer data)
+arm_fallback_on_worker (gpointer data)
 {
   GSource *timer = g_timeout_source_new (ECHO_TIMEOUT_MS);
 
   g_source_set_callback (timer, on_echo_timeout, mp_bus_ref (data), (GDestroyNotify) mp_bus_unref);
-  g_source_attach (timer, bus_thread ());
+  g_source_attach (timer, mp_worker_context ());
   g_source_unref (timer);
 
   return G_SOURCE_REMOVE;
@@ -917,7 +885,7 @@ mp_bus_send (MpBus       *self,
     g_mutex_unlock (&self->send_lock);
 
   if (arm)
-    g_main_context_invoke_full (bus_thread (), G_PRIORITY_DEFAULT, arm_fallback_on_bus_thread,
+    g_main_context_invoke_full (mp_worker_context (), G_PRIORITY_DEFAULT, arm_fallback_on_worker,
                                 mp_bus_ref (self), (GDestroyNotify) mp_bus_unref);
 
   return TRUE;

@@ -9,6 +9,7 @@
 #include "mp-i18n-private.h"
 #include "mp-message-port-private.h"
 #include "mp-waker-private.h"
+#include "mp-wire-private.h"
 
 /**
  * MpMessagePort:
@@ -22,9 +23,10 @@
  *
  * A port delivers nothing until [method@Mp.MessagePort.start] binds it to the calling
  * thread's thread-default [struct@GLib.MainContext]; from then on its
- * [signal@Mp.MessagePort::message] and [signal@Mp.MessagePort::close] signals are emitted
- * only from that context's dispatch, on the thread iterating it, and never inside the call
- * that caused them. [method@Mp.MessagePort.receive] takes messages synchronously instead.
+ * [signal@Mp.MessagePort::message], [signal@Mp.MessagePort::message-error] and
+ * [signal@Mp.MessagePort::close] signals are emitted only from that context's dispatch, on
+ * the thread iterating it, and never inside the call that caused them.
+ * [method@Mp.MessagePort.receive] takes messages synchronously instead.
  *
  * ```c
  * static void
@@ -101,6 +103,7 @@ static GParamSpec *properties[N_PROPS];
 
 enum {
   SIGNAL_MESSAGE,
+  SIGNAL_MESSAGE_ERROR,
   SIGNAL_CLOSE,
   N_SIGNALS
 };
@@ -190,7 +193,12 @@ mp_port_source_dispatch (GSource     *source,
 
       g_mutex_unlock (&side->mutex);
 
-      g_signal_emit (self, signals[SIGNAL_MESSAGE], 0, message);
+      /* An entry for a message from another process that could not be decoded takes that
+       * message's place, in order, and its share of the budget. */
+      if (G_UNLIKELY (mp_message_is_error (message)))
+        g_signal_emit (self, signals[SIGNAL_MESSAGE_ERROR], 0, message->error);
+      else
+        g_signal_emit (self, signals[SIGNAL_MESSAGE], 0, message);
       mp_message_unref (message);
       budget--;
 
@@ -439,7 +447,8 @@ mp_message_port_class_init (MpMessagePortClass *klass)
    *
    * Emitted for each message, in the order posted, on the thread iterating the port's
    * context, once [method@Mp.MessagePort.start] was called. One dispatch delivers at most
-   * 1024 messages, then yields to the main loop.
+   * 1024 messages (a [signal@Mp.MessagePort::message-error] counts as one), then yields to
+   * the main loop.
    *
    * @message belongs to the emission: take a reference to keep it. Its ports are unstarted.
    *
@@ -459,6 +468,33 @@ mp_message_port_class_init (MpMessagePortClass *klass)
   g_signal_set_va_marshaller (signals[SIGNAL_MESSAGE],
                               G_TYPE_FROM_CLASS (klass),
                               mp_message_marshal_VOID__MESSAGEv);
+
+  /**
+   * MpMessagePort::message-error:
+   * @self: the port
+   * @error: what was wrong with the message
+   *
+   * Emitted, instead of [signal@Mp.MessagePort::message], for a message that arrived from
+   * another process but could not be turned back into a valid [struct@GLib.Variant] (the
+   * Web's `messageerror`): a type string that is invalid, or data that is not in normal
+   * form. @error is in the %G_IO_ERROR domain, %G_IO_ERROR_INVALID_DATA.
+   *
+   * Like [signal@Mp.MessagePort::message], it is emitted on the thread iterating the port's
+   * context, once [method@Mp.MessagePort.start] was called, in order with the messages;
+   * later messages still arrive. A port whose peer is in this process never emits it.
+   *
+   * Since: 1.0
+   */
+  signals[SIGNAL_MESSAGE_ERROR] =
+    g_signal_new ("message-error",
+                  G_TYPE_FROM_CLASS (klass),
+                  G_SIGNAL_RUN_LAST,
+                  0,
+                  NULL, NULL,
+                  g_cclosure_marshal_VOID__BOXED,
+                  G_TYPE_NONE,
+                  1,
+                  G_TYPE_ERROR);
 
   /**
    * MpMessagePort::close:
@@ -749,6 +785,12 @@ post_with_transfer (MpMessagePort        *self,
  * could ever receive it.
  * If the peer is closed, the message is dropped and the call succeeds (its ports close).
  *
+ * When the peer is a port of another process (see
+ * [ctor@Mp.MessagePort.new_for_stream_sync]), a message that cannot travel fails here with
+ * %MP_ERROR_DATA_CLONE and nothing is posted: one whose type holds a handle (`h`), whose
+ * serialized data takes more than 8 MiB, whose type string is longer than 255 bytes, or
+ * that is nested too deeply for the other side to accept (the limits of `docs/wire.md`).
+ *
  * Returns: %TRUE if the message was posted (or dropped because the peer is closed), %FALSE
  *   with @error set otherwise
  *
@@ -778,6 +820,16 @@ mp_message_port_post_message (MpMessagePort        *self,
       g_set_error_literal (error, MP_ERROR, MP_ERROR_INVALID_STATE,
                            _("The port is closed"));
       return FALSE;
+    }
+
+  /* Towards another process (the peer is a stream's relay, mp-stream.c): a message that
+   * cannot travel fails here, with MP_ERROR_DATA_CLONE, rather than being lost later. */
+  if (G_UNLIKELY (mp_pipe_side_test (self->side->peer, MP_SIDE_REMOTE)))
+    {
+      g_autoptr(GVariant) item = mp_wire_encode_item (data, error);
+
+      if (item == NULL)
+        return FALSE;
     }
 
   if (n_transfer > 0)
@@ -929,6 +981,11 @@ mp_message_port_close (MpMessagePort *self)
  * Reaching the peer's close closes @self (a started port then emits
  * [signal@Mp.MessagePort::close] on its context) and returns %NULL.
  *
+ * A message that arrived from another process but could not be decoded is skipped: this
+ * call drops it and returns the next message, or %NULL. It has no error to report it
+ * with; use [method@Mp.MessagePort.receive_timeout] with a zero timeout, or the
+ * [signal@Mp.MessagePort::message-error] signal, to see such messages.
+ *
  * Returns: (transfer full) (nullable): the oldest message, or %NULL if none is queued or
  *   the port is closed
  *
@@ -939,23 +996,31 @@ mp_message_port_receive (MpMessagePort *self)
 {
   MpPipeSide *side;
   MpPipeDeferred deferred = MP_PIPE_DEFERRED_INIT;
+  GQueue skipped = G_QUEUE_INIT;
   MpMessage *message = NULL;
 
   g_return_val_if_fail (MP_IS_MESSAGE_PORT (self), NULL);
 
   side = self->side;
   g_mutex_lock (&side->mutex);
-  if (!is_detached (self) && !mp_pipe_side_test (side, MP_SIDE_CLOSED) &&
-      (message = mp_pipe_side_pop_locked (side)) != NULL)
-    {
-      if (mp_message_is_close_marker (message))
-        {
-          mp_pipe_side_reach_peer_close_locked (side, message, &deferred);
-          message = NULL;
-        }
-    }
+  if (!is_detached (self) && !mp_pipe_side_test (side, MP_SIDE_CLOSED))
+    while ((message = mp_pipe_side_pop_locked (side)) != NULL)
+      {
+        if (mp_message_is_close_marker (message))
+          {
+            mp_pipe_side_reach_peer_close_locked (side, message, &deferred);
+            message = NULL;
+            break;
+          }
+        if (G_LIKELY (!mp_message_is_error (message)))
+          break;
+        /* An error entry, which we have no GError to report in: dropped, once unlocked.
+         * Not in deferred.messages, which a close reached next takes over whole. */
+        g_queue_push_tail_link (&skipped, &message->link);
+      }
   g_mutex_unlock (&side->mutex);
 
+  mp_message_queue_drop (&skipped);
   mp_pipe_deferred_release (&deferred);
 
   return message;
@@ -1155,7 +1220,7 @@ receive_now_locked (MpMessagePort   *self,
           *error = mp_receive_closed_error (FALSE);
         }
       else
-        *message = first;
+        mp_pipe_entry_take_result (first, message, error, deferred);
     }
   else
     return FALSE;
@@ -1185,7 +1250,10 @@ receive_now_locked (MpMessagePort   *self,
  * everything it posted before was taken, or @self was closed while the receive waited. It
  * fails with %MP_ERROR_INVALID_STATE when called on a port its own code closed, and when
  * the port is or becomes transferred away; with %G_IO_ERROR_CANCELLED when @cancellable is
- * cancelled first (before or while it waits; a cancelled receive takes no message).
+ * cancelled first (before or while it waits; a cancelled receive takes no message). It
+ * fails with %G_IO_ERROR_INVALID_DATA when what it takes, in the message's place, is a
+ * message that arrived from another process but could not be decoded (see
+ * [signal@Mp.MessagePort::message-error]); the next receive goes on with the next message.
  *
  * The pending call holds a reference on the calling thread's context and on @self until
  * @callback has run: keep iterating that context (or cancel and then iterate) before
@@ -1237,8 +1305,10 @@ mp_message_port_receive_async (MpMessagePort       *self,
  * Fails with %MP_ERROR_CLOSED at the end of the stream (the other port closed and
  * everything it posted was taken, or @self was closed while the receive waited), with
  * %MP_ERROR_INVALID_STATE if the receive was made on a port its own code had closed or the
- * port was transferred away, and with %G_IO_ERROR_CANCELLED if the cancellable was
- * cancelled first.
+ * port was transferred away, with %G_IO_ERROR_CANCELLED if the cancellable was
+ * cancelled first, and with %G_IO_ERROR_INVALID_DATA if it took a message that arrived
+ * from another process but could not be decoded (the next receive goes on with the next
+ * message).
  *
  * Returns: (transfer full): the message, or %NULL with @error set
  *
@@ -1280,7 +1350,10 @@ mp_message_port_receive_finish (MpMessagePort  *self,
  * [method@Mp.MessagePort.receive_async]: %MP_ERROR_CLOSED at the end of the stream,
  * %MP_ERROR_INVALID_STATE on a port its own code closed or that is (or becomes)
  * transferred away, %G_IO_ERROR_CANCELLED when @cancellable is cancelled before a message
- * arrives.
+ * arrives, %G_IO_ERROR_INVALID_DATA when it takes a message that arrived from another
+ * process but could not be decoded (the next call goes on with the next message). With a
+ * zero timeout it is the way to see such a message without a main loop:
+ * [method@Mp.MessagePort.receive] skips them.
  *
  * ```c
  * for (;;)
@@ -1290,6 +1363,8 @@ mp_message_port_receive_finish (MpMessagePort  *self,
  *                                                                     cancellable, &error);
  *     if (message != NULL)
  *       handle (message);
+ *     else if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA))
+ *       g_warning ("%s", error->message);   // one bad message from another process
  *     else if (error != NULL)
  *       break;   // MP_ERROR_CLOSED: the other end is done; or cancelled
  *     else

@@ -18,8 +18,62 @@ G_BEGIN_DECLS
 
 #define MP_TYPE_MESSAGE_PORT (mp_message_port_get_type ())
 
+/**
+ * MpStreamFlags:
+ * @MP_STREAM_FLAGS_NONE: no flag: this end authenticates as the client of the
+ *   D-Bus peer-to-peer connection (the other end must be the server).
+ * @MP_STREAM_FLAGS_SERVER: this end authenticates as the server (the other end
+ *   must not set this flag). [ctor@Mp.MessagePort.new_for_launcher] is always the
+ *   server, [ctor@Mp.MessagePort.new_for_fd_sync] always the client.
+ * @MP_STREAM_FLAGS_ALLOW_ANONYMOUS: with %MP_STREAM_FLAGS_SERVER, accept a client
+ *   that authenticates anonymously, as a client over TCP must (a Unix socket
+ *   proves the peer's user instead, and without this flag the server only
+ *   accepts a client running as its own user).
+ *
+ * How [ctor@Mp.MessagePort.new_for_stream_sync] sets up the D-Bus
+ * peer-to-peer connection it runs over a stream.
+ *
+ * Since: 1.0
+ */
+typedef enum /*< flags >*/ {
+  MP_STREAM_FLAGS_NONE            = 0,
+  MP_STREAM_FLAGS_SERVER          = 1 << 0,
+  MP_STREAM_FLAGS_ALLOW_ANONYMOUS = 1 << 1,
+} MpStreamFlags;
+
 MP_AVAILABLE_IN_ALL
 G_DECLARE_FINAL_TYPE (MpMessagePort, mp_message_port, MP, MESSAGE_PORT, GObject)
+
+MP_AVAILABLE_IN_ALL
+MpMessagePort *mp_message_port_new_for_stream_sync   (GIOStream            *stream,
+                                                       MpStreamFlags         flags,
+                                                       GCancellable         *cancellable,
+                                                       GError              **error);
+MP_AVAILABLE_IN_ALL
+void           mp_message_port_new_for_stream        (GIOStream            *stream,
+                                                       MpStreamFlags         flags,
+                                                       GCancellable         *cancellable,
+                                                       GAsyncReadyCallback   callback,
+                                                       gpointer              user_data);
+MP_AVAILABLE_IN_ALL
+MpMessagePort *mp_message_port_new_for_stream_finish (GAsyncResult         *result,
+                                                       GError              **error);
+MP_AVAILABLE_IN_ALL
+MpMessagePort *mp_message_port_new_for_launcher      (GSubprocessLauncher  *launcher,
+                                                       int                   child_fd,
+                                                       GError              **error);
+MP_AVAILABLE_IN_ALL
+MpMessagePort *mp_message_port_new_for_fd_sync       (int                   fd,
+                                                       GCancellable         *cancellable,
+                                                       GError              **error);
+MP_AVAILABLE_IN_ALL
+void           mp_message_port_new_for_fd            (int                   fd,
+                                                       GCancellable         *cancellable,
+                                                       GAsyncReadyCallback   callback,
+                                                       gpointer              user_data);
+MP_AVAILABLE_IN_ALL
+MpMessagePort *mp_message_port_new_for_fd_finish     (GAsyncResult         *result,
+                                                       GError              **error);
 
 MP_AVAILABLE_IN_ALL
 gboolean      mp_message_port_post_message (MpMessagePort        *self,

@@ -48,6 +48,19 @@ mp_message_new_close_marker (void)
   return self;
 }
 
+MpMessage *
+mp_message_new_error (GError *error)
+{
+  MpMessage *self = mp_message_new_take (NULL, NULL);
+
+  g_assert (error != NULL);
+
+  self->flags = MP_MESSAGE_FLAG_ERROR;
+  self->error = error;
+
+  return self;
+}
+
 /**
  * mp_message_new:
  * @data: (nullable): the payload; a floating reference is sunk
@@ -115,7 +128,10 @@ static void
 mp_message_free (MpMessage *self)
 {
   g_clear_pointer (&self->data, g_variant_unref);
-  if (G_UNLIKELY (self->sender != NULL))   /* only messages from another process have one */
+  /* Only messages from another process have either; they share one slot. */
+  if (G_UNLIKELY (mp_message_is_error (self)))
+    g_error_free (self->error);
+  else if (G_UNLIKELY (self->sender != NULL))
     g_free (self->sender);
   /* Ports that were never delivered are unstarted: finalizing them closes their sides, and
    * that drops their own queues through mp_message_queue_drop(), never recursively. */

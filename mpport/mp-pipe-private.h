@@ -30,9 +30,16 @@ typedef enum {
    * close marker: posting on it is misuse (MP_ERROR_INVALID_STATE). A survivor closed by its
    * peer never is: its posts succeed and are dropped. */
   MP_SIDE_CLOSED_HERE   = 1 << 5,
+  /* Owned by a stream's relay (mp-stream.c): what is posted to this side goes to another
+   * process, so a post towards it is checked and encoded when it is made, and a post that
+   * could not travel fails there (MP_ERROR_DATA_CLONE). Set once, before the relay starts. */
+  MP_SIDE_REMOTE        = 1 << 6,
+  /* waiters->feed is set: what receivers take out of this side is reported to it. */
+  MP_SIDE_FED           = 1 << 7,
 } MpSideState;
 
 typedef struct _MpPipeWaiters MpPipeWaiters;
+typedef struct _MpPipeFeed    MpPipeFeed;
 
 typedef struct _MpPipe     MpPipe;
 typedef struct _MpPipeSide MpPipeSide;
@@ -124,6 +131,17 @@ struct _MpReceiveWaiter
   gulong cancelled_id;
 };
 
+/* A hook on a side whose inbox is fed by someone who needs to know what was taken out of it
+ * (a stream's flow control, mp-stream.c). Set with mp_pipe_side_set_feed_locked(). */
+struct _MpPipeFeed
+{
+  /* Called with the side's lock held, for every message that a receiver takes out of the
+   * side's inbox or is handed by a post (a dispatch, receive(), a pending receive), not for
+   * the close marker nor for what a close drops. It must not block nor take a lock. */
+  void (*consumed) (MpPipeFeed *feed,
+                    MpMessage  *message);
+};
+
 struct _MpPipeWaiters
 {
   /* MpReceiveWaiter links, oldest first. Non-empty only while the inbox is empty: a post
@@ -132,6 +150,9 @@ struct _MpPipeWaiters
   /* Async MpReceiveWaiter links that have their result, in the order they got it, until an
    * idle on their context takes them out to deliver them. */
   GQueue completed;
+  /* The side's feed hook, or NULL; set while MP_SIDE_FED is. (Here, with the other rarely
+   * used parts, so that a channel costs no more memory.) */
+  MpPipeFeed *feed;
 };
 
 /* What a locked section leaves for the caller to do once every lock is released: messages to
@@ -234,6 +255,22 @@ typedef enum {
 } MpSendResult;
 
 MpMessage  *mp_pipe_side_pop_locked         (MpPipeSide *side);
+/* Hooks @feed (or none, with %NULL) on @side, whose lock the caller holds. */
+void        mp_pipe_side_set_feed_locked     (MpPipeSide *side,
+                                              MpPipeFeed *feed);
+
+/* With the side's lock held: a receiver took @message (not a close marker). */
+static inline void
+mp_pipe_side_consumed_locked (MpPipeSide *side,
+                              MpMessage  *message)
+{
+  if (G_UNLIKELY (mp_pipe_side_test (side, MP_SIDE_FED)))
+    side->waiters->feed->consumed (side->waiters->feed, message);
+}
+void        mp_pipe_entry_take_result        (MpMessage       *entry,
+                                              MpMessage      **message,
+                                              GError         **error,
+                                              MpPipeDeferred  *deferred);
 gboolean    mp_pipe_side_transit_add_locked  (MpPipeSide        *to,
                                               MpPipeSide *const *sides,
                                               guint              n_sides);

@@ -189,8 +189,51 @@ mp_pipe_side_pop_locked (MpPipeSide *side)
       transit_forget (side, message);
       g_mutex_unlock (&transit_lock);
     }
+  if (!mp_message_is_close_marker (message))
+    mp_pipe_side_consumed_locked (side, message);
 
   return message;
+}
+
+void
+mp_pipe_side_set_feed_locked (MpPipeSide *side,
+                              MpPipeFeed *feed)
+{
+  if (feed != NULL)
+    {
+      if (side->waiters == NULL)
+        side->waiters = g_new0 (MpPipeWaiters, 1);
+      side->waiters->feed = feed;
+      mp_pipe_side_set_locked (side, MP_SIDE_FED);
+    }
+  else if (side->waiters != NULL)
+    {
+      mp_pipe_side_clear_locked (side, MP_SIDE_FED);
+      side->waiters->feed = NULL;
+    }
+}
+
+/* Turns @entry (transfer full), which a receive just took out of the inbox or was handed by a
+ * post, into that receive's result: *message is the entry itself, or, for an error entry,
+ * *error is a copy of its error (G_IO_ERROR_INVALID_DATA) and the entry goes to @deferred to
+ * be dropped, so that the receive fails in the entry's place and the next one goes on with
+ * the next entry (@deferred then no longer suits mp_pipe_side_close_locked(), which moves
+ * the inbox into an empty deferred->messages). Not for a close marker. */
+void
+mp_pipe_entry_take_result (MpMessage       *entry,
+                           MpMessage      **message,
+                           GError         **error,
+                           MpPipeDeferred  *deferred)
+{
+  g_assert (!mp_message_is_close_marker (entry));
+
+  if (G_UNLIKELY (mp_message_is_error (entry)))
+    {
+      *error = g_error_copy (entry->error);
+      g_queue_push_tail_link (&deferred->messages, &entry->link);
+    }
+  else
+    *message = entry;
 }
 
 /* Asks the attached source for a dispatch. Only the call that finds the side unarmed wakes
@@ -370,9 +413,10 @@ mp_pipe_side_notify_peer_closed (MpPipeSide *side)
 
 /* Queues @message at @to, whose lock the caller holds, and says what became of it:
  * QUEUED (owned by @to now, or handed to its oldest pending receive, whose delivery goes to
- * @deferred), DROPPED (@to is closed: success, the caller drops it) or REFUSED (@to's peer,
- * the sender, closed and its close marker is queued: the message could no longer come before
- * it; the caller drops it and fails). */
+ * @deferred; an error entry fails that receive and goes to @deferred to be dropped), DROPPED
+ * (@to is closed: success, the caller drops it) or REFUSED (@to's peer, the sender, closed
+ * and its close marker is queued: the message could no longer come before it; the caller
+ * drops it and fails). */
 MpSendResult
 mp_pipe_side_send_locked (MpPipeSide     *to,
                           MpMessage      *message,
@@ -389,9 +433,13 @@ mp_pipe_side_send_locked (MpPipeSide     *to,
     {
       /* Pending receives are served first, oldest first. */
       MpReceiveWaiter *waiter = g_queue_pop_head_link (&to->waiters->waiting)->data;
+      MpMessage *taken = NULL;
+      GError *error = NULL;
 
+      mp_pipe_side_consumed_locked (to, message);
       waiter->queued = FALSE;
-      mp_receive_waiter_resolve_locked (waiter, message, NULL, deferred);
+      mp_pipe_entry_take_result (message, &taken, &error, deferred);
+      mp_receive_waiter_resolve_locked (waiter, taken, error, deferred);
       return MP_SEND_QUEUED;
     }
 
@@ -418,7 +466,9 @@ mp_pipe_side_send (MpPipeSide *from,
   result = mp_pipe_side_send_locked (to, message, &deferred);
   g_mutex_unlock (&to->mutex);
 
-  if (G_UNLIKELY (deferred.scheduled.head != NULL))
+  /* Something to do only when a pending receive was served: its idle, and an error entry,
+   * which the receive took as a copy of its error, to drop. */
+  if (G_UNLIKELY (deferred.scheduled.head != NULL || deferred.messages.head != NULL))
     mp_pipe_deferred_release (&deferred);
   if (result != MP_SEND_QUEUED)
     mp_message_drop (message);

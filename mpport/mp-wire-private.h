@@ -48,6 +48,12 @@ char     *mp_wire_path_for_name   (const char *name) G_GNUC_WARN_UNUSED_RESULT;
 GVariant *mp_wire_encode_item     (GVariant  *data,
                                    GError   **error) G_GNUC_WARN_UNUSED_RESULT;
 
+/* The same checks, for a non-%NULL @data: its normal form, little-endian (a new reference,
+ * non-floating), whose g_variant_get_data() is what travels; %NULL with MP_ERROR_DATA_CLONE.
+ * Any thread. */
+GVariant *mp_wire_encode_payload  (GVariant  *data,
+                                   GError   **error) G_GNUC_WARN_UNUSED_RESULT;
+
 /* An upper bound of the bytes @item (from mp_wire_encode_item()) adds to a body, in D-Bus
  * marshalling and in GVariant serialization alike. Any thread. */
 gsize     mp_wire_item_size       (GVariant   *item);
@@ -72,6 +78,35 @@ GVariant *mp_wire_build_body      (const char      *name,
 typedef void (*MpWireVisitFunc) (GVariant *data,
                                  GError   *error,
                                  gpointer  user_data);
+
+/* The post carried by @item, an untrusted MP_WIRE_ITEM_TYPE value taken from a body of
+ * @body_size bytes (used to decide whether the post may share the body's memory, or is
+ * copied out of it): its data (transfer full, trusted, normal form, host byte order; NULL
+ * for a NULL post), or NULL and @error (G_IO_ERROR_INVALID_DATA, translated). Any thread. */
+GVariant *mp_wire_decode_item     (GVariant        *item,
+                                   gsize            body_size,
+                                   GError         **error) G_GNUC_WARN_UNUSED_RESULT;
+
+/* Checks an untrusted, non-empty payload type string of @type_length bytes (and no NUL
+ * within): at most MP_WIRE_MAX_TYPE_STRING bytes, valid, definite, no handle. FALSE with
+ * G_IO_ERROR_INVALID_DATA otherwise. Any thread. */
+gboolean  mp_wire_check_type_string (const char *type_string,
+                                     gsize       type_length,
+                                     GError    **error);
+
+/* The post of type @type_string (checked by mp_wire_check_type_string()) whose untrusted
+ * serialized bytes are @bytes: as mp_wire_decode_item() gives it, or NULL and @error (over
+ * MP_WIRE_MAX_PAYLOAD bytes, or not in normal form). Any thread. */
+GVariant *mp_wire_load_payload    (const char  *type_string,
+                                   GBytes      *bytes,
+                                   GError     **error) G_GNUC_WARN_UNUSED_RESULT;
+
+/* The same, for a post given as its two parts: @type_variant ("s") and @bytes_variant
+ * ("ay"), untrusted values taken from a body of @body_size bytes. Any thread. */
+GVariant *mp_wire_decode_payload  (GVariant        *type_variant,
+                                   GVariant        *bytes_variant,
+                                   gsize            body_size,
+                                   GError         **error) G_GNUC_WARN_UNUSED_RESULT;
 
 /* Checks the untrusted @body of a Message signal received on @name's path, and calls @func
  * for each post it carries, in order: with the data of each valid one, with an error for

@@ -80,8 +80,8 @@ loads_as_normal_form (const GVariantType *type,
 }
 
 GVariant *
-mp_wire_encode_item (GVariant  *data,
-                     GError   **error)
+mp_wire_encode_payload (GVariant  *data,
+                        GError   **error)
 {
   g_autoptr(GVariant) normal = NULL;
   g_autoptr(GBytes) bytes = NULL;
@@ -90,12 +90,7 @@ mp_wire_encode_item (GVariant  *data,
 
   g_return_val_if_fail (error == NULL || *error == NULL, NULL);
 
-  if (data == NULL)
-    {
-      g_autoptr(GBytes) empty = g_bytes_new_static (NULL, 0);
-
-      return item_new ("", empty);
-    }
+  g_return_val_if_fail (data != NULL, NULL);
 
   type_string = g_variant_get_type_string (data);
   if (strlen (type_string) > MP_WIRE_MAX_TYPE_STRING)
@@ -151,7 +146,31 @@ mp_wire_encode_item (GVariant  *data,
       return NULL;
     }
 
-  return item_new (type_string, bytes);
+  return g_steal_pointer (&normal);
+}
+
+GVariant *
+mp_wire_encode_item (GVariant  *data,
+                     GError   **error)
+{
+  g_autoptr(GVariant) normal = NULL;
+  g_autoptr(GBytes) bytes = NULL;
+
+  g_return_val_if_fail (error == NULL || *error == NULL, NULL);
+
+  if (data == NULL)
+    {
+      g_autoptr(GBytes) empty = g_bytes_new_static (NULL, 0);
+
+      return item_new ("", empty);
+    }
+
+  normal = mp_wire_encode_payload (data, error);
+  if (normal == NULL)
+    return NULL;
+  bytes = g_variant_get_data_as_bytes (normal);
+
+  return item_new (g_variant_get_type_string (normal), bytes);
 }
 
 gsize
@@ -194,56 +213,42 @@ mp_wire_build_body (const char      *name,
   return g_variant_ref_sink (g_variant_new ("(s@a(say))", name, array));
 }
 
-/* The post carried by @item, an element of an untrusted body of @body_size bytes: its data
- * (NULL for a NULL post) or NULL and @error. */
-static GVariant *
-decode_item (GVariant  *item,
-             gsize      body_size,
-             GError   **error)
+GVariant *
+mp_wire_decode_item (GVariant  *item,
+                     gsize      body_size,
+                     GError   **error)
 {
   g_autoptr(GVariant) type_variant = g_variant_get_child_value (item, 0);
   g_autoptr(GVariant) bytes_variant = g_variant_get_child_value (item, 1);
-  g_autoptr(GBytes) bytes = NULL;
-  g_autoptr(GVariant) data = NULL;
-  const char *type_string;
-  gsize type_length;
-  gsize size;
 
-  /* GVariant hands out an invalid string of untrusted data as "": still a string. */
-  type_string = g_variant_get_string (type_variant, &type_length);
-  size = g_variant_get_size (bytes_variant);
+  return mp_wire_decode_payload (type_variant, bytes_variant, body_size, error);
+}
 
-  if (type_length == 0)
-    {
-      if (size != 0)
-        {
-          g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
-                               _("Message from another process: data without a type"));
-          return NULL;
-        }
-      return NULL;   /* a NULL post */
-    }
-
+gboolean
+mp_wire_check_type_string (const char  *type_string,
+                           gsize        type_length,
+                           GError     **error)
+{
   /* The length first, so that nothing else looks at a long string. */
   if (type_length > MP_WIRE_MAX_TYPE_STRING)
     {
       g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
                    _("Message from another process: the type string is longer than %u bytes"),
                    (guint) MP_WIRE_MAX_TYPE_STRING);
-      return NULL;
+      return FALSE;
     }
-  if (!g_variant_type_string_is_valid (type_string))
+  if (type_length != strlen (type_string) || !g_variant_type_string_is_valid (type_string))
     {
       g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
                            _("Message from another process: invalid type string"));
-      return NULL;
+      return FALSE;
     }
   if (!g_variant_type_is_definite (G_VARIANT_TYPE (type_string)))
     {
       g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
                    _("Message from another process: the type “%s” is not definite"),
                    type_string);
-      return NULL;
+      return FALSE;
     }
   /* Refused at encode; accepting one here would deliver what this side could not send. */
   if (strchr (type_string, 'h') != NULL)
@@ -251,26 +256,26 @@ decode_item (GVariant  *item,
       g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
                    _("Message from another process: the type “%s” holds a handle"),
                    type_string);
-      return NULL;
+      return FALSE;
     }
+
+  return TRUE;
+}
+
+GVariant *
+mp_wire_load_payload (const char  *type_string,
+                      GBytes      *bytes,
+                      GError     **error)
+{
+  g_autoptr(GVariant) data = NULL;
+  gsize size = g_bytes_get_size (bytes);
+
   if (size > MP_WIRE_MAX_PAYLOAD)
     {
       g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
                    _("Message from another process: %lu bytes of data, more than the limit of %lu"),
                    (unsigned long) size, (unsigned long) MP_WIRE_MAX_PAYLOAD);
       return NULL;
-    }
-
-  bytes = g_variant_get_data_as_bytes (bytes_variant);
-  /* A post the application keeps keeps alive the memory it points into. A body GDBus
-   * parsed gives every item bytes of their own, but a serialized body is one block: share
-   * it only with a post that is at least half of it, copy smaller ones. */
-  if (size < body_size / 2)
-    {
-      GBytes *copy = g_bytes_new (g_bytes_get_data (bytes, NULL), size);
-
-      g_bytes_unref (bytes);
-      bytes = copy;
     }
 
   /* Untrusted: GLib copies misaligned data, and every accessor copes with data that is not
@@ -294,6 +299,50 @@ decode_item (GVariant  *item,
 #endif
 
   return g_steal_pointer (&data);
+}
+
+GVariant *
+mp_wire_decode_payload (GVariant  *type_variant,
+                        GVariant  *bytes_variant,
+                        gsize      body_size,
+                        GError   **error)
+{
+  g_autoptr(GBytes) bytes = NULL;
+  const char *type_string;
+  gsize type_length;
+  gsize size;
+
+  /* GVariant hands out an invalid string of untrusted data as "": still a string. */
+  type_string = g_variant_get_string (type_variant, &type_length);
+  size = g_variant_get_size (bytes_variant);
+
+  if (type_length == 0)
+    {
+      if (size != 0)
+        {
+          g_set_error_literal (error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
+                               _("Message from another process: data without a type"));
+          return NULL;
+        }
+      return NULL;   /* a NULL post */
+    }
+
+  if (!mp_wire_check_type_string (type_string, type_length, error))
+    return NULL;
+  bytes = g_variant_get_data_as_bytes (bytes_variant);
+  /* A post the application keeps keeps alive the memory it points into. A body GDBus
+   * parsed gives every item bytes of their own, but a serialized body is one block: share
+   * it only with a post that is at least half of it, copy smaller ones. (An oversized one
+   * is refused by mp_wire_load_payload() without a copy.) */
+  if (size < body_size / 2)
+    {
+      GBytes *copy = g_bytes_new (g_bytes_get_data (bytes, NULL), size);
+
+      g_bytes_unref (bytes);
+      bytes = copy;
+    }
+
+  return mp_wire_load_payload (type_string, bytes, error);
 }
 
 void
@@ -345,7 +394,7 @@ mp_wire_decode_body (GVariant        *body,
       GError *item_error = NULL;
       GVariant *data;
 
-      data = decode_item (item, body_size, &item_error);
+      data = mp_wire_decode_item (item, body_size, &item_error);
       func (data, item_error, user_data);
     }
 }

@@ -19,6 +19,7 @@
 
 #include <mpport/mpport.h>
 
+#include "mp-message-port-private.h"
 #include "mp-test-util.h"
 
 /* The documented per-dispatch budget (contract notes). */
@@ -154,6 +155,7 @@ struct _Collector
 {
   GWeakRef port;
   gulong message_id;
+  gulong message_error_id;
   gulong close_id;
   gulong notify_id;
 
@@ -176,6 +178,7 @@ struct _Collector
 
   /* atomics */
   gint n_messages;
+  gint n_message_errors;
   gint n_close;
   gint n_notify_closed;
   gint n_wrong_thread;
@@ -294,6 +297,34 @@ collector_on_message (MpMessagePort *port,
   g_atomic_int_inc (&collector->n_messages);
 }
 
+/* Logs "E:<text>" for a G_IO_ERROR_INVALID_DATA, "E?<domain>:<code>" for anything else. */
+static void
+collector_on_message_error (MpMessagePort *port,
+                            GError        *error,
+                            gpointer       user_data)
+{
+  Collector *collector = user_data;
+  char *token;
+
+  collector_check_emission (collector, port);
+  if (g_atomic_int_get (&collector->n_close) > 0 ||
+      (!collector->tolerate_in_flight && mp_message_port_is_closed (port)))
+    g_atomic_int_inc (&collector->n_message_after_close);
+
+  g_assert_nonnull (error);
+  if (collector->record_events)
+    {
+      if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA))
+        token = g_strdup_printf ("E:%s", error->message);
+      else
+        token = g_strdup_printf ("E?%s:%d", g_quark_to_string (error->domain), error->code);
+      collector_note (collector, token);
+      g_free (token);
+    }
+
+  g_atomic_int_inc (&collector->n_message_errors);
+}
+
 static void
 collector_on_close (MpMessagePort *port,
                     gpointer       user_data)
@@ -337,6 +368,9 @@ collector_init (Collector     *collector,
 
   collector->message_id = g_signal_connect (port, "message",
                                             G_CALLBACK (collector_on_message), collector);
+  collector->message_error_id = g_signal_connect (port, "message-error",
+                                                  G_CALLBACK (collector_on_message_error),
+                                                  collector);
   collector->close_id = g_signal_connect (port, "close",
                                           G_CALLBACK (collector_on_close), collector);
   collector->notify_id = g_signal_connect (port, "notify::closed",
@@ -395,6 +429,7 @@ collector_clear (Collector *collector)
   if (port != NULL)
     {
       g_signal_handler_disconnect (port, collector->message_id);
+      g_signal_handler_disconnect (port, collector->message_error_id);
       g_signal_handler_disconnect (port, collector->close_id);
       g_signal_handler_disconnect (port, collector->notify_id);
       g_object_unref (port);
@@ -3590,6 +3625,477 @@ test_lifetime_context_finalized_drops_queue (Fixture       *f,
 }
 
 /* ------------------------------------------------------------------------ */
+/* Messages from another process that could not be decoded                  */
+/* ------------------------------------------------------------------------ */
+
+/* What the reader of a cross-process port queues for a message it could not decode: an
+ * error entry, sent from @from to its peer like a post, in order with the posts. */
+static void
+inject_error_entry (MpMessagePort *from,
+                    GError        *error)
+{
+  g_assert_true (mp_pipe_side_send (mp_message_port_get_side (from),
+                                    mp_message_new_error (error)));
+}
+
+static void
+inject_invalid_data (MpMessagePort *from,
+                     const char    *text)
+{
+  inject_error_entry (from, g_error_new_literal (G_IO_ERROR, G_IO_ERROR_INVALID_DATA, text));
+}
+
+static gint
+collector_message_errors (Collector *collector)
+{
+  return g_atomic_int_get (&collector->n_message_errors);
+}
+
+/* An error domain whose errors count their frees (an extended GError domain), to see an
+ * error entry released without valgrind. */
+typedef struct
+{
+  int unused;
+} CountedErrorPrivate;
+
+static gint counted_errors_freed;
+
+static GQuark counted_error_quark (void);
+
+static void
+counted_error_private_init (CountedErrorPrivate *priv)
+{
+}
+
+static void
+counted_error_private_copy (const CountedErrorPrivate *src,
+                            CountedErrorPrivate       *dest)
+{
+}
+
+static void
+counted_error_private_clear (CountedErrorPrivate *priv)
+{
+  g_atomic_int_inc (&counted_errors_freed);
+}
+
+G_DEFINE_EXTENDED_ERROR (CountedError, counted_error)
+
+/* receive_async() outcomes, logged in the order the callbacks ran: "1 !bad 2" (a
+ * G_IO_ERROR_INVALID_DATA logs "!<text>", any other error "?<domain>:<code>"); the errors
+ * are kept for the test to assert. */
+typedef struct
+{
+  GString *log;
+  GPtrArray *errors;   /* (element-type GError) */
+  guint n_done;
+} ReceiveLog;
+
+static void
+receive_log_init (ReceiveLog *log)
+{
+  log->log = g_string_new (NULL);
+  log->errors = g_ptr_array_new_with_free_func ((GDestroyNotify) g_error_free);
+  log->n_done = 0;
+}
+
+static void
+receive_log_clear (ReceiveLog *log)
+{
+  g_string_free (log->log, TRUE);
+  g_ptr_array_unref (log->errors);
+}
+
+static void
+on_receive_logged (GObject      *source,
+                   GAsyncResult *result,
+                   gpointer      user_data)
+{
+  ReceiveLog *log = user_data;
+  GError *error = NULL;
+  g_autoptr(MpMessage) message = NULL;
+
+  message = mp_message_port_receive_finish (MP_MESSAGE_PORT (source), result, &error);
+  g_assert_true ((message != NULL) != (error != NULL));
+
+  if (log->log->len > 0)
+    g_string_append_c (log->log, ' ');
+  if (message != NULL)
+    g_string_append_printf (log->log, "%d", message_get_int (message));
+  else if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA))
+    g_string_append_printf (log->log, "!%s", error->message);
+  else
+    g_string_append_printf (log->log, "?%s:%d",
+                            g_quark_to_string (error->domain), error->code);
+  if (error != NULL)
+    g_ptr_array_add (log->errors, error);
+  log->n_done++;
+}
+
+/* A started port emits "message-error" in the entry's place, between the messages around
+ * it, on its own context, and goes on delivering. */
+static void
+test_message_error_signal_in_order (Fixture       *f,
+                                    gconstpointer  data)
+{
+  Pair pair;
+  Collector c1, c2;
+
+  pair_init_collected (&pair, &c1, &c2, TRUE);
+  post_int (pair.port1, 1);
+  inject_invalid_data (pair.port1, "bad");
+  post_int (pair.port1, 2);
+  inject_invalid_data (pair.port1, "worse");
+  inject_invalid_data (pair.port1, "worst");
+  post_int (pair.port1, 3);
+
+  WAIT_FOR (f->context, collector_count (&c2) == 3);
+  spin_context (f->context, QUIET_MSEC);
+  collector_assert_events (&c2, "1 E:bad 2 E:worse E:worst 3");
+  g_assert_cmpint (collector_count (&c2), ==, 3);
+  g_assert_cmpint (collector_message_errors (&c2), ==, 3);
+  collector_assert_sequence (&c2, 1, 3);
+  g_assert_false (mp_message_port_is_closed (pair.port2));
+
+  /* Still a working channel, both ways. */
+  post_int (pair.port1, 4);
+  post_int (pair.port2, 5);
+  WAIT_FOR (f->context, collector_count (&c2) == 4 && collector_count (&c1) == 1);
+  collector_assert_events (&c2, "1 E:bad 2 E:worse E:worst 3 4");
+  collector_assert_events (&c1, "5");
+  g_assert_cmpint (collector_message_errors (&c1), ==, 0);
+
+  pair_finish_collected (&pair, &c1, &c2, f->context);
+}
+
+/* An error entry is one delivery of the dispatch budget, like the message it replaces. */
+static void
+test_message_error_counts_against_budget (Fixture       *f,
+                                          gconstpointer  data)
+{
+  Pair pair;
+  Collector c2;
+  gint delivered = 0;
+  gint64 deadline;
+
+  pair_init (&pair);
+  collector_init (&c2, pair.port2);
+  c2.record_events = FALSE;
+  for (gint i = 0; i < DISPATCH_BUDGET - 2; i++)
+    post_int (pair.port1, i);
+  inject_invalid_data (pair.port1, "bad");
+  post_int (pair.port1, DISPATCH_BUDGET - 2);
+  post_int (pair.port1, DISPATCH_BUDGET - 1);
+  mp_message_port_start (pair.port2);
+
+  /* Everything was queued before start(): the first dispatch delivers exactly the budget,
+   * DISPATCH_BUDGET - 1 messages and the error; the last message waits for the next. */
+  deadline = g_get_monotonic_time () + WAIT_TIMEOUT_USEC;
+  while (delivered == 0)
+    {
+      g_assert_cmpint (g_get_monotonic_time (), <, deadline);
+      g_main_context_iteration (f->context, FALSE);
+      delivered = collector_count (&c2) + collector_message_errors (&c2);
+    }
+  g_assert_cmpint (delivered, ==, DISPATCH_BUDGET);
+  g_assert_cmpint (collector_message_errors (&c2), ==, 1);
+  g_assert_cmpint (collector_count (&c2), ==, DISPATCH_BUDGET - 1);
+
+  WAIT_FOR (f->context, collector_count (&c2) == DISPATCH_BUDGET);
+  spin_context (f->context, QUIET_MSEC);
+  g_assert_cmpint (collector_message_errors (&c2), ==, 1);
+  collector_assert_sequence (&c2, 0, DISPATCH_BUDGET);
+
+  collector_clear (&c2);
+  pair_finish (&pair, f->context);
+}
+
+/* Receives that find the entry queued: the one that takes it fails with a copy of its
+ * error, and the next one goes on with the next message. */
+static void
+test_message_error_receive_async_in_order (Fixture       *f,
+                                           gconstpointer  data)
+{
+  Pair pair;
+  ReceiveLog log;
+  const GError *error;
+
+  receive_log_init (&log);
+  pair_init (&pair);
+  post_int (pair.port1, 1);
+  inject_invalid_data (pair.port1, "bad");
+  post_int (pair.port1, 2);
+
+  for (guint i = 0; i < 3; i++)
+    mp_message_port_receive_async (pair.port2, NULL, on_receive_logged, &log);
+  WAIT_FOR (f->context, log.n_done == 3);
+  spin_context (f->context, QUIET_MSEC);
+  g_assert_cmpuint (log.n_done, ==, 3);
+  g_assert_cmpstr (log.log->str, ==, "1 !bad 2");
+  g_assert_cmpuint (log.errors->len, ==, 1);
+  error = g_ptr_array_index (log.errors, 0);
+  g_assert_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA);
+  g_assert_cmpstr (error->message, ==, "bad");
+
+  assert_receive_null (pair.port2);
+  g_assert_false (mp_message_port_is_closed (pair.port2));
+
+  pair_finish (&pair, f->context);
+  receive_log_clear (&log);
+}
+
+/* Receives already waiting when the entry arrives: the oldest is handed the error, not the
+ * signal of the started port, and the next waits on for the next message. */
+static void
+test_message_error_receive_async_pending (Fixture       *f,
+                                          gconstpointer  data)
+{
+  Pair pair;
+  Collector c2;
+  ReceiveLog log;
+  gint freed_before = g_atomic_int_get (&counted_errors_freed);
+  const GError *error;
+  g_autofree char *expected = NULL;
+
+  receive_log_init (&log);
+  pair_init (&pair);
+  collector_init (&c2, pair.port2);
+  mp_message_port_start (pair.port2);
+
+  mp_message_port_receive_async (pair.port2, NULL, on_receive_logged, &log);
+  mp_message_port_receive_async (pair.port2, NULL, on_receive_logged, &log);
+  mp_message_port_receive_async (pair.port2, NULL, on_receive_logged, &log);
+  spin_context (f->context, QUIET_MSEC);
+  g_assert_cmpuint (log.n_done, ==, 0);
+
+  inject_invalid_data (pair.port1, "bad");
+  inject_error_entry (pair.port1, g_error_new_literal (counted_error_quark (), 7, "counted"));
+  /* The receive was handed a copy: the entry and its own error went in the post. */
+  g_assert_cmpint (g_atomic_int_get (&counted_errors_freed) - freed_before, ==, 1);
+  WAIT_FOR (f->context, log.n_done == 2);
+  spin_context (f->context, QUIET_MSEC);
+  g_assert_cmpuint (log.n_done, ==, 2);
+  g_assert_cmpuint (log.errors->len, ==, 2);
+  error = g_ptr_array_index (log.errors, 0);
+  g_assert_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA);
+  g_assert_cmpstr (error->message, ==, "bad");
+  error = g_ptr_array_index (log.errors, 1);
+  g_assert_error (error, counted_error_quark (), 7);
+
+  post_int (pair.port1, 3);
+  WAIT_FOR (f->context, log.n_done == 3);
+  spin_context (f->context, QUIET_MSEC);
+  expected = g_strdup_printf ("!bad ?%s:7 3", g_quark_to_string (counted_error_quark ()));
+  g_assert_cmpstr (log.log->str, ==, expected);
+  g_assert_cmpint (collector_count (&c2), ==, 0);
+  g_assert_cmpint (collector_message_errors (&c2), ==, 0);
+
+  collector_clear (&c2);
+  pair_finish (&pair, f->context);
+  receive_log_clear (&log);
+}
+
+/* A blocking receive that waits when the entry arrives fails with its error. */
+typedef struct
+{
+  MpMessagePort *port;
+  MpMessage *message[2];
+  GError *error[2];
+} BlockingReceiver;
+
+static gpointer
+blocking_receiver_main (gpointer data)
+{
+  BlockingReceiver *receiver = data;
+
+  for (guint i = 0; i < G_N_ELEMENTS (receiver->message); i++)
+    receiver->message[i] = mp_message_port_receive_timeout (receiver->port, WAIT_TIMEOUT_USEC,
+                                                            NULL, &receiver->error[i]);
+  return NULL;
+}
+
+static gboolean
+port_has_waiting_receive (MpMessagePort *port)
+{
+  MpPipeSide *side = mp_message_port_get_side (port);
+  gboolean waiting;
+
+  g_mutex_lock (&side->mutex);
+  waiting = mp_pipe_side_has_waiters (side);
+  g_mutex_unlock (&side->mutex);
+
+  return waiting;
+}
+
+static void
+test_message_error_receive_timeout_waiting (Fixture       *f,
+                                            gconstpointer  data)
+{
+  Pair pair;
+  BlockingReceiver receiver = { NULL, { NULL, NULL }, { NULL, NULL } };
+  GThread *thread;
+  gint freed_before = g_atomic_int_get (&counted_errors_freed);
+
+  pair_init (&pair);
+  receiver.port = pair.port2;
+  thread = g_thread_new ("blocking-receiver", blocking_receiver_main, &receiver);
+
+  /* Handed to the waiting receive, not queued. */
+  WAIT_FOR (NULL, port_has_waiting_receive (pair.port2));
+  inject_error_entry (pair.port1, g_error_new_literal (counted_error_quark (), 7, "counted"));
+  post_int (pair.port1, 2);
+  g_thread_join (thread);
+
+  g_assert_null (receiver.message[0]);
+  g_assert_error (receiver.error[0], counted_error_quark (), 7);
+  g_assert_cmpstr (receiver.error[0]->message, ==, "counted");
+  g_assert_no_error (receiver.error[1]);
+  g_assert_cmpint (message_get_int (receiver.message[1]), ==, 2);
+  /* The entry went with the post that handed its error over; the copy is ours. */
+  g_assert_cmpint (g_atomic_int_get (&counted_errors_freed) - freed_before, ==, 1);
+  g_clear_error (&receiver.error[0]);
+  g_assert_cmpint (g_atomic_int_get (&counted_errors_freed) - freed_before, ==, 2);
+  mp_message_unref (receiver.message[1]);
+
+  assert_receive_null (pair.port2);
+  pair_finish (&pair, f->context);
+}
+
+/* A receive_timeout() that does not wait is the way to see the entry without a main loop. */
+static void
+test_message_error_receive_timeout_zero (Fixture       *f,
+                                         gconstpointer  data)
+{
+  Pair pair;
+  GError *error = NULL;
+  MpMessage *message;
+
+  pair_init (&pair);
+  post_int (pair.port1, 1);
+  inject_invalid_data (pair.port1, "bad");
+  post_int (pair.port1, 2);
+
+  message = mp_message_port_receive_timeout (pair.port2, 0, NULL, &error);
+  g_assert_no_error (error);
+  g_assert_cmpint (message_get_int (message), ==, 1);
+  mp_message_unref (message);
+
+  message = mp_message_port_receive_timeout (pair.port2, 0, NULL, &error);
+  g_assert_null (message);
+  g_assert_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA);
+  g_assert_cmpstr (error->message, ==, "bad");
+  g_clear_error (&error);
+
+  message = mp_message_port_receive_timeout (pair.port2, 0, NULL, &error);
+  g_assert_no_error (error);
+  g_assert_cmpint (message_get_int (message), ==, 2);
+  mp_message_unref (message);
+
+  /* Nothing left: a timeout, not an error. */
+  g_assert_null (mp_message_port_receive_timeout (pair.port2, 0, NULL, &error));
+  g_assert_no_error (error);
+  g_assert_false (mp_message_port_is_closed (pair.port2));
+
+  pair_finish (&pair, f->context);
+}
+
+/* receive() has no GError: it drops the entries it meets and returns the next message. */
+static void
+test_message_error_receive_skips (Fixture       *f,
+                                  gconstpointer  data)
+{
+  Pair pair;
+  GError *error = NULL;
+  gint freed_before = g_atomic_int_get (&counted_errors_freed);
+
+  pair_init (&pair);
+  post_int (pair.port1, 1);
+  inject_error_entry (pair.port1, g_error_new_literal (counted_error_quark (), 1, "a"));
+  inject_error_entry (pair.port1, g_error_new_literal (counted_error_quark (), 2, "b"));
+  post_int (pair.port1, 2);
+
+  g_assert_cmpint (receive_int (pair.port2), ==, 1);
+  g_assert_cmpint (g_atomic_int_get (&counted_errors_freed) - freed_before, ==, 0);
+  g_assert_cmpint (receive_int (pair.port2), ==, 2);
+  g_assert_cmpint (g_atomic_int_get (&counted_errors_freed) - freed_before, ==, 2);
+  assert_receive_null (pair.port2);
+
+  /* An entry alone: NULL, and it is gone for the other receives too. */
+  inject_error_entry (pair.port1, g_error_new_literal (counted_error_quark (), 3, "c"));
+  assert_receive_null (pair.port2);
+  g_assert_cmpint (g_atomic_int_get (&counted_errors_freed) - freed_before, ==, 3);
+  g_assert_null (mp_message_port_receive_timeout (pair.port2, 0, NULL, &error));
+  g_assert_no_error (error);
+
+  /* Past an entry, the peer's close is still reached. */
+  inject_error_entry (pair.port1, g_error_new_literal (counted_error_quark (), 4, "d"));
+  mp_message_port_close (pair.port1);
+  g_assert_false (mp_message_port_is_closed (pair.port2));
+  assert_receive_null (pair.port2);
+  g_assert_true (mp_message_port_is_closed (pair.port2));
+  g_assert_cmpint (g_atomic_int_get (&counted_errors_freed) - freed_before, ==, 4);
+
+  pair_finish (&pair, f->context);
+}
+
+/* Entries are part of the queue: a transferred port's new owner meets them in order. */
+static void
+test_message_error_queue_follows_port (Fixture       *f,
+                                       gconstpointer  data)
+{
+  Pair pair;
+  MpMessagePort *moved;
+  GError *error = NULL;
+
+  pair_init (&pair);
+  inject_invalid_data (pair.port1, "bad");
+  post_int (pair.port1, 1);
+  moved = transfer_port (pair.port2);
+
+  g_assert_null (mp_message_port_receive_timeout (moved, 0, NULL, &error));
+  g_assert_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA);
+  g_clear_error (&error);
+  g_assert_cmpint (receive_int (moved), ==, 1);
+
+  mp_message_port_close (moved);
+  g_object_unref (moved);
+  pair_finish (&pair, f->context);
+}
+
+/* Entries still queued when their port closes, or is finalized unstarted, are released
+ * with the rest of its queue. */
+static void
+test_message_error_dropped_at_close (Fixture       *f,
+                                     gconstpointer  data)
+{
+  Pair pair;
+  MpMessageChannel *channel;
+  MpMessagePort *port1, *port2;
+  gint freed_before = g_atomic_int_get (&counted_errors_freed);
+
+  pair_init (&pair);
+  inject_error_entry (pair.port1, g_error_new_literal (counted_error_quark (), 1, "a"));
+  post_int (pair.port1, 1);
+  inject_error_entry (pair.port1, g_error_new_literal (counted_error_quark (), 2, "b"));
+  mp_message_port_close (pair.port2);
+  g_assert_cmpint (g_atomic_int_get (&counted_errors_freed) - freed_before, ==, 2);
+  /* Sent to a closed port: dropped at once, as a post would be. */
+  inject_error_entry (pair.port1, g_error_new_literal (counted_error_quark (), 3, "c"));
+  g_assert_cmpint (g_atomic_int_get (&counted_errors_freed) - freed_before, ==, 3);
+  pair_finish (&pair, f->context);
+
+  channel = mp_message_channel_new ();
+  port1 = g_object_ref (mp_message_channel_get_port1 (channel));
+  port2 = g_object_ref (mp_message_channel_get_port2 (channel));
+  g_assert_finalize_object (channel);
+  inject_error_entry (port1, g_error_new_literal (counted_error_quark (), 4, "d"));
+  g_assert_finalize_object (port2);
+  g_assert_cmpint (g_atomic_int_get (&counted_errors_freed) - freed_before, ==, 4);
+  g_assert_true (mp_message_port_is_peer_closed (port1));
+  g_assert_finalize_object (port1);
+}
+
+/* ------------------------------------------------------------------------ */
 /* Errors and bad input                                                     */
 /* ------------------------------------------------------------------------ */
 
@@ -3795,6 +4301,21 @@ main (int   argc,
             test_lifetime_context_finalized_closes_ports);
   ADD_TEST ("/mpport/port/lifetime/context-finalized-drops-queue",
             test_lifetime_context_finalized_drops_queue);
+
+  /* Messages from another process that could not be decoded */
+  ADD_TEST ("/mpport/port/message-error/signal-in-order", test_message_error_signal_in_order);
+  ADD_TEST ("/mpport/port/message-error/counts-against-budget",
+            test_message_error_counts_against_budget);
+  ADD_TEST ("/mpport/port/message-error/receive-async-in-order",
+            test_message_error_receive_async_in_order);
+  ADD_TEST ("/mpport/port/message-error/receive-async-pending",
+            test_message_error_receive_async_pending);
+  ADD_TEST ("/mpport/port/message-error/receive-timeout-waiting",
+            test_message_error_receive_timeout_waiting);
+  ADD_TEST ("/mpport/port/message-error/receive-timeout-zero", test_message_error_receive_timeout_zero);
+  ADD_TEST ("/mpport/port/message-error/receive-skips", test_message_error_receive_skips);
+  ADD_TEST ("/mpport/port/message-error/queue-follows-port", test_message_error_queue_follows_port);
+  ADD_TEST ("/mpport/port/message-error/dropped-at-close", test_message_error_dropped_at_close);
 
   /* Errors and bad input */
   g_test_add_func ("/mpport/errors/domain", test_errors_domain);

@@ -1,0 +1,1821 @@
+/* mp-stream.c: ports entangled with ports of another process, over one stream
+ *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ */
+
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "mp-i18n-private.h"
+#include "mp-message-port-private.h"
+#include "mp-message-private.h"
+#include "mp-stream-private.h"
+#include "mp-waker-private.h"
+#include "mp-wire-private.h"
+#include "mp-worker-private.h"
+
+/* A stream is one D-Bus peer-to-peer connection that carries any number of ports, each
+ * named by an id (docs/wire.md). A port of the stream is an ordinary local channel: the
+ * application holds one end, the stream the other, its *relay*: a port started on mpport's
+ * worker thread. What the application posts lands in the relay's inbox, like any post, and
+ * the relay's "message" handler puts it in the stream's outbox, which goes out as one Post
+ * signal per main-loop iteration of the worker thread (a burst of posts costs one D-Bus
+ * message). What arrives is read by a filter in GDBus's own worker thread, which decodes it
+ * and posts it on the relay, so it lands in the application's inbox with one wake-up per
+ * burst, as any local post does. The application's end keeps every guarantee of a local
+ * port: FIFO, exactly once, "close" after the data posted before it, its own context.
+ *
+ * A port transferred to the other process is simply adopted: the port object that travels
+ * in the message is owned by the stream, gets an id, and is started on the worker thread as
+ * one more relay: its queued messages follow the message that carried it. A port that
+ * arrives is a new local channel whose one end is handed to the application in the message.
+ * A port that travels back is relayed by the process it passed through (see docs/wire.md).
+ *
+ * Threads: the relays, the outbox's flush, the connection's set-up and its "closed" run on
+ * mpport's worker thread; the filter runs in GDBus's worker thread. The table of ports and
+ * the outbox are shared by the two, under the stream's lock; no user code runs on either. */
+
+typedef struct _MpStream MpStream;
+
+/* The posts of a Post signal being gathered, column by column (MP_STREAM_POST_TYPE). */
+typedef struct
+{
+  GArray *ports;        /* guint64 */
+  GArray *types;        /* guint32, indexes of type_table */
+  GPtrArray *type_table; /* char *, owned */
+  GArray *ends;         /* guint32 */
+  GByteArray *payloads;
+  GArray *n_transfers;  /* guint32 */
+  GArray *transfers;    /* guint64 */
+} MpStreamBurst;
+
+static void
+burst_init (MpStreamBurst *burst)
+{
+  burst->ports = g_array_new (FALSE, FALSE, sizeof (guint64));
+  burst->types = g_array_new (FALSE, FALSE, sizeof (guint32));
+  burst->type_table = g_ptr_array_new_with_free_func (g_free);
+  burst->ends = g_array_new (FALSE, FALSE, sizeof (guint32));
+  burst->payloads = g_byte_array_new ();
+  burst->n_transfers = g_array_new (FALSE, FALSE, sizeof (guint32));
+  burst->transfers = g_array_new (FALSE, FALSE, sizeof (guint64));
+}
+
+static void
+burst_clear (MpStreamBurst *burst)
+{
+  g_array_unref (burst->ports);
+  g_array_unref (burst->types);
+  g_ptr_array_unref (burst->type_table);
+  g_array_unref (burst->ends);
+  g_byte_array_unref (burst->payloads);
+  g_array_unref (burst->n_transfers);
+  g_array_unref (burst->transfers);
+}
+
+/* The bytes the burst takes in a D-Bus body, near enough (the type table aside). */
+static gsize
+burst_size (MpStreamBurst *burst)
+{
+  return burst->payloads->len + burst->ports->len * (8 + 4 + 4 + 4) + burst->transfers->len * 8;
+}
+
+static void
+burst_append (MpStreamBurst  *burst,
+              guint64         port,
+              const char     *type_string,
+              gconstpointer   payload,
+              gsize           size,
+              const guint64  *transfers,
+              guint           n_transfers)
+{
+  guint32 type = G_MAXUINT32;
+  guint32 end;
+
+  /* A burst mostly carries one or two types: the last ones are looked at first. */
+  for (guint i = burst->type_table->len; i > 0 && type == G_MAXUINT32; i--)
+    if (strcmp (g_ptr_array_index (burst->type_table, i - 1), type_string) == 0)
+      type = i - 1;
+  if (type == G_MAXUINT32)
+    {
+      type = burst->type_table->len;
+      g_ptr_array_add (burst->type_table, g_strdup (type_string));
+    }
+
+  g_byte_array_append (burst->payloads, payload, size);
+  end = burst->payloads->len;
+  g_array_append_val (burst->ports, port);
+  g_array_append_val (burst->types, type);
+  g_array_append_val (burst->ends, end);
+  g_array_append_val (burst->n_transfers, n_transfers);
+  g_array_append_vals (burst->transfers, transfers, n_transfers);
+}
+
+static GVariant *
+fixed_array (GArray             *array,
+             const GVariantType *element_type)
+{
+  return g_variant_new_fixed_array (element_type, array->data, array->len,
+                                    g_array_get_element_size (array));
+}
+
+/* The Post body of @burst (floating). */
+static GVariant *
+burst_to_body (MpStreamBurst *burst)
+{
+  g_autoptr(GBytes) payloads = g_byte_array_free_to_bytes (g_steal_pointer (&burst->payloads));
+
+  burst->payloads = g_byte_array_new ();
+  g_ptr_array_add (burst->type_table, NULL);
+
+  return g_variant_new ("(@at@au^as@au@ay@au@at)",
+                        fixed_array (burst->ports, G_VARIANT_TYPE_UINT64),
+                        fixed_array (burst->types, G_VARIANT_TYPE_UINT32),
+                        (const char *const *) burst->type_table->pdata,
+                        fixed_array (burst->ends, G_VARIANT_TYPE_UINT32),
+                        g_variant_new_from_bytes (G_VARIANT_TYPE_BYTESTRING, payloads, TRUE),
+                        fixed_array (burst->n_transfers, G_VARIANT_TYPE_UINT32),
+                        fixed_array (burst->transfers, G_VARIANT_TYPE_UINT64));
+}
+
+/* Flow control, receiving side (docs/wire.md): what arrived on one port and what its
+ * application took since. The feed is hooked on the side whose inbox the port's posts land
+ * in (the application's end), which reports every message taken out of it; once a quarter
+ * of the window was taken, the worker thread grants it back to the sender with a Credit. */
+typedef struct
+{
+  MpPipeFeed parent;
+  gatomicrefcount ref_count;
+  /* Unowned: a feed is hooked on its side only while its link (which holds the stream) is
+   * alive, and the stream frees the feeds it still queues. */
+  MpStream *stream;
+  guint64 id;               /* immutable */
+  /* Cost taken by the application and not granted back yet. Atomic. */
+  guint pending;
+  /* In the stream's grant queue. Atomic. */
+  int queued;
+  /* Cost granted back so far (modulo 2^32, as received). Atomic: added on the worker
+   * thread, read by the filter. */
+  guint granted;
+  /* Cost received so far. The filter's (GDBus's worker thread) only. */
+  guint received;
+} MpStreamFeed;
+
+typedef struct
+{
+  MpStream *stream;         /* strong */
+  guint64 id;               /* immutable */
+  MpMessagePort *relay;     /* strong, immutable */
+  MpStreamFeed *feed;       /* strong, immutable */
+  /* The side @feed is hooked on until the link finishes: the relay's peer. Immutable. */
+  MpPipeSide *fed;
+  gulong message_id;        /* worker thread only */
+  gulong close_id;          /* worker thread only */
+  /* The other side closed it (or the connection is gone): no Close goes back. Guarded by
+   * stream->lock. */
+  gboolean remote_closed;
+  /* Credit the other side granted, not yet applied. Guarded by stream->lock. */
+  guint credit_in;
+  /* Flow control, sending side: the cost sent and not yet granted back, and the posts that
+   * wait for credit (MpMessage, strong), oldest first. Worker thread only. */
+  guint in_flight;
+  GQueue backlog;
+  /* The relay closed while posts waited for credit: the Close goes after them. Worker
+   * thread only. */
+  gboolean close_after_backlog;
+  /* Out of the table and disconnected. Worker thread only. */
+  gboolean finished;
+} MpStreamLink;
+
+struct _MpStream
+{
+  gatomicrefcount ref_count;
+
+  /* Immutable. The server names its ports with even ids, the client with odd ones; id 0 is
+   * the port both sides made with the stream. */
+  gboolean server;
+
+  GMutex lock;
+  /* id -> MpStreamLink: the ports open on this side. Guarded by lock. */
+  GHashTable *links;
+  /* The highest id this side gave a port; guarded by lock (written on the worker thread,
+   * read by the filter to tell a closed port from one that never existed). */
+  guint64 own_max_id;
+  /* The connection is closed or failed, or every port closed and it is being shut: new
+   * ports close at once, nothing more is sent. Guarded by lock. */
+  gboolean closing;
+  /* The outbox: MP_STREAM_POST_ITEM_TYPE values and the ids to close after them, in order,
+   * and the bytes they add to a Post body; a flush is scheduled while it is not empty.
+   * Guarded by lock. */
+  MpStreamBurst out_posts;
+  GArray *out_closes;
+  gboolean flush_scheduled;
+  /* Credits to send: (id, cost) pairs. Guarded by lock; sent by the flush. */
+  GArray *out_credits;
+  /* Ids of ports the other side granted credit to, for the worker thread to apply; a drain
+   * is scheduled while it is not empty. Guarded by lock. */
+  GArray *credited;
+  gboolean drain_scheduled;
+
+  /* Feeds (strong) whose application took enough to grant, and the source on the worker
+   * thread that grants it (made once the connection is up; atomic pointer, for the feeds'
+   * lock-free wake-up). */
+  GAsyncQueue *grant_queue;
+  GSource *grant_source;
+
+  /* Set on the worker thread before the filter is added; immutable from then on. */
+  GDBusConnection *connection;
+  gulong closed_id;
+  guint filter_id;
+
+  /* Made by mp_stream_new_detached(): no connection, relays never start. Immutable. */
+  gboolean detached;
+
+  /* Worker thread only. */
+  guint64 next_id;
+  gboolean shut;
+  MpStreamReadyFunc ready;
+  gpointer ready_data;
+  MpMessagePort *ready_port;   /* strong until ready() is called */
+  GIOStream *io;
+  GCancellable *cancellable;
+  GDBusConnectionFlags flags;
+
+  /* GDBus's worker thread only (the filter). */
+  gboolean hello_seen;
+  /* Set once, by the filter or by the worker thread. Atomic. */
+  int broken;
+  guint64 peer_max_id;
+};
+
+static void stream_schedule_flush_locked (MpStream *self);
+static void stream_break (MpStream   *self,
+                          const char *format,
+                          ...) G_GNUC_PRINTF (2, 3);
+static void streams_forget (MpStream *self);
+static void link_start (MpStreamLink *link);
+
+static MpStream *
+stream_ref (MpStream *self)
+{
+  g_atomic_ref_count_inc (&self->ref_count);
+
+  return self;
+}
+
+static void
+stream_unref (gpointer data)
+{
+  MpStream *self = data;
+
+  if (!g_atomic_ref_count_dec (&self->ref_count))
+    return;
+
+  streams_forget (self);
+  g_assert (g_hash_table_size (self->links) == 0);
+  g_hash_table_unref (self->links);
+  burst_clear (&self->out_posts);
+  g_array_unref (self->out_closes);
+  g_array_unref (self->out_credits);
+  g_array_unref (self->credited);
+  g_async_queue_unref (self->grant_queue);
+  g_assert (self->grant_source == NULL);
+  g_clear_object (&self->connection);
+  g_clear_object (&self->io);
+  g_clear_object (&self->cancellable);
+  g_mutex_clear (&self->lock);
+  g_free (self);
+}
+
+static gboolean
+is_own_id (MpStream *self,
+           guint64   id)
+{
+  return id != 0 && ((id & 1) == 0) == self->server;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Flow control (docs/wire.md): every port of the stream has a window of MP_STREAM_WINDOW
+ * in cost (MP_STREAM_COST_OVERHEAD plus the payload's bytes, per post). A sender keeps what
+ * it sent and was not granted back under the window (one post may cross it); what waits
+ * stays in the relay's backlog. A receiver grants back what its application took, and breaks
+ * a stream whose sender went over the window. So a peer can make this process hold at most a
+ * window (and one post) per port it has open here, whatever it sends.
+ */
+
+static MpStreamFeed *
+feed_ref (MpStreamFeed *feed)
+{
+  g_atomic_ref_count_inc (&feed->ref_count);
+
+  return feed;
+}
+
+static void
+feed_unref (gpointer data)
+{
+  MpStreamFeed *feed = data;
+
+  if (!g_atomic_ref_count_dec (&feed->ref_count))
+    return;
+
+  g_free (feed);
+}
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (MpStreamFeed, feed_unref)
+
+/* Any thread, under the lock of the fed side: @cost more was taken by the application. */
+static void
+feed_add (MpStreamFeed *feed,
+          guint         cost)
+{
+  MpStream *stream = feed->stream;
+  guint pending = (guint) g_atomic_int_add ((int *) &feed->pending, (int) cost) + cost;
+
+  if (pending >= MP_STREAM_WINDOW / 4 &&
+      g_atomic_int_compare_and_exchange (&feed->queued, 0, 1))
+    {
+      GSource *source;
+
+      g_async_queue_push (stream->grant_queue, feed_ref (feed));
+      /* Lock-free: this runs under a side's lock. A detached stream has no source. */
+      source = g_atomic_pointer_get (&stream->grant_source);
+      if (source != NULL)
+        mp_wakeable_source_wake (source);
+    }
+}
+
+static guint
+message_cost (MpMessage *message)
+{
+  return MP_STREAM_COST_OVERHEAD + (message->data != NULL ? g_variant_get_size (message->data) : 0);
+}
+
+/* The pipe's hook (mp-pipe-private.h): a message left the fed side's inbox. */
+static void
+feed_consumed (MpPipeFeed *parent,
+               MpMessage  *message)
+{
+  feed_add ((MpStreamFeed *) parent, message_cost (message));
+}
+
+/* A new link for @relay (transfer full), not in the table yet; no lock held. */
+static MpStreamLink *
+link_new (MpStream      *stream,
+          guint64        id,
+          MpMessagePort *relay)
+{
+  MpStreamLink *link = g_new0 (MpStreamLink, 1);
+  MpPipeSide *side = mp_message_port_get_side (relay);
+
+  link->stream = stream_ref (stream);
+  link->id = id;
+  link->relay = relay;
+  g_queue_init (&link->backlog);
+
+  link->feed = g_new0 (MpStreamFeed, 1);
+  link->feed->parent.consumed = feed_consumed;
+  g_atomic_ref_count_init (&link->feed->ref_count);
+  link->feed->stream = stream;
+  link->feed->id = id;
+
+  /* From now on, posts towards the relay are checked and encoded as they are made. */
+  g_mutex_lock (&side->mutex);
+  mp_pipe_side_set_locked (side, MP_SIDE_REMOTE);
+  g_mutex_unlock (&side->mutex);
+
+  /* And what the application takes from the other end is counted. */
+  link->fed = side->peer;
+  g_mutex_lock (&link->fed->mutex);
+  mp_pipe_side_set_feed_locked (link->fed, &link->feed->parent);
+  g_mutex_unlock (&link->fed->mutex);
+
+  return link;
+}
+
+/* No feed call runs for @link once this returns (they run under the fed side's lock). */
+static void
+link_unhook (MpStreamLink *link)
+{
+  g_mutex_lock (&link->fed->mutex);
+  mp_pipe_side_set_feed_locked (link->fed, NULL);
+  g_mutex_unlock (&link->fed->mutex);
+}
+
+static void
+link_free (MpStreamLink *link)
+{
+  link_unhook (link);
+  feed_unref (link->feed);
+
+  g_queue_clear_full (&link->backlog, (GDestroyNotify) mp_message_unref);
+  g_object_unref (link->relay);
+  stream_unref (link->stream);
+  g_free (link);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Sending (worker thread)
+ */
+
+static void
+emit_signal (MpStream   *self,
+             const char *member,
+             GVariant   *body)
+{
+  /* Fails only once the connection is closed, and "closed" then closes every port. */
+  g_dbus_connection_emit_signal (self->connection, NULL, MP_STREAM_PATH, MP_STREAM_INTERFACE,
+                                 member, body, NULL);
+}
+
+/* The flush: everything in the outbox, as one Post signal (or a few, for big posts) and
+ * then one Close signal. Runs once per main-loop iteration of the worker thread that left
+ * something in the outbox, after the relays (it has a lower priority): a burst of posts on
+ * any ports of the stream goes out together. */
+static gboolean
+stream_flush_cb (gpointer data)
+{
+  MpStream *self = data;
+  MpStreamBurst posts;
+  g_autoptr(GArray) closes = NULL;
+  g_autoptr(GArray) credits = NULL;
+  gboolean send;
+
+  g_mutex_lock (&self->lock);
+  posts = self->out_posts;
+  burst_init (&self->out_posts);
+  closes = g_steal_pointer (&self->out_closes);
+  credits = g_steal_pointer (&self->out_credits);
+  self->out_closes = g_array_new (FALSE, FALSE, sizeof (guint64));
+  self->out_credits = g_array_new (FALSE, FALSE, sizeof (guint64));
+  self->flush_scheduled = FALSE;
+  send = self->connection != NULL;
+  g_mutex_unlock (&self->lock);
+
+  /* Credits first: they may unblock the other side's posts. */
+  if (send && credits->len > 0)
+    {
+      GVariantBuilder builder;
+
+      g_variant_builder_init (&builder, G_VARIANT_TYPE ("a(tt)"));
+      for (guint i = 0; i + 1 < credits->len; i += 2)
+        g_variant_builder_add (&builder, "(tt)", g_array_index (credits, guint64, i),
+                               g_array_index (credits, guint64, i + 1));
+      emit_signal (self, MP_STREAM_CREDIT, g_variant_new ("(a(tt))", &builder));
+    }
+  if (send && posts.ports->len > 0)
+    emit_signal (self, MP_STREAM_POST, burst_to_body (&posts));
+  burst_clear (&posts);
+  if (send && closes->len > 0)
+    emit_signal (self, MP_STREAM_CLOSE,
+                 g_variant_new ("(@at)",
+                                g_variant_new_fixed_array (G_VARIANT_TYPE_UINT64, closes->data,
+                                                           closes->len, sizeof (guint64))));
+
+  return G_SOURCE_REMOVE;
+}
+
+static void
+stream_schedule_flush_locked (MpStream *self)
+{
+  GSource *idle;
+
+  if (self->flush_scheduled)
+    return;
+  self->flush_scheduled = TRUE;
+
+  idle = g_idle_source_new ();
+  g_source_set_priority (idle, G_PRIORITY_DEFAULT + 10);
+  g_source_set_static_name (idle, "MpStream flush");
+  g_source_set_callback (idle, stream_flush_cb, stream_ref (self), stream_unref);
+  g_source_attach (idle, mp_worker_context ());
+  g_source_unref (idle);
+}
+
+static void
+on_flushed (GObject      *object,
+            GAsyncResult *result,
+            gpointer      data)
+{
+  MpStream *self = data;
+
+  g_dbus_connection_flush_finish (G_DBUS_CONNECTION (object), result, NULL);
+  g_dbus_connection_close (self->connection, NULL, NULL, NULL);
+  stream_unref (self);
+}
+
+static gboolean
+stream_shut_cb (gpointer data)
+{
+  MpStream *self = data;
+
+  /* The flush, then the close: a close alone would not wait for the writes. */
+  if (self->connection != NULL && !g_dbus_connection_is_closed (self->connection))
+    g_dbus_connection_flush (self->connection, NULL, on_flushed, stream_ref (self));
+
+  return G_SOURCE_REMOVE;
+}
+
+/* Worker thread: @link's relay closed (or will never start): it leaves the table, and the
+ * other side is told unless it closed the port itself. The last one shuts the stream, after
+ * the outbox's last flush. */
+static void
+link_finish (MpStreamLink *link)
+{
+  MpStream *self = link->stream;
+  gboolean empty;
+
+  if (link->finished)
+    return;
+  link->finished = TRUE;
+
+  link_unhook (link);
+  g_clear_signal_handler (&link->message_id, link->relay);
+  g_clear_signal_handler (&link->close_id, link->relay);
+
+  g_mutex_lock (&self->lock);
+  if (!link->remote_closed && !self->closing)
+    {
+      g_array_append_val (self->out_closes, link->id);
+      stream_schedule_flush_locked (self);
+    }
+  g_hash_table_remove (self->links, &link->id);
+  empty = g_hash_table_size (self->links) == 0 && !self->shut;
+  if (empty)
+    {
+      self->closing = TRUE;
+      self->shut = TRUE;
+    }
+  g_mutex_unlock (&self->lock);
+
+  /* No feed can wake the grant source any more: every link is unhooked. */
+  if (empty && self->grant_source != NULL)
+    {
+      GSource *source = g_atomic_pointer_exchange (&self->grant_source, NULL);
+
+      g_source_destroy (source);
+      g_source_unref (source);
+    }
+
+  if (empty && self->connection != NULL)
+    {
+      /* Lower than the flush: the outbox goes first. */
+      GSource *idle = g_idle_source_new ();
+
+      g_source_set_priority (idle, G_PRIORITY_LOW);
+      g_source_set_callback (idle, stream_shut_cb, stream_ref (self), stream_unref);
+      g_source_attach (idle, mp_worker_context ());
+      g_source_unref (idle);
+    }
+
+  link_free (link);
+}
+
+static void
+on_relay_close (MpMessagePort *relay,
+                gpointer       data)
+{
+  MpStreamLink *link = data;
+  gboolean gone;
+
+  g_mutex_lock (&link->stream->lock);
+  gone = link->remote_closed || link->stream->closing;
+  g_mutex_unlock (&link->stream->lock);
+
+  /* The application's end closed: its Close goes after the posts that wait for credit. */
+  if (link->backlog.length > 0 && !gone)
+    link->close_after_backlog = TRUE;
+  else
+    link_finish (link);
+}
+
+/* Gives the owner @port (a port that travelled in a message to be sent) an id of ours and
+ * makes it a relay of the stream; returns the id, or 0 if the stream is closing (the port is
+ * closed: it will never reach the other side). */
+static guint64
+adopt_port (MpStream      *self,
+            MpMessagePort *port)
+{
+  MpStreamLink *link;
+  guint64 id;
+
+  id = self->next_id;
+  self->next_id += 2;
+  link = link_new (self, id, g_object_ref (port));
+
+  g_mutex_lock (&self->lock);
+  if (self->closing)
+    {
+      g_mutex_unlock (&self->lock);
+      link_free (link);
+      mp_message_port_close (port);
+      return 0;
+    }
+  self->own_max_id = id;
+  g_hash_table_insert (self->links, &link->id, link);
+  g_mutex_unlock (&self->lock);
+
+  link_start (link);
+
+  return id;
+}
+
+/* Puts @message, posted by the application on the other end of @link's relay, in the
+ * outbox; the ports it carries become ports of the stream now, just before the post that
+ * names them. */
+static void
+send_post (MpStreamLink *link,
+           MpMessage    *message)
+{
+  MpStream *self = link->stream;
+  g_autoptr(GVariant) normal = NULL;
+  g_autoptr(GError) error = NULL;
+  g_autofree guint64 *ids = NULL;
+  guint n_ids = message->ports != NULL ? message->ports->len : 0;
+  MpStreamBurst full;
+  gboolean send_full = FALSE;
+  gsize size = 0;
+
+  if (message->data != NULL)
+    {
+      normal = mp_wire_encode_payload (message->data, &error);
+      if (normal == NULL)
+        {
+          /* Refused when posted on a port known to be entangled with another process; only
+           * a message queued at a port before it was transferred there gets here. */
+          g_warning ("mpport: a message to another process was dropped: %s", error->message);
+          return;
+        }
+      size = g_variant_get_size (normal);
+    }
+  link->in_flight += MP_STREAM_COST_OVERHEAD + (guint) size;
+
+  ids = g_new (guint64, MAX (n_ids, 1));
+  for (guint i = 0; i < n_ids; i++)
+    {
+      ids[i] = adopt_port (self, g_ptr_array_index (message->ports, i));
+      if (ids[i] == 0)
+        return;   /* closing: nothing is sent any more */
+    }
+
+  g_mutex_lock (&self->lock);
+  if (!self->closing)
+    {
+      /* A burst stays under the body cap: what is gathered goes first if this would not fit
+       * (one post always fits: mp_wire_encode_payload() refuses bigger payloads). */
+      if (self->out_posts.ports->len > 0 &&
+          burst_size (&self->out_posts) + size + n_ids * 8 + 64 > MP_WIRE_MAX_BODY)
+        {
+          full = self->out_posts;
+          burst_init (&self->out_posts);
+          send_full = TRUE;
+        }
+      burst_append (&self->out_posts, link->id,
+                    normal != NULL ? g_variant_get_type_string (normal) : "",
+                    normal != NULL ? g_variant_get_data (normal) : NULL, size, ids, n_ids);
+      stream_schedule_flush_locked (self);
+    }
+  g_mutex_unlock (&self->lock);
+
+  if (send_full)
+    {
+      emit_signal (self, MP_STREAM_POST, burst_to_body (&full));
+      burst_clear (&full);
+    }
+}
+
+/* The relay's handler: the application's end posted @message. It goes to the outbox, or to
+ * the backlog while the port's window is full (and behind any post already waiting). */
+static void
+on_relay_message (MpMessagePort *relay,
+                  MpMessage     *message,
+                  gpointer       data)
+{
+  MpStreamLink *link = data;
+
+  if (link->backlog.length > 0 || link->in_flight >= MP_STREAM_WINDOW)
+    g_queue_push_tail (&link->backlog, mp_message_ref (message));
+  else
+    send_post (link, message);
+}
+
+/* Worker thread: the other side granted @credit back to @link: what waits goes out, as far
+ * as the window allows. */
+static void
+link_apply_credit (MpStreamLink *link,
+                   guint         credit)
+{
+  MpMessage *message;
+
+  if (credit > link->in_flight)
+    {
+      stream_break (link->stream, "it granted port %" G_GUINT64_FORMAT " more than was sent",
+                    link->id);
+      return;
+    }
+  link->in_flight -= credit;
+
+  while (link->in_flight < MP_STREAM_WINDOW &&
+         (message = g_queue_pop_head (&link->backlog)) != NULL)
+    {
+      send_post (link, message);
+      mp_message_unref (message);
+    }
+
+  if (link->backlog.length == 0 && link->close_after_backlog)
+    link_finish (link);
+}
+
+static gboolean
+stream_drain_cb (gpointer data)
+{
+  MpStream *self = data;
+  g_autoptr(GArray) ids = NULL;
+
+  g_mutex_lock (&self->lock);
+  ids = g_steal_pointer (&self->credited);
+  self->credited = g_array_new (FALSE, FALSE, sizeof (guint64));
+  self->drain_scheduled = FALSE;
+  g_mutex_unlock (&self->lock);
+
+  for (guint i = 0; i < ids->len; i++)
+    {
+      guint64 id = g_array_index (ids, guint64, i);
+      MpStreamLink *link;
+      guint credit = 0;
+
+      g_mutex_lock (&self->lock);
+      link = g_hash_table_lookup (self->links, &id);
+      if (link != NULL)
+        {
+          credit = link->credit_in;
+          link->credit_in = 0;
+        }
+      g_mutex_unlock (&self->lock);
+
+      /* Links are freed on this thread only: @link stays valid. */
+      if (link != NULL && credit > 0 && !link->finished)
+        link_apply_credit (link, credit);
+    }
+
+  return G_SOURCE_REMOVE;
+}
+
+/* The source that grants credit back: woken by the feeds (lock-free, from any thread). */
+typedef struct
+{
+  MpWakeableSource parent;
+  MpStream *stream;   /* strong: the last link's finish destroys the source */
+} GrantSource;
+
+static void
+grant_source_finalize (GSource *source)
+{
+  g_clear_pointer (&((GrantSource *) source)->stream, stream_unref);
+  mp_wakeable_source_finalize (source);
+}
+
+static gboolean
+grant_source_dispatch (GSource     *source,
+                       GSourceFunc  callback,
+                       gpointer     user_data)
+{
+  MpStream *self = ((GrantSource *) source)->stream;
+  MpStreamFeed *feed;
+
+  mp_wakeable_source_set_pending (source, FALSE);
+
+  while ((feed = g_async_queue_try_pop (self->grant_queue)) != NULL)
+    {
+      guint credit;
+
+      /* Cleared first: what the application takes from now on queues the feed again. */
+      g_atomic_int_set (&feed->queued, 0);
+      credit = (guint) g_atomic_int_exchange ((int *) &feed->pending, 0);
+      if (credit > 0)
+        {
+          g_atomic_int_add ((int *) &feed->granted, (int) credit);
+          g_mutex_lock (&self->lock);
+          if (!self->closing)
+            {
+              guint64 pair[2] = { feed->id, credit };
+
+              g_array_append_vals (self->out_credits, pair, 2);
+              stream_schedule_flush_locked (self);
+            }
+          g_mutex_unlock (&self->lock);
+        }
+      feed_unref (feed);
+    }
+
+  return G_SOURCE_CONTINUE;
+}
+
+static GSourceFuncs grant_source_funcs = {
+  .prepare = mp_wakeable_source_prepare,
+  .check = mp_wakeable_source_check,
+  .dispatch = grant_source_dispatch,
+  .finalize = grant_source_finalize,
+};
+
+/* Worker thread: starts relaying @link (in the table). A relay that closed before it could
+ * start never emits "close": it is finished here. */
+static void
+link_start (MpStreamLink *link)
+{
+  link->message_id = g_signal_connect (link->relay, "message", G_CALLBACK (on_relay_message),
+                                       link);
+  link->close_id = g_signal_connect (link->relay, "close", G_CALLBACK (on_relay_close), link);
+  mp_message_port_start (link->relay);
+  /* On this thread, a started port has a context until its own dispatch retires it. */
+  if (mp_message_port_get_context (link->relay) == NULL)
+    link_finish (link);
+}
+
+typedef struct
+{
+  MpStream *stream;
+  GPtrArray *links;   /* MpStreamLink, in the table */
+} StartLinks;
+
+static gboolean
+start_links_cb (gpointer data)
+{
+  StartLinks *start = data;
+
+  for (guint i = 0; i < start->links->len; i++)
+    link_start (g_ptr_array_index (start->links, i));
+
+  g_ptr_array_unref (start->links);
+  stream_unref (start->stream);
+  g_free (start);
+
+  return G_SOURCE_REMOVE;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Receiving (GDBus's worker thread)
+ */
+
+/* The other side broke the protocol: its ports close here, and it is said why. The filter's
+ * or the worker thread's. */
+static void
+stream_break (MpStream   *self,
+              const char *format,
+              ...)
+{
+  g_autofree char *reason = NULL;
+  va_list args;
+
+  if (!g_atomic_int_compare_and_exchange (&self->broken, 0, 1))
+    return;
+
+  va_start (args, format);
+  reason = g_strdup_vprintf (format, args);
+  va_end (args);
+
+  if (self->detached)
+    return;
+  g_warning ("mpport: closing a stream to another process, which broke the protocol: %s",
+             reason);
+  g_dbus_connection_close (self->connection, NULL, NULL, NULL);
+}
+
+/* Whether @id names a port that existed on this stream (open or closed since). */
+static gboolean
+id_known (MpStream *self,
+          guint64   id)
+{
+  gboolean known;
+
+  if (id == 0)
+    return TRUE;
+  if (!is_own_id (self, id))
+    return id <= self->peer_max_id;
+
+  g_mutex_lock (&self->lock);
+  known = id <= self->own_max_id;
+  g_mutex_unlock (&self->lock);
+
+  return known;
+}
+
+/* The relay (strong) and the feed (strong) of @id, or FALSE if that port is closed here. */
+static gboolean
+lookup_link (MpStream       *self,
+             guint64         id,
+             MpMessagePort **relay,
+             MpStreamFeed  **feed)
+{
+  MpStreamLink *link;
+
+  *relay = NULL;
+  *feed = NULL;
+  g_mutex_lock (&self->lock);
+  link = g_hash_table_lookup (self->links, &id);
+  if (link != NULL)
+    {
+      *relay = g_object_ref (link->relay);
+      *feed = feed_ref (link->feed);
+    }
+  g_mutex_unlock (&self->lock);
+
+  return link != NULL;
+}
+
+static gboolean
+handle_hello (MpStream *self,
+              GVariant *body)
+{
+  guint32 version;
+
+  if (!g_variant_is_of_type (body, G_VARIANT_TYPE (MP_STREAM_HELLO_TYPE)))
+    {
+      stream_break (self, "Hello has type “%s”", g_variant_get_type_string (body));
+      return FALSE;
+    }
+  g_variant_get_child (body, 0, "u", &version);
+  if (version != MP_STREAM_VERSION)
+    {
+      stream_break (self, "it speaks version %u of the protocol, this side version %u",
+                    version, MP_STREAM_VERSION);
+      return FALSE;
+    }
+  self->hello_seen = TRUE;
+
+  return TRUE;
+}
+
+/* The relay and feed of the port the last post went to: a burst mostly goes to one port. */
+typedef struct
+{
+  guint64 id;
+  MpMessagePort *relay;   /* strong, or NULL: nothing looked up, or the port is closed */
+  MpStreamFeed *feed;     /* strong, with relay */
+  gboolean valid;
+} LinkCache;
+
+static void
+link_cache_clear (LinkCache *cache)
+{
+  g_clear_object (&cache->relay);
+  g_clear_pointer (&cache->feed, feed_unref);
+  cache->valid = FALSE;
+}
+
+/* One post of a burst, already decoded: @data (transfer full; NULL for a NULL post) or
+ * @error (transfer full), for port @id, transferring the ports @ids; @cost counts against
+ * that port's window. It is posted on the relay of its port with the ports it transfers
+ * (new local channels), or reported with "message-error". FALSE if it broke the protocol. */
+static gboolean
+handle_post (MpStream       *self,
+             LinkCache      *cache,
+             guint64         id,
+             GVariant       *data_in,
+             GError         *error_in,
+             guint           cost,
+             const guint64  *ids,
+             gsize           n_ids)
+{
+  g_autoptr(GVariant) data = data_in;
+  g_autoptr(GError) error = error_in;
+  g_autoptr(GPtrArray) ports = NULL;
+  g_autoptr(GPtrArray) new_links = NULL;
+
+  if (!id_known (self, id))
+    {
+      stream_break (self, "a post to port %" G_GUINT64_FORMAT ", which does not exist", id);
+      return FALSE;
+    }
+
+  if (n_ids > MP_STREAM_MAX_TRANSFER)
+    {
+      stream_break (self, "a post transfers %" G_GSIZE_FORMAT " ports, more than %u", n_ids,
+                    (guint) MP_STREAM_MAX_TRANSFER);
+      return FALSE;
+    }
+  for (gsize i = 0; i < n_ids; i++)
+    {
+      if (ids[i] == 0 || is_own_id (self, ids[i]) || ids[i] <= self->peer_max_id)
+        {
+          stream_break (self, "a transferred port has the id %" G_GUINT64_FORMAT
+                        ", which is not a new id of that side", ids[i]);
+          return FALSE;
+        }
+      self->peer_max_id = ids[i];
+    }
+
+  /* Each transferred port is a new local channel: the application gets one end in the
+   * message, the other becomes the relay of the new id. */
+  ports = g_ptr_array_new_with_free_func (g_object_unref);
+  new_links = g_ptr_array_new ();
+  for (gsize i = 0; i < n_ids; i++)
+    {
+      MpPipe *pipe = mp_pipe_new ();
+
+      g_ptr_array_add (ports, mp_message_port_new_for_side (&pipe->sides[0], TRUE));
+      g_ptr_array_add (new_links,
+                       link_new (self, ids[i], mp_message_port_new_for_side (&pipe->sides[1], TRUE)));
+      mp_pipe_unref (pipe);
+    }
+  if (n_ids > 0)
+    {
+      gboolean too_many;
+
+      g_mutex_lock (&self->lock);
+      too_many = g_hash_table_size (self->links) + n_ids > MP_STREAM_MAX_PORTS;
+      if (!too_many && !self->closing)
+        for (guint i = 0; i < new_links->len; i++)
+          {
+            MpStreamLink *link = g_ptr_array_index (new_links, i);
+
+            g_hash_table_insert (self->links, &link->id, link);
+          }
+      else
+        {
+          /* Never in the table: closed at once, with the ports handed out below. */
+          for (guint i = 0; i < new_links->len; i++)
+            link_free (g_ptr_array_index (new_links, i));
+          g_ptr_array_set_size (new_links, 0);
+        }
+      g_mutex_unlock (&self->lock);
+
+      if (too_many)
+        {
+          stream_break (self, "more than %u ports open at a time", (guint) MP_STREAM_MAX_PORTS);
+          return FALSE;
+        }
+    }
+
+  if (!cache->valid || cache->id != id)
+    {
+      link_cache_clear (cache);
+      cache->id = id;
+      cache->valid = TRUE;
+      lookup_link (self, id, &cache->relay, &cache->feed);
+    }
+
+  if (cache->relay != NULL)
+    {
+      MpStreamFeed *feed = cache->feed;
+
+      /* A sender keeps under the window what it sent and was not granted back; what we
+       * granted may not have reached it yet, so it can only have sent less than this. */
+      if (feed->received - (guint) g_atomic_int_get (&feed->granted) >= MP_STREAM_WINDOW)
+        {
+          stream_break (self, "it posted more than the window of port %" G_GUINT64_FORMAT, id);
+          return FALSE;
+        }
+      feed->received += cost;
+
+      if (error != NULL)
+        {
+          /* The entry in the inbox takes no payload: what it does not hold is taken now. */
+          mp_pipe_side_send (mp_message_port_get_side (cache->relay),
+                             mp_message_new_error (g_steal_pointer (&error)));
+          feed_add (feed, cost - MP_STREAM_COST_OVERHEAD);
+        }
+      else
+        /* Fails only if the port closed meanwhile: then the post is dropped, as any post to
+         * a closed port, and the ports it carried close (below, with our references). */
+        mp_message_port_post_message (cache->relay, data,
+                                      (MpMessagePort *const *) ports->pdata, ports->len, NULL);
+    }
+
+  if (new_links->len > 0 && !self->detached)
+    {
+      StartLinks *start = g_new0 (StartLinks, 1);
+
+      start->stream = stream_ref (self);
+      start->links = g_steal_pointer (&new_links);
+      g_main_context_invoke (mp_worker_context (), start_links_cb, start);
+    }
+
+  return TRUE;
+}
+
+static void
+error_free0 (gpointer error)
+{
+  if (error != NULL)
+    g_error_free (error);
+}
+
+/* A Post signal: its columns checked against each other, then each post decoded and
+ * handled in order. */
+static void
+handle_burst (MpStream *self,
+              GVariant *body)
+{
+  g_autoptr(GVariant) ports_v = g_variant_get_child_value (body, 0);
+  g_autoptr(GVariant) types_v = g_variant_get_child_value (body, 1);
+  g_autoptr(GVariant) table_v = g_variant_get_child_value (body, 2);
+  g_autoptr(GVariant) ends_v = g_variant_get_child_value (body, 3);
+  g_autoptr(GVariant) payloads_v = g_variant_get_child_value (body, 4);
+  g_autoptr(GVariant) counts_v = g_variant_get_child_value (body, 5);
+  g_autoptr(GVariant) transfers_v = g_variant_get_child_value (body, 6);
+  g_autoptr(GBytes) payloads = g_variant_get_data_as_bytes (payloads_v);
+  g_autofree const char **table = NULL;
+  g_autoptr(GPtrArray) table_errors = NULL;
+  LinkCache cache = { 0, };
+  const guint64 *ports, *transfers;
+  const guint32 *types, *ends, *counts;
+  const guint8 *bytes;
+  gsize n, n_types, n_ends, n_counts, n_transfers, n_table, size;
+  guint64 total_transfers = 0;
+  guint32 start = 0;
+  gsize next_transfer = 0;
+
+  ports = g_variant_get_fixed_array (ports_v, &n, sizeof (guint64));
+  types = g_variant_get_fixed_array (types_v, &n_types, sizeof (guint32));
+  ends = g_variant_get_fixed_array (ends_v, &n_ends, sizeof (guint32));
+  counts = g_variant_get_fixed_array (counts_v, &n_counts, sizeof (guint32));
+  transfers = g_variant_get_fixed_array (transfers_v, &n_transfers, sizeof (guint64));
+  bytes = g_bytes_get_data (payloads, &size);
+  table = g_variant_get_strv (table_v, &n_table);
+
+  if (n_types != n || n_ends != n || n_counts != n)
+    {
+      stream_break (self, "a Post whose columns differ in length");
+      return;
+    }
+  for (gsize i = 0; i < n; i++)
+    {
+      if (types[i] >= n_table)
+        {
+          stream_break (self, "a Post with a type index out of its table");
+          return;
+        }
+      if (ends[i] < (i > 0 ? ends[i - 1] : 0) || ends[i] > size)
+        {
+          stream_break (self, "a Post whose payload ends are out of order or out of bounds");
+          return;
+        }
+      total_transfers += counts[i];
+    }
+  if ((n > 0 ? ends[n - 1] : 0) != size || total_transfers != n_transfers)
+    {
+      stream_break (self, "a Post whose columns do not add up");
+      return;
+    }
+
+  /* Each type once: NULL for a good one ("" is the NULL post's). */
+  table_errors = g_ptr_array_new_full (n_table, error_free0);
+  for (gsize t = 0; t < n_table; t++)
+    {
+      GError *type_error = NULL;
+
+      if (table[t][0] != '\0')
+        mp_wire_check_type_string (table[t], strlen (table[t]), &type_error);
+      g_ptr_array_add (table_errors, type_error);
+    }
+
+  for (gsize i = 0; i < n; i++)
+    {
+      const char *type_string = table[types[i]];
+      const GError *type_error = g_ptr_array_index (table_errors, types[i]);
+      guint32 length = ends[i] - start;
+      GVariant *data = NULL;
+      GError *error = NULL;
+
+      if (type_error != NULL)
+        error = g_error_copy (type_error);
+      else if (type_string[0] == '\0')
+        {
+          if (length != 0)
+            g_set_error_literal (&error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
+                                 _("Message from another process: data without a type"));
+        }
+      else
+        {
+          /* A post the application keeps keeps alive the memory it points into: share the
+           * burst only with a post that is at least half of it, copy smaller ones. */
+          g_autoptr(GBytes) payload = length < size / 2 ? g_bytes_new (bytes + start, length)
+                                                        : g_bytes_new_from_bytes (payloads, start, length);
+
+          data = mp_wire_load_payload (type_string, payload, &error);
+        }
+
+      if (!handle_post (self, &cache, ports[i], data, error,
+                        MP_STREAM_COST_OVERHEAD + length,
+                        counts[i] > 0 ? transfers + next_transfer : NULL, counts[i]))
+        break;
+      start = ends[i];
+      next_transfer += counts[i];
+    }
+
+  link_cache_clear (&cache);
+}
+
+static gboolean
+handle_close (MpStream *self,
+              guint64   id)
+{
+  MpStreamLink *link;
+  MpMessagePort *relay = NULL;
+
+  if (!id_known (self, id))
+    {
+      stream_break (self, "a close of port %" G_GUINT64_FORMAT ", which does not exist", id);
+      return FALSE;
+    }
+
+  g_mutex_lock (&self->lock);
+  link = g_hash_table_lookup (self->links, &id);
+  if (link != NULL)
+    {
+      link->remote_closed = TRUE;
+      relay = g_object_ref (link->relay);
+    }
+  g_mutex_unlock (&self->lock);
+
+  /* The application's end gets "close" after what arrived before. */
+  if (relay != NULL)
+    {
+      mp_message_port_close (relay);
+      g_object_unref (relay);
+    }
+
+  return TRUE;
+}
+
+/* The other side's application took @credit of what @id posted: applied on the worker
+ * thread, which owns the sending side of the window. */
+static gboolean
+handle_credit (MpStream *self,
+               guint64   id,
+               guint64   credit)
+{
+  MpStreamLink *link;
+
+  if (!id_known (self, id))
+    {
+      stream_break (self, "a credit for port %" G_GUINT64_FORMAT ", which does not exist", id);
+      return FALSE;
+    }
+  if (credit == 0 || credit > G_MAXUINT32)
+    {
+      stream_break (self, "a credit of %" G_GUINT64_FORMAT, credit);
+      return FALSE;
+    }
+
+  g_mutex_lock (&self->lock);
+  link = g_hash_table_lookup (self->links, &id);
+  if (link != NULL)
+    {
+      if (credit > G_MAXUINT32 - link->credit_in)
+        link->credit_in = G_MAXUINT32;   /* more than was ever sent: the drain breaks it */
+      else
+        link->credit_in += (guint) credit;
+      g_array_append_val (self->credited, id);
+      if (!self->drain_scheduled && !self->detached)
+        {
+          self->drain_scheduled = TRUE;
+          g_main_context_invoke_full (mp_worker_context (), G_PRIORITY_DEFAULT, stream_drain_cb,
+                                      stream_ref (self), stream_unref);
+        }
+    }
+  g_mutex_unlock (&self->lock);
+
+  return TRUE;
+}
+
+static void
+handle_message (MpStream     *self,
+                GDBusMessage *message)
+{
+  const char *member = g_dbus_message_get_member (message);
+  GVariant *body = g_dbus_message_get_body (message);
+  g_autoptr(GVariant) empty = NULL;
+
+  if (body == NULL)
+    body = empty = g_variant_ref_sink (g_variant_new ("()"));
+
+  if (!self->hello_seen)
+    {
+      if (g_strcmp0 (member, MP_STREAM_HELLO) != 0)
+        stream_break (self, "its first message is not Hello but “%s”", member);
+      else
+        handle_hello (self, body);
+      return;
+    }
+
+  if (g_strcmp0 (member, MP_STREAM_POST) == 0)
+    {
+      if (!g_variant_is_of_type (body, G_VARIANT_TYPE (MP_STREAM_POST_TYPE)))
+        stream_break (self, "Post has type “%s”", g_variant_get_type_string (body));
+      else
+        handle_burst (self, body);
+    }
+  else if (g_strcmp0 (member, MP_STREAM_CLOSE) == 0)
+    {
+      g_autoptr(GVariant) ids_variant = NULL;
+      const guint64 *ids;
+      gsize n_ids;
+
+      if (!g_variant_is_of_type (body, G_VARIANT_TYPE (MP_STREAM_CLOSE_TYPE)))
+        {
+          stream_break (self, "Close has type “%s”", g_variant_get_type_string (body));
+          return;
+        }
+      ids_variant = g_variant_get_child_value (body, 0);
+      ids = g_variant_get_fixed_array (ids_variant, &n_ids, sizeof (guint64));
+      for (gsize i = 0; i < n_ids; i++)
+        if (!handle_close (self, ids[i]))
+          return;
+    }
+  else if (g_strcmp0 (member, MP_STREAM_CREDIT) == 0)
+    {
+      g_autoptr(GVariant) credits = NULL;
+      gsize n_credits;
+
+      if (!g_variant_is_of_type (body, G_VARIANT_TYPE (MP_STREAM_CREDIT_TYPE)))
+        {
+          stream_break (self, "Credit has type “%s”", g_variant_get_type_string (body));
+          return;
+        }
+      credits = g_variant_get_child_value (body, 0);
+      n_credits = g_variant_n_children (credits);
+      for (gsize i = 0; i < n_credits; i++)
+        {
+          guint64 id, credit;
+
+          g_variant_get_child (credits, i, "(tt)", &id, &credit);
+          if (!handle_credit (self, id, credit))
+            return;
+        }
+    }
+  else if (g_strcmp0 (member, MP_STREAM_HELLO) == 0)
+    stream_break (self, "a second Hello");
+  else
+    stream_break (self, "an unknown message “%s”", member);
+}
+
+/* Runs in GDBus's worker thread for every message of the connection, both ways. The
+ * protocol's signals are taken out of GDBus's own dispatch; anything else is left to GDBus
+ * (which answers org.freedesktop.DBus.Peer calls itself, and an error to other calls). */
+static GDBusMessage *
+stream_filter (GDBusConnection *connection,
+               GDBusMessage    *message,
+               gboolean         incoming,
+               gpointer         data)
+{
+  MpStream *self = data;
+
+  if (!incoming ||
+      g_strcmp0 (g_dbus_message_get_interface (message), MP_STREAM_INTERFACE) != 0)
+    return message;
+
+  if (g_dbus_message_get_message_type (message) != G_DBUS_MESSAGE_TYPE_SIGNAL)
+    stream_break (self, "a message of the protocol that is not a signal");
+  else if (!g_atomic_int_get (&self->broken))
+    handle_message (self, message);
+
+  g_object_unref (message);   /* a filter owns the message it drops */
+
+  return NULL;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * The end of the process
+ *
+ * Like stdio's buffers, what the application posted before its process exits normally
+ * (returning from main() or calling exit()) is written before the process ends: an
+ * atexit() handler asks the worker thread to send what the relays hold and waits, at most
+ * MP_STREAM_EXIT_WAIT, until GDBus has written it. A crash or _exit() loses what was not
+ * written yet.
+ */
+
+#define MP_STREAM_EXIT_WAIT (5 * G_USEC_PER_SEC)
+
+static GMutex streams_lock;
+static GList *streams;   /* MpStream, unowned: each removes itself as it is freed */
+
+static void
+streams_forget (MpStream *self)
+{
+  g_mutex_lock (&streams_lock);
+  streams = g_list_remove (streams, self);
+  g_mutex_unlock (&streams_lock);
+}
+
+typedef struct
+{
+  GMutex lock;
+  GCond cond;
+  gboolean done;
+  GPtrArray *streams;   /* strong */
+} ExitFlush;
+
+/* Whether every port of @self handed what its application posted to the outbox: no relay
+ * holds a message in its inbox or its backlog. Worker thread. */
+static gboolean
+stream_is_drained (MpStream *self)
+{
+  gboolean drained = TRUE;
+  GHashTableIter iter;
+  gpointer value;
+
+  g_mutex_lock (&self->lock);
+  g_hash_table_iter_init (&iter, self->links);
+  while (drained && g_hash_table_iter_next (&iter, NULL, &value))
+    {
+      MpStreamLink *link = value;
+      MpPipeSide *side = mp_message_port_get_side (link->relay);
+
+      if (link->backlog.length > 0)
+        drained = FALSE;
+      g_mutex_lock (&side->mutex);
+      if (side->inbox.length > 0)
+        drained = FALSE;
+      g_mutex_unlock (&side->mutex);
+    }
+  g_mutex_unlock (&self->lock);
+
+  return drained;
+}
+
+static gboolean
+exit_flush_cb (gpointer data)
+{
+  ExitFlush *op = data;
+
+  /* Every millisecond, until the relays have handed everything over (a relay delivers a
+   * bounded number of messages per dispatch, and a full window waits for the other side's
+   * credit), or streams_flush_at_exit() stops waiting. */
+  for (guint i = 0; i < op->streams->len; i++)
+    {
+      MpStream *self = g_ptr_array_index (op->streams, i);
+
+      if (self->connection != NULL && !g_dbus_connection_is_closed (self->connection) &&
+          !stream_is_drained (self))
+        return G_SOURCE_CONTINUE;
+    }
+
+  for (guint i = 0; i < op->streams->len; i++)
+    {
+      MpStream *self = g_ptr_array_index (op->streams, i);
+
+      if (self->connection == NULL)
+        continue;
+      stream_flush_cb (self);
+      if (!g_dbus_connection_is_closed (self->connection))
+        g_dbus_connection_flush_sync (self->connection, NULL, NULL);
+    }
+
+  g_mutex_lock (&op->lock);
+  op->done = TRUE;
+  g_cond_signal (&op->cond);
+  g_mutex_unlock (&op->lock);
+
+  return G_SOURCE_REMOVE;
+}
+
+static void
+streams_flush_at_exit (void)
+{
+  ExitFlush *op;
+  GSource *idle;
+  gint64 deadline = g_get_monotonic_time () + MP_STREAM_EXIT_WAIT;
+  gboolean done;
+
+  op = g_new0 (ExitFlush, 1);
+  op->streams = g_ptr_array_new_with_free_func (stream_unref);
+  g_mutex_lock (&streams_lock);
+  for (GList *l = streams; l != NULL; l = l->next)
+    {
+      MpStream *self = l->data;
+
+      int count;
+
+      /* One on its way out (its count reached 0, it waits for streams_lock to leave the
+       * list) is skipped: its connection closes anyway. */
+      do
+        count = g_atomic_int_get ((int *) &self->ref_count);
+      while (count > 0 &&
+             !g_atomic_int_compare_and_exchange ((int *) &self->ref_count, count, count + 1));
+      if (count > 0)
+        g_ptr_array_add (op->streams, self);
+    }
+  g_mutex_unlock (&streams_lock);
+
+  if (op->streams->len == 0)
+    {
+      g_ptr_array_unref (op->streams);
+      g_free (op);
+      return;
+    }
+
+  g_mutex_init (&op->lock);
+  g_cond_init (&op->cond);
+  idle = g_timeout_source_new (1);
+  g_source_set_priority (idle, G_PRIORITY_LOW);
+  g_source_set_callback (idle, exit_flush_cb, op, NULL);
+  g_source_attach (idle, mp_worker_context ());
+  g_source_unref (idle);
+
+  g_mutex_lock (&op->lock);
+  while (!op->done)
+    if (!g_cond_wait_until (&op->cond, &op->lock, deadline))
+      break;
+  done = op->done;
+  g_mutex_unlock (&op->lock);
+
+  /* Timed out: the worker thread still uses @op; leave it to the process's end. */
+  if (done)
+    {
+      g_ptr_array_unref (op->streams);
+      g_mutex_clear (&op->lock);
+      g_cond_clear (&op->cond);
+      g_free (op);
+    }
+}
+
+static void
+streams_remember (MpStream *self)
+{
+  static gsize registered = 0;
+
+  if (g_once_init_enter (&registered))
+    {
+      atexit (streams_flush_at_exit);
+      g_once_init_leave (&registered, 1);
+    }
+
+  g_mutex_lock (&streams_lock);
+  streams = g_list_prepend (streams, self);
+  g_mutex_unlock (&streams_lock);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Setting up and tearing down (worker thread)
+ */
+
+/* The connection is gone (closed by either side, or it failed): every port closes here,
+ * after what already arrived. */
+static void
+on_connection_closed (GDBusConnection *connection,
+                      gboolean         remote_peer_vanished,
+                      GError          *error,
+                      gpointer         data)
+{
+  MpStream *self = data;
+  g_autoptr(GPtrArray) relays = g_ptr_array_new_with_free_func (g_object_unref);
+  GHashTableIter iter;
+  gpointer value;
+
+  g_mutex_lock (&self->lock);
+  self->closing = TRUE;
+  g_hash_table_iter_init (&iter, self->links);
+  while (g_hash_table_iter_next (&iter, NULL, &value))
+    {
+      MpStreamLink *link = value;
+
+      link->remote_closed = TRUE;
+      g_ptr_array_add (relays, g_object_ref (link->relay));
+    }
+  g_mutex_unlock (&self->lock);
+
+  for (guint i = 0; i < relays->len; i++)
+    mp_message_port_close (g_ptr_array_index (relays, i));
+
+  /* Removing the filter may drop the last reference but ours. */
+  stream_ref (self);
+  g_clear_signal_handler (&self->closed_id, connection);
+  g_dbus_connection_remove_filter (connection, self->filter_id);
+  stream_unref (self);
+}
+
+static void
+stream_report_ready (MpStream     *self,
+                     const GError *error)
+{
+  g_autoptr(MpMessagePort) port = g_steal_pointer (&self->ready_port);
+
+  if (self->ready != NULL)
+    self->ready (port, error, self->ready_data);
+}
+
+static void
+stream_fail (MpStream     *self,
+             const GError *error)
+{
+  g_autoptr(GPtrArray) links = g_ptr_array_new ();
+  GHashTableIter iter;
+  gpointer value;
+
+  g_mutex_lock (&self->lock);
+  self->closing = TRUE;
+  g_hash_table_iter_init (&iter, self->links);
+  while (g_hash_table_iter_next (&iter, NULL, &value))
+    {
+      ((MpStreamLink *) value)->remote_closed = TRUE;
+      g_ptr_array_add (links, value);
+    }
+  g_mutex_unlock (&self->lock);
+
+  /* Never started: closed and finished here. */
+  for (guint i = 0; i < links->len; i++)
+    {
+      MpStreamLink *link = g_ptr_array_index (links, i);
+
+      mp_message_port_close (link->relay);
+      link_finish (link);
+    }
+
+  stream_report_ready (self, error);
+}
+
+static void
+on_connection_made (GObject      *object,
+                    GAsyncResult *result,
+                    gpointer      data)
+{
+  MpStream *self = data;
+  g_autoptr(GError) error = NULL;
+  g_autoptr(GPtrArray) links = g_ptr_array_new ();
+  GDBusConnection *connection;
+  GHashTableIter iter;
+  gpointer value;
+
+  connection = g_dbus_connection_new_finish (result, &error);
+  if (connection == NULL)
+    {
+      stream_fail (self, error);
+      stream_unref (self);
+      return;
+    }
+
+  self->connection = connection;
+  {
+    GSource *source = mp_wakeable_source_new (&grant_source_funcs, sizeof (GrantSource),
+                                              mp_worker_context ());
+
+    ((GrantSource *) source)->stream = stream_ref (self);
+    g_source_set_static_name (source, "MpStream grants");
+    g_source_attach (source, mp_worker_context ());
+    g_atomic_pointer_set (&self->grant_source, source);
+  }
+  self->closed_id = g_signal_connect (connection, "closed", G_CALLBACK (on_connection_closed),
+                                      self);
+  self->filter_id = g_dbus_connection_add_filter (connection, stream_filter, stream_ref (self),
+                                                  stream_unref);
+  /* The ports to start: those of the table now, before GDBus reads anything (a port that
+   * arrives from now on is started by start_links_cb()). */
+  g_mutex_lock (&self->lock);
+  g_hash_table_iter_init (&iter, self->links);
+  while (g_hash_table_iter_next (&iter, NULL, &value))
+    g_ptr_array_add (links, value);
+  g_mutex_unlock (&self->lock);
+
+  /* First, before any post a relay may send. */
+  emit_signal (self, MP_STREAM_HELLO,
+               g_variant_new ("(u@a{sv})", MP_STREAM_VERSION,
+                              g_variant_new_array (G_VARIANT_TYPE ("{sv}"), NULL, 0)));
+  g_dbus_connection_start_message_processing (connection);
+
+  stream_report_ready (self, NULL);
+
+  for (guint i = 0; i < links->len; i++)
+    link_start (g_ptr_array_index (links, i));
+
+  stream_unref (self);   /* the set-up's */
+}
+
+static gboolean
+connect_cb (gpointer data)
+{
+  MpStream *self = data;
+  g_autofree char *guid = NULL;
+
+  if (self->flags & G_DBUS_CONNECTION_FLAGS_AUTHENTICATION_SERVER)
+    guid = g_dbus_generate_guid ();
+
+  g_dbus_connection_new (self->io, guid, self->flags, NULL, self->cancellable,
+                         on_connection_made, self);
+  g_clear_object (&self->io);
+
+  return G_SOURCE_REMOVE;
+}
+
+GDBusConnectionFlags
+mp_stream_connection_flags (MpStreamFlags flags)
+{
+  GDBusConnectionFlags result = G_DBUS_CONNECTION_FLAGS_DELAY_MESSAGE_PROCESSING;
+
+  if (flags & MP_STREAM_FLAGS_SERVER)
+    {
+      result |= G_DBUS_CONNECTION_FLAGS_AUTHENTICATION_SERVER;
+      if (flags & MP_STREAM_FLAGS_ALLOW_ANONYMOUS)
+        result |= G_DBUS_CONNECTION_FLAGS_AUTHENTICATION_ALLOW_ANONYMOUS;
+      else
+        result |= G_DBUS_CONNECTION_FLAGS_AUTHENTICATION_REQUIRE_SAME_USER;
+    }
+  else
+    result |= G_DBUS_CONNECTION_FLAGS_AUTHENTICATION_CLIENT;
+
+  return result;
+}
+
+/* A stream with port 0 in its table: the application's end is returned in @port. */
+static MpStream *
+stream_new (gboolean        server,
+            MpMessagePort **port)
+{
+  MpStream *self = g_new0 (MpStream, 1);
+  MpPipe *pipe = mp_pipe_new ();
+  MpStreamLink *link;
+
+  g_atomic_ref_count_init (&self->ref_count);
+  self->server = server;
+  self->next_id = server ? 2 : 1;
+  g_mutex_init (&self->lock);
+  self->links = g_hash_table_new (g_int64_hash, g_int64_equal);
+  burst_init (&self->out_posts);
+  self->out_closes = g_array_new (FALSE, FALSE, sizeof (guint64));
+  self->out_credits = g_array_new (FALSE, FALSE, sizeof (guint64));
+  self->credited = g_array_new (FALSE, FALSE, sizeof (guint64));
+  self->grant_queue = g_async_queue_new_full (feed_unref);
+
+  /* Port 0: the application's end, and the relay that waits (unstarted, so posts queue in
+   * its inbox) until the connection is up. */
+  *port = mp_message_port_new_for_side (&pipe->sides[0], TRUE);
+  link = link_new (self, 0, mp_message_port_new_for_side (&pipe->sides[1], TRUE));
+  mp_pipe_unref (pipe);
+  g_hash_table_insert (self->links, &link->id, link);
+
+  return self;
+}
+
+MpMessagePort *
+mp_stream_open (GIOStream            *io,
+                GDBusConnectionFlags  flags,
+                GCancellable         *cancellable,
+                MpStreamReadyFunc     ready,
+                gpointer              user_data)
+{
+  MpMessagePort *port;
+  MpStream *self = stream_new ((flags & G_DBUS_CONNECTION_FLAGS_AUTHENTICATION_SERVER) != 0,
+                               &port);
+
+  self->ready = ready;
+  self->ready_data = user_data;
+  if (ready != NULL)
+    self->ready_port = g_object_ref (port);
+  self->io = g_object_ref (io);
+  self->cancellable = cancellable != NULL ? g_object_ref (cancellable) : NULL;
+  self->flags = flags;
+
+  streams_remember (self);
+
+  /* The reference of the connection's set-up (released in on_connection_made()). */
+  g_main_context_invoke (mp_worker_context (), connect_cb, self);
+
+  return port;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Detached streams, for the fuzzer and the tests of the decoder
+ */
+
+MpStream *
+mp_stream_new_detached (gboolean        server,
+                        MpMessagePort **port)
+{
+  MpStream *self = stream_new (server, port);
+
+  self->detached = TRUE;
+
+  return self;
+}
+
+void
+mp_stream_receive (MpStream     *self,
+                   GDBusMessage *message)
+{
+  g_return_if_fail (self->detached);
+
+  if (g_strcmp0 (g_dbus_message_get_interface (message), MP_STREAM_INTERFACE) != 0)
+    return;
+  if (g_dbus_message_get_message_type (message) != G_DBUS_MESSAGE_TYPE_SIGNAL)
+    stream_break (self, "a message of the protocol that is not a signal");
+  else if (!g_atomic_int_get (&self->broken))
+    handle_message (self, message);
+}
+
+gboolean
+mp_stream_is_broken (MpStream *self)
+{
+  return g_atomic_int_get (&self->broken);
+}
+
+void
+mp_stream_free_detached (MpStream *self)
+{
+  g_return_if_fail (self->detached);
+
+  stream_fail (self, NULL);
+  stream_unref (self);
+}
