@@ -13,10 +13,14 @@
  *               producer writes the eventfd only when the consumer said it went idle
  *               (the bound: no lock, no allocation besides the GVariant)
  *
- * and, across processes (the bus scenario, on a private dbus-daemon), against
+ * and, across processes (the bus scenario, on a private dbus-daemon; the xproc-* scenarios,
+ * a port whose peer is a child process, in xproc.c), against
  *
  *   (d) signal  one GDBus signal per message (g_dbus_connection_emit_signal(), received
- *               with g_dbus_connection_signal_subscribe())
+ *               with g_dbus_connection_signal_subscribe()): through the bus in bus,
+ *               peer-to-peer on a socketpair in xproc-*
+ *   (e) socket  xproc-* only: the same GVariants serialized, length-prefixed, on a bare
+ *               socketpair, buffered both ways (the bound)
  *
  * Runs are interleaved (run 1 of every implementation, then run 2 ...) so that drift on a
  * shared machine hits every column alike, each in a fresh child process (so that no
@@ -46,6 +50,9 @@
 #include <glib-unix.h>
 #include <glib/gstdio.h>
 #include <mpport/mpport.h>
+
+#include "mp-bench.h"
+#include "xproc.h"
 
 #ifdef HAVE_CALLGRIND_H
 #include <valgrind/callgrind.h>
@@ -79,13 +86,10 @@
 #define N_FANIN_PRODUCERS     4
 #define N_BCAST_RECEIVERS     4
 #define MAX_PRODUCERS         8
-#define BASELINE_BUDGET       1024      /* messages per dispatch, as MP_MESSAGE_PORT_DISPATCH_BUDGET */
 #define RING_SIZE             16384u    /* slots of the (c) ring; a power of two */
-#define PINGPONG_WARMUP       1000
 #define STRESS_THREADS        6         /* plus the main thread */
 #define STRESS_ITERATIONS     400
 #define STRESS_CHANNELS       8
-#define TIMEOUT_SECONDS       120
 #define BCAST_NAME            "bench/mp-bench"
 #define N_BUS_RECEIVERS       2         /* processes, besides the sender's */
 #define BUS_RTT_WARMUP        200
@@ -99,51 +103,19 @@
 static const char payload64[] = "mpport-bench-payload-0123456789abcdefghijklmnopqrstuvwxyzABCDEF.";
 G_STATIC_ASSERT (sizeof (payload64) == 65);
 
-typedef enum {
-  IMPL_MPPORT,
-  IMPL_INVOKE,
-  IMPL_QUEUE,
-  IMPL_RING,
-  IMPL_SIGNAL,
-  N_IMPLS
-} Impl;
-
-static const char *const impl_names[N_IMPLS] = { "mpport", "invoke", "queue", "ring", "signal" };
-static const char *const impl_labels[N_IMPLS] = { "mpport", "(a) invoke", "(b) queue", "(c) ring", "(d) signal" };
+/* Impl is in mp-bench.h. */
+const char *const impl_names[N_IMPLS] = { "mpport", "invoke", "queue", "ring", "signal", "socket" };
+static const char *const impl_labels[N_IMPLS] = { "mpport", "(a) invoke", "(b) queue", "(c) ring", "(d) signal",
+                                                  "(e) socket" };
 /* In the ratio columns: mp/(a) ... */
-static const char *const impl_tags[N_IMPLS] = { "mp", "(a)", "(b)", "(c)", "(d)" };
+static const char *const impl_tags[N_IMPLS] = { "mp", "(a)", "(b)", "(c)", "(d)", "(e)" };
 
 #define ALL_IMPLS       ((1u << N_IMPLS) - 1)
 #define THREAD_IMPLS    ((1u << IMPL_MPPORT) | (1u << IMPL_INVOKE) | (1u << IMPL_QUEUE) | (1u << IMPL_RING))
 #define BUS_IMPLS       ((1u << IMPL_MPPORT) | (1u << IMPL_SIGNAL))
 #define MPPORT_ONLY     (1u << IMPL_MPPORT)
 
-/* One measurement. */
-typedef struct
-{
-  double value;          /* the scenario's metric, in its unit */
-  double p50, p99;       /* pingpong, bus: µs per round trip; else 0 */
-  double seconds;        /* wall time of the measured region */
-  guint64 messages;      /* messages (or operations) in the measured region */
-  guint64 iterations;    /* main-loop iterations of the receiving context(s) */
-  guint64 sleeps;        /* polls of the receiving context(s) allowed to block */
-  guint64 wakes;         /* baselines (b)/(c): wake-ups signalled by the producer(s) */
-  guint64 allocs;        /* malloc/calloc/realloc calls in the measured region, all threads */
-} Sample;
-
-typedef struct _Scenario Scenario;
-typedef void (*ScenarioFunc) (const Scenario *scenario, Impl impl, Sample *out);
-
-struct _Scenario
-{
-  const char *name;
-  const char *unit;
-  gboolean higher_is_better;
-  guint impls;            /* which implementations apply */
-  ScenarioFunc run;
-  guint64 count;          /* messages / round trips / operations, before --scale */
-  const char *what;       /* one line for --help and the README */
-};
+/* Sample and Scenario are in mp-bench.h. */
 
 /* Options. */
 static int opt_runs = DEFAULT_RUNS;
@@ -162,12 +134,15 @@ static char *opt_child_bus_receiver;
 static gint64 opt_child_bus_posts = -1;
 static gint64 opt_child_bus_pings = -1;
 static gboolean opt_child_bus_echo;
+static char *opt_child_xproc;
+static gint64 opt_child_xproc_fd = -1;
+static gint64 opt_child_xproc_count = -1;
 
 /* ------------------------------------------------------------------------------------------ */
 /* Small helpers                                                                              */
 /* ------------------------------------------------------------------------------------------ */
 
-static gint64
+gint64
 now_ns (void)
 {
   struct timespec ts;
@@ -222,7 +197,7 @@ latch_wait (Latch *latch,
   g_mutex_unlock (&latch->mutex);
 }
 
-static int
+int
 compare_double (gconstpointer a,
                 gconstpointer b)
 {
@@ -232,7 +207,7 @@ compare_double (gconstpointer a,
   return (x > y) - (x < y);
 }
 
-static guint64
+guint64
 scaled (guint64 count)
 {
   double n = (double) count * opt_scale;
@@ -334,9 +309,9 @@ alloc_total (void)
 /* The measured region: under callgrind (--callgrind) only this is counted; the heap
  * allocations made in it, by every thread, are kept in measured_allocs. Main thread only. */
 static guint64 allocs_at_begin;
-static guint64 measured_allocs;
+guint64 measured_allocs;
 
-static void
+void
 measure_begin (void)
 {
   allocs_at_begin = alloc_total ();
@@ -344,7 +319,7 @@ measure_begin (void)
     CALLGRIND_ZERO_STATS;
 }
 
-static void
+void
 measure_end (void)
 {
   if (opt_callgrind)
@@ -361,14 +336,7 @@ measure_end (void)
 /* the wake-ups the receiver needed. Messages / iterations is the batch size.                 */
 /* ------------------------------------------------------------------------------------------ */
 
-typedef struct
-{
-  GMainContext *context;
-  GSource *sentinel;
-  guint64 iterations;
-  guint64 sleeps;
-} Loop;
-
+/* Loop is in mp-bench.h. */
 typedef struct
 {
   GSource parent;
@@ -410,7 +378,7 @@ static GSourceFuncs sentinel_funcs = {
   .dispatch = sentinel_dispatch,
 };
 
-static Loop *
+Loop *
 loop_new (void)
 {
   Loop *loop = g_new0 (Loop, 1);
@@ -430,14 +398,14 @@ loop_new (void)
   return loop;
 }
 
-static void
+void
 loop_reset (Loop *loop)
 {
   loop->iterations = 0;
   loop->sleeps = 0;
 }
 
-static void
+void
 loop_run_until (Loop           *loop,
                 const gboolean *done)
 {
@@ -446,14 +414,14 @@ loop_run_until (Loop           *loop,
 }
 
 /* Iterates without blocking until nothing is ready (lets closing sources retire). */
-static void
+void
 loop_flush (Loop *loop)
 {
   while (g_main_context_iteration (loop->context, FALSE))
     ;
 }
 
-static void
+void
 loop_free (Loop *loop)
 {
   loop_flush (loop);
@@ -470,9 +438,7 @@ loop_free (Loop *loop)
 /* once per message like mpport's, with GLib's stock marshallers.                             */
 /* ------------------------------------------------------------------------------------------ */
 
-#define BENCH_TYPE_SINK (bench_sink_get_type ())
-G_DECLARE_FINAL_TYPE (BenchSink, bench_sink, BENCH, SINK, GObject)
-
+/* Declared in mp-bench.h. */
 struct _BenchSink
 {
   GObject parent_instance;
@@ -480,7 +446,7 @@ struct _BenchSink
 
 G_DEFINE_FINAL_TYPE (BenchSink, bench_sink, G_TYPE_OBJECT)
 
-static guint sink_message_signal;
+guint sink_message_signal;
 
 static void
 bench_sink_class_init (BenchSinkClass *klass)
@@ -502,9 +468,6 @@ bench_sink_init (BenchSink *self)
 /* implementation. link_start() binds it on the receiving thread; link_send() is called from */
 /* the producer (one producer per link for (c)); the handler gets the GVariant.              */
 /* ------------------------------------------------------------------------------------------ */
-
-typedef void (*DeliverFunc) (GVariant *data,
-                             gpointer  user_data);
 
 typedef struct
 {
@@ -1563,7 +1526,7 @@ child_idle (gint64 n)
   _exit (EXIT_SUCCESS);
 }
 
-static char *self_exe;
+char *self_exe;
 
 static void
 scenario_idle (const Scenario *scenario,
@@ -1780,7 +1743,7 @@ bus_timeout_attach (Loop       *loop,
 
 /* A helper process (dbus-daemon, a receiver) dies with the sample's process, however that
  * ends; its main thread, which spawns them, lives as long as the process. */
-static void
+void
 die_with_parent (gpointer data)
 {
   prctl (PR_SET_PDEATHSIG, SIGTERM);
@@ -2156,6 +2119,10 @@ static const Scenario scenarios[] = {
     "idle channels held; RSS growth per channel (fresh process)" },
   { "bus", "deliv/s", TRUE, BUS_IMPLS, scenario_bus, 100000,
     "1 sender, 2 receiver processes, private dbus-daemon: posts, then posts/20 round trips" },
+  { "xproc-tput", "msg/s", TRUE, XPROC_IMPLS, xproc_scenario_tput, 1000000,
+    "child process -> a port in this one (socketpair), int32 messages, from the child's first post" },
+  { "xproc-pingpong", "us/rtt", FALSE, XPROC_IMPLS, xproc_scenario_pingpong, 100000,
+    "one message in flight between this process and a child; round trips (mean, p50, p99)" },
 };
 
 #define N_SCENARIOS G_N_ELEMENTS (scenarios)
@@ -2185,6 +2152,9 @@ static const Target targets[] = {
   { "idle", "value", TARGET_MAX_VALUE, IMPL_MPPORT, 512, "<= 512 B/channel" },
   { "bus", "value", TARGET_MIN_RATIO, IMPL_SIGNAL, 3.0, ">= 3x (d) signal" },
   { "bus", "p50", TARGET_MAX_RATIO, IMPL_SIGNAL, 1.1, "p50 <= 1.1x (d) signal" },
+  { "xproc-tput", "value", TARGET_MIN_RATIO, IMPL_SOCKET, 0.5, ">= 0.5x (e) socket" },
+  { "xproc-tput", "value", TARGET_MIN_RATIO, IMPL_SIGNAL, 10.0, ">= 10x (d) signal" },
+  { "xproc-pingpong", "value", TARGET_MAX_RATIO, IMPL_SOCKET, 1.2, "mean <= 1.2x (e) socket" },
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -2423,8 +2393,9 @@ print_allocs_table (const Impl *shown,
     }
 
   printf ("\nHeap allocations per message, medians per run: malloc/calloc/realloc calls by every "
-          "thread in the measured region\n(pingpong: per round trip; bcast, bus: per delivery, bus "
-          "counting the sender's and both receivers' processes;\nchurn: per operation). (b) and (c) "
+          "thread in the measured region\n(pingpong, xproc-pingpong: per round trip; bcast, bus: per delivery, "
+          "bus counting the sender's and both receivers' processes,\nxproc-* both processes; "
+          "churn: per operation). (b) and (c) "
           "show the GVariant's own (its data); GLib 2.74's g_slice (GVariant and\nGBytes headers, "
           "GList nodes) is not seen\n");
   printf ("%-16s", "scenario");
@@ -2484,6 +2455,12 @@ print_table (void)
           print_row (scenario, "pingpong p50", scenario->unit, "p50", shown, n_shown);
           print_row (scenario, "pingpong p99", scenario->unit, "p99", shown, n_shown);
         }
+      else if (scenario->run == xproc_scenario_pingpong)
+        {
+          print_row (scenario, "xproc-rtt mean", scenario->unit, "value", shown, n_shown);
+          print_row (scenario, "xproc-rtt p50", scenario->unit, "p50", shown, n_shown);
+          print_row (scenario, "xproc-rtt p99", scenario->unit, "p99", shown, n_shown);
+        }
       else if (scenario->run == scenario_bus)
         {
           print_row (scenario, "bus", scenario->unit, "value", shown, n_shown);
@@ -2499,6 +2476,9 @@ print_table (void)
   for (guint s = 0; s < N_SCENARIOS; s++)
     if (scenarios[s].run == scenario_bus && scenario_has_series (&scenarios[s]))
       printf ("(bus: deliveries, both receiver processes' loops, in the throughput phase)\n");
+  for (guint s = 0; s < N_SCENARIOS; s++)
+    if (scenarios[s].run == xproc_scenario_tput && scenario_has_series (&scenarios[s]))
+      printf ("(xproc-*: the parent process's loop, which receives the stream and the answers)\n");
   printf ("%-16s", "scenario");
   for (guint i = 0; i < n_shown; i++)
     printf (" %28s", impl_labels[shown[i]]);
@@ -2765,7 +2745,8 @@ parse_impls (const char *list)
           break;
       if (impl == N_IMPLS)
         {
-          g_printerr ("mp-bench: unknown implementation '%s' (mpport, invoke, queue, ring, signal)\n", names[i]);
+          g_printerr ("mp-bench: unknown implementation '%s' (mpport, invoke, queue, ring, signal, socket)\n",
+                      names[i]);
           exit (2);
         }
       mask |= 1u << impl;
@@ -2965,7 +2946,7 @@ run_versus (const Scenario **selected,
   progress_done ();
 
   printf ("\nA = %s\nB = %s\n%d runs each, interleaved A B A B; medians\n\n", binaries[0], binaries[1], opt_runs);
-  printf ("%-10s %-8s %-10s %12s %12s %8s\n", "scenario", "unit", "impl", "A", "B", "B/A");
+  printf ("%-14s %-8s %-10s %12s %12s %8s\n", "scenario", "unit", "impl", "A", "B", "B/A");
   for (guint i = 0; i < table->len; i++)
     {
       VersusSeries *vs = g_ptr_array_index (table, i);
@@ -2977,7 +2958,7 @@ run_versus (const Scenario **selected,
           med[k] = median_of ((double *) vs->values[k]->data, vs->values[k]->len);
           format_value (buf[k], sizeof (buf[k]), med[k], vs->scenario->unit);
         }
-      printf ("%-10s %-8s %-10s %12s %12s %7.3fx\n", vs->scenario->name, vs->scenario->unit,
+      printf ("%-14s %-8s %-10s %12s %12s %7.3fx\n", vs->scenario->name, vs->scenario->unit,
               impl_names[vs->impl], buf[0], buf[1], med[1] / med[0]);
     }
 }
@@ -2989,7 +2970,7 @@ main (int   argc,
   GOptionEntry entries[] = {
     { "runs", 'n', 0, G_OPTION_ARG_INT, &opt_runs, "Runs per implementation (default 5)", "N" },
     { "scale", 's', 0, G_OPTION_ARG_DOUBLE, &opt_scale, "Multiply every message count by F (0.1: quick)", "F" },
-    { "impls", 'i', 0, G_OPTION_ARG_STRING, &opt_impls, "Comma-separated subset of mpport,invoke,queue,ring,signal", "LIST" },
+    { "impls", 'i', 0, G_OPTION_ARG_STRING, &opt_impls, "Comma-separated subset of mpport,invoke,queue,ring,signal,socket", "LIST" },
     { "json", 'j', 0, G_OPTION_ARG_FILENAME, &opt_json, "Write every run to FILE as JSON", "FILE" },
     { "plot", 'p', 0, G_OPTION_ARG_FILENAME, &opt_plot, "Draw a bar chart to FILE.svg (or .png; needs gnuplot)", "FILE.svg" },
     { "versus", 0, 0, G_OPTION_ARG_FILENAME, &opt_versus,
@@ -3006,6 +2987,9 @@ main (int   argc,
     { "child-bus-posts", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_INT64, &opt_child_bus_posts, NULL, NULL },
     { "child-bus-pings", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_INT64, &opt_child_bus_pings, NULL, NULL },
     { "child-bus-echo", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_NONE, &opt_child_bus_echo, NULL, NULL },
+    { "child-xproc", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_STRING, &opt_child_xproc, NULL, NULL },
+    { "child-xproc-fd", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_INT64, &opt_child_xproc_fd, NULL, NULL },
+    { "child-xproc-count", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_INT64, &opt_child_xproc_count, NULL, NULL },
     G_OPTION_ENTRY_NULL
   };
   g_autoptr(GOptionContext) context = g_option_context_new ("[SCENARIO...] — mpport benchmarks");
@@ -3019,8 +3003,9 @@ main (int   argc,
   g_option_context_add_main_entries (context, entries, NULL);
   g_option_context_set_summary (context,
                                 "Scenarios: tput tput-str fanin pingpong bcast churn stress idle bus "
-                                "(default: all).\nImplementations: mpport, (a) invoke, (b) queue, (c) ring; "
-                                "bus: mpport, (d) signal.");
+                                "xproc-tput xproc-pingpong (default: all).\nImplementations: mpport, "
+                                "(a) invoke, (b) queue, (c) ring; bus: mpport, (d) signal; xproc-*: mpport, "
+                                "(d) signal (peer-to-peer), (e) socket.");
   if (!g_option_context_parse (context, &argc, &argv, &error))
     {
       g_printerr ("mp-bench: %s\n", error->message);
@@ -3033,7 +3018,7 @@ main (int   argc,
   if (opt_list)
     {
       for (guint s = 0; s < N_SCENARIOS; s++)
-        printf ("%-9s %8" G_GUINT64_FORMAT "  %s\n", scenarios[s].name, scenarios[s].count, scenarios[s].what);
+        printf ("%-14s %8" G_GUINT64_FORMAT "  %s\n", scenarios[s].name, scenarios[s].count, scenarios[s].what);
       return 0;
     }
 
@@ -3089,6 +3074,24 @@ main (int   argc,
       return child_bus_receiver (opt_child_bus_receiver,
                                  impls == (1u << IMPL_MPPORT) ? IMPL_MPPORT : IMPL_SIGNAL,
                                  opt_child_bus_posts, opt_child_bus_pings, opt_child_bus_echo);
+    }
+
+  if (opt_child_xproc != NULL)
+    {
+      Impl impl;
+
+      for (impl = 0; impl < N_IMPLS; impl++)
+        if (impls == (1u << impl))
+          break;
+      if (impl == N_IMPLS || !(XPROC_IMPLS & (1u << impl)) || opt_child_xproc_fd < 0 ||
+          opt_child_xproc_count < 0)
+        {
+          g_printerr ("mp-bench: --child-xproc needs --child-xproc-fd, --child-xproc-count and "
+                      "--impls mpport, signal or socket\n");
+          return 2;
+        }
+      return xproc_child_main (opt_child_xproc, impl, (int) opt_child_xproc_fd,
+                               (guint64) opt_child_xproc_count);
     }
 
   if (opt_versus != NULL)

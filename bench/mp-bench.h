@@ -1,0 +1,101 @@
+/* mp-bench.h: what mp-bench.c's harness shares with the scenarios kept in other files
+ * (xproc.c): implementations, samples, the counting main loop, the baselines' sink
+ *
+ * SPDX-License-Identifier: LGPL-2.1-or-later
+ */
+
+#pragma once
+
+#include <gio/gio.h>
+
+G_BEGIN_DECLS
+
+#define BASELINE_BUDGET       1024      /* messages per dispatch, as MP_MESSAGE_PORT_DISPATCH_BUDGET */
+#define PINGPONG_WARMUP       1000      /* round trips before the measured ones */
+#define TIMEOUT_SECONDS       120
+
+typedef enum {
+  IMPL_MPPORT,
+  IMPL_INVOKE,
+  IMPL_QUEUE,
+  IMPL_RING,
+  IMPL_SIGNAL,     /* (d): over the bus in bus, peer-to-peer in xproc-* */
+  IMPL_SOCKET,     /* (e): length-prefixed serialized GVariants on a bare socketpair */
+  N_IMPLS
+} Impl;
+
+extern const char *const impl_names[N_IMPLS];
+
+/* One measurement. */
+typedef struct
+{
+  double value;          /* the scenario's metric, in its unit */
+  double p50, p99;       /* pingpong, bus, xproc-pingpong: µs per round trip; else 0 */
+  double seconds;        /* wall time of the measured region */
+  guint64 messages;      /* messages (or operations) in the measured region */
+  guint64 iterations;    /* main-loop iterations of the receiving context(s) */
+  guint64 sleeps;        /* polls of the receiving context(s) allowed to block */
+  guint64 wakes;         /* baselines (b)/(c): wake-ups signalled by the producer(s) */
+  guint64 allocs;        /* malloc/calloc/realloc calls in the measured region, all threads */
+} Sample;
+
+typedef struct _Scenario Scenario;
+typedef void (*ScenarioFunc) (const Scenario *scenario, Impl impl, Sample *out);
+
+struct _Scenario
+{
+  const char *name;
+  const char *unit;
+  gboolean higher_is_better;
+  guint impls;            /* which implementations apply */
+  ScenarioFunc run;
+  guint64 count;          /* messages / round trips / operations, before --scale */
+  const char *what;       /* one line for --help and the README */
+};
+
+/* What a link or a process end hands each received message to. */
+typedef void (*DeliverFunc) (GVariant *data,
+                             gpointer  user_data);
+
+/* This program, for the child processes. */
+extern char *self_exe;
+
+gint64   now_ns         (void);
+guint64  scaled         (guint64       count);
+int      compare_double (gconstpointer a,
+                         gconstpointer b);
+
+/* The measured region: heap allocations of this process in it (every thread) end up in
+ * measured_allocs; under --callgrind only it is counted. Main thread only. */
+extern guint64 measured_allocs;
+void     measure_begin  (void);
+void     measure_end    (void);
+
+/* A receiving context with counters: a fresh GMainContext pushed as the thread-default,
+ * iterations counted by a sentinel source, blocking polls by a poll function. */
+typedef struct
+{
+  GMainContext *context;
+  GSource *sentinel;
+  guint64 iterations;
+  guint64 sleeps;
+} Loop;
+
+Loop    *loop_new       (void);
+void     loop_reset     (Loop           *loop);
+void     loop_run_until (Loop           *loop,
+                         const gboolean *done);
+void     loop_flush     (Loop           *loop);
+void     loop_free      (Loop           *loop);
+
+/* The baselines' receiving object: a "message" (GVariant) signal, emitted once per message
+ * with g_signal_emit (sink, sink_message_signal, 0, data). */
+#define BENCH_TYPE_SINK (bench_sink_get_type ())
+G_DECLARE_FINAL_TYPE (BenchSink, bench_sink, BENCH, SINK, GObject)
+
+extern guint sink_message_signal;
+
+/* A GSpawnChildSetupFunc: the child gets SIGTERM when the sample's process dies. */
+void     die_with_parent (gpointer data);
+
+G_END_DECLS
