@@ -21,6 +21,9 @@ G_BEGIN_DECLS
 /* Hello (protocol version, options): the first message of each side, once. */
 #define MP_STREAM_HELLO       "Hello"
 #define MP_STREAM_HELLO_TYPE  "(ua{sv})"
+/* The option of the direct path: the server's Hello offers a socket (a handle, "h", of the
+ * message's file descriptors); the client's says it can use one (a boolean). */
+#define MP_STREAM_OPTION_DIRECT "direct"
 /* Post (ports, types, type table, ends, payloads, transfer counts, transfers): a burst of
  * posts in the order made, for any ports of the stream, as columns: post i goes to port
  * ports[i]; its payload has the type string type_table[types[i]] ("" for a NULL post) and the
@@ -84,6 +87,12 @@ MpStream             *mp_stream_new_detached     (gboolean              server,
                                                   MpMessagePort       **port);
 void                  mp_stream_receive          (MpStream             *self,
                                                   GDBusMessage         *message);
+/* A frame of the direct path (@kind 1 Post, 2 Close, 3 Credit; @body its serialized
+ * body), as the socket would bring it; only after a Hello that asks for the path (a
+ * boolean true from a client, a handle from a server), else it breaks the stream. */
+void                  mp_stream_receive_frame    (MpStream             *self,
+                                                  guint8                kind,
+                                                  GBytes               *body);
 gboolean              mp_stream_is_broken        (MpStream             *self);
 void                  mp_stream_free_detached    (MpStream             *self);
 

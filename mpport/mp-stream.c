@@ -8,6 +8,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <gio/gunixfdlist.h>
+
+#include "mp-frames-private.h"
 #include "mp-i18n-private.h"
 #include "mp-message-port-private.h"
 #include "mp-message-private.h"
@@ -33,8 +39,14 @@
  * arrives is a new local channel whose one end is handed to the application in the message.
  * A port that travels back is relayed by the process it passed through (see docs/wire.md).
  *
- * Threads: the relays, the outbox's flush, the connection's set-up and its "closed" run on
- * mpport's worker thread; the filter runs in GDBus's worker thread. The table of ports and
+ * Between two mpport processes the posts do not take D-Bus signals but the direct path: a
+ * socket the server offers in its Hello (passed as a file descriptor), on which the same
+ * bodies travel as frames (mp-frames.c), read and written on mpport's worker thread: no
+ * GDBus marshalling, no hop through GDBus's thread. The D-Bus connection stays beside it,
+ * for the handshake and as the stream's life line.
+ *
+ * Threads: the relays, the outbox's flush, the connection's set-up and its "closed", and the
+ * direct path run on mpport's worker thread; the filter runs in GDBus's worker thread. The table of ports and
  * the outbox are shared by the two, under the stream's lock; no user code runs on either. */
 
 typedef struct _MpStream MpStream;
@@ -185,6 +197,8 @@ typedef struct
   /* The relay closed while posts waited for credit: the Close goes after them. Worker
    * thread only. */
   gboolean close_after_backlog;
+  /* Started (link_start() ran). Worker thread only. */
+  gboolean started;
   /* Out of the table and disconnected. Worker thread only. */
   gboolean finished;
 } MpStreamLink;
@@ -233,9 +247,20 @@ struct _MpStream
   /* Made by mp_stream_new_detached(): no connection, relays never start. Immutable. */
   gboolean detached;
 
-  /* Worker thread only. */
+  /* The direct path (docs/wire.md): posts, closes and credits travel as frames on a socket
+   * of their own once both Hellos agreed. direct: set by the filter at the other side's
+   * Hello (atomic); offered_fd: the server's end of the socket it offered, until then;
+   * direct_fd: the end to use, handed from the filter to the worker thread (both guarded
+   * by lock). frames: worker thread only, from stream_begin() to the connection's end. */
+  int direct;
+  int offered_fd;
+  int direct_fd;
+  MpFrames *frames;
+
+  /* Worker thread only. ended: the connection closed. */
   guint64 next_id;
   gboolean shut;
+  gboolean ended;
   MpStreamReadyFunc ready;
   gpointer ready_data;
   MpMessagePort *ready_port;   /* strong until ready() is called */
@@ -282,6 +307,11 @@ stream_unref (gpointer data)
   g_array_unref (self->credited);
   g_async_queue_unref (self->grant_queue);
   g_assert (self->grant_source == NULL);
+  g_assert (self->frames == NULL);
+  if (self->offered_fd >= 0)
+    close (self->offered_fd);
+  if (self->direct_fd >= 0)
+    close (self->direct_fd);
   g_clear_object (&self->connection);
   g_clear_object (&self->io);
   g_clear_object (&self->cancellable);
@@ -430,6 +460,41 @@ emit_signal (MpStream   *self,
                                  member, body, NULL);
 }
 
+enum {
+  FRAME_POST = 1,
+  FRAME_CLOSE = 2,
+  FRAME_CREDIT = 3,
+};
+
+/* Sends the body (floating) of a Post, Close or Credit: on the direct path if there is one,
+ * else as a signal. Worker thread. */
+static void
+send_data (MpStream   *self,
+           const char *member,
+           guint8      kind,
+           GVariant   *body)
+{
+  g_autoptr(GVariant) owned = g_variant_ref_sink (body);
+  g_autoptr(GBytes) bytes = NULL;
+
+  if (self->frames == NULL)
+    {
+      emit_signal (self, member, owned);
+      return;
+    }
+
+#if G_BYTE_ORDER == G_BIG_ENDIAN
+  {
+    GVariant *swapped = g_variant_take_ref (g_variant_byteswap (owned));
+
+    g_variant_unref (owned);
+    owned = swapped;
+  }
+#endif
+  bytes = g_variant_get_data_as_bytes (owned);
+  mp_frames_send (self->frames, kind, bytes);
+}
+
 /* The flush: everything in the outbox, as one Post signal (or a few, for big posts) and
  * then one Close signal. Runs once per main-loop iteration of the worker thread that left
  * something in the outbox, after the relays (it has a lower priority): a burst of posts on
@@ -463,16 +528,16 @@ stream_flush_cb (gpointer data)
       for (guint i = 0; i + 1 < credits->len; i += 2)
         g_variant_builder_add (&builder, "(tt)", g_array_index (credits, guint64, i),
                                g_array_index (credits, guint64, i + 1));
-      emit_signal (self, MP_STREAM_CREDIT, g_variant_new ("(a(tt))", &builder));
+      send_data (self, MP_STREAM_CREDIT, FRAME_CREDIT, g_variant_new ("(a(tt))", &builder));
     }
   if (send && posts.ports->len > 0)
-    emit_signal (self, MP_STREAM_POST, burst_to_body (&posts));
+    send_data (self, MP_STREAM_POST, FRAME_POST, burst_to_body (&posts));
   burst_clear (&posts);
   if (send && closes->len > 0)
-    emit_signal (self, MP_STREAM_CLOSE,
-                 g_variant_new ("(@at)",
-                                g_variant_new_fixed_array (G_VARIANT_TYPE_UINT64, closes->data,
-                                                           closes->len, sizeof (guint64))));
+    send_data (self, MP_STREAM_CLOSE, FRAME_CLOSE,
+               g_variant_new ("(@at)",
+                              g_variant_new_fixed_array (G_VARIANT_TYPE_UINT64, closes->data,
+                                                         closes->len, sizeof (guint64))));
 
   return G_SOURCE_REMOVE;
 }
@@ -510,6 +575,10 @@ static gboolean
 stream_shut_cb (gpointer data)
 {
   MpStream *self = data;
+
+  /* The direct path's writes first: come back until they are done. */
+  if (self->frames != NULL && !mp_frames_is_flushed (self->frames) && !self->ended)
+    return G_SOURCE_CONTINUE;
 
   /* The flush, then the close: a close alone would not wait for the writes. */
   if (self->connection != NULL && !g_dbus_connection_is_closed (self->connection))
@@ -561,8 +630,9 @@ link_finish (MpStreamLink *link)
 
   if (empty && self->connection != NULL)
     {
-      /* Lower than the flush: the outbox goes first. */
-      GSource *idle = g_idle_source_new ();
+      /* Lower than the flush: the outbox goes first. A timeout, which polls the direct
+       * path's writes until they are done. */
+      GSource *idle = g_timeout_source_new (1);
 
       g_source_set_priority (idle, G_PRIORITY_LOW);
       g_source_set_callback (idle, stream_shut_cb, stream_ref (self), stream_unref);
@@ -681,7 +751,7 @@ send_post (MpStreamLink *link,
 
   if (send_full)
     {
-      emit_signal (self, MP_STREAM_POST, burst_to_body (&full));
+      send_data (self, MP_STREAM_POST, FRAME_POST, burst_to_body (&full));
       burst_clear (&full);
     }
 }
@@ -825,6 +895,9 @@ static GSourceFuncs grant_source_funcs = {
 static void
 link_start (MpStreamLink *link)
 {
+  if (link->started || link->finished)
+    return;
+  link->started = TRUE;
   link->message_id = g_signal_connect (link->relay, "message", G_CALLBACK (on_relay_message),
                                        link);
   link->close_id = g_signal_connect (link->relay, "close", G_CALLBACK (on_relay_close), link);
@@ -925,11 +998,21 @@ lookup_link (MpStream       *self,
   return link != NULL;
 }
 
+static gboolean stream_begin_cb (gpointer data);
+static gboolean direct_allowed (void);
+
+/* The other side's Hello: its version, and whether the data takes the direct path: the
+ * server offers the client a socket ("direct", a handle); the client says it can use one
+ * ("direct", true). Then this side begins sending (stream_begin_cb()). */
 static gboolean
-handle_hello (MpStream *self,
-              GVariant *body)
+handle_hello (MpStream     *self,
+              GDBusMessage *message,
+              GVariant     *body)
 {
+  g_autoptr(GVariant) options = NULL;
+  g_autoptr(GVariant) direct = NULL;
   guint32 version;
+  int fd = -1;
 
   if (!g_variant_is_of_type (body, G_VARIANT_TYPE (MP_STREAM_HELLO_TYPE)))
     {
@@ -944,6 +1027,49 @@ handle_hello (MpStream *self,
       return FALSE;
     }
   self->hello_seen = TRUE;
+
+  options = g_variant_get_child_value (body, 1);
+  direct = g_variant_lookup_value (options, MP_STREAM_OPTION_DIRECT, NULL);
+
+  /* A detached stream (the fuzzer's) has no socket: it takes the direct path's frames
+   * (mp_stream_receive_frame()) when the Hello asks for the path. */
+  if (self->detached)
+    {
+      if (direct != NULL &&
+          g_variant_is_of_type (direct, self->server ? G_VARIANT_TYPE_BOOLEAN : G_VARIANT_TYPE_HANDLE) &&
+          (!self->server || g_variant_get_boolean (direct)))
+        g_atomic_int_set (&self->direct, 1);
+      return TRUE;
+    }
+  if (!self->server && direct != NULL && g_variant_is_of_type (direct, G_VARIANT_TYPE_HANDLE) &&
+      direct_allowed ())
+    {
+      GUnixFDList *list = g_dbus_message_get_unix_fd_list (message);
+      int index = g_variant_get_handle (direct);
+
+      if (list == NULL || index < 0 || index >= g_unix_fd_list_get_length (list) ||
+          (fd = g_unix_fd_list_get (list, index, NULL)) < 0)
+        {
+          stream_break (self, "its Hello offers a socket it does not pass");
+          return FALSE;
+        }
+    }
+
+  g_mutex_lock (&self->lock);
+  if (self->server && direct != NULL && g_variant_is_of_type (direct, G_VARIANT_TYPE_BOOLEAN) &&
+      g_variant_get_boolean (direct) && self->offered_fd >= 0)
+    {
+      fd = self->offered_fd;
+      self->offered_fd = -1;
+    }
+  self->direct_fd = fd;
+  g_mutex_unlock (&self->lock);
+  if (fd >= 0)
+    g_atomic_int_set (&self->direct, 1);
+
+  if (!self->detached)
+    g_main_context_invoke_full (mp_worker_context (), G_PRIORITY_DEFAULT, stream_begin_cb,
+                                stream_ref (self), stream_unref);
 
   return TRUE;
 }
@@ -1272,9 +1398,15 @@ handle_credit (MpStream *self,
       g_array_append_val (self->credited, id);
       if (!self->drain_scheduled && !self->detached)
         {
+          /* An idle, never a call made here: on the direct path this runs on the worker
+           * thread itself, with the lock held. */
+          GSource *idle = g_idle_source_new ();
+
           self->drain_scheduled = TRUE;
-          g_main_context_invoke_full (mp_worker_context (), G_PRIORITY_DEFAULT, stream_drain_cb,
-                                      stream_ref (self), stream_unref);
+          g_source_set_static_name (idle, "MpStream drain");
+          g_source_set_callback (idle, stream_drain_cb, stream_ref (self), stream_unref);
+          g_source_attach (idle, mp_worker_context ());
+          g_source_unref (idle);
         }
     }
   g_mutex_unlock (&self->lock);
@@ -1282,26 +1414,12 @@ handle_credit (MpStream *self,
   return TRUE;
 }
 
+/* A Post, Close or Credit body (untrusted, of any type), from a signal or a frame. */
 static void
-handle_message (MpStream     *self,
-                GDBusMessage *message)
+handle_data (MpStream   *self,
+             const char *member,
+             GVariant   *body)
 {
-  const char *member = g_dbus_message_get_member (message);
-  GVariant *body = g_dbus_message_get_body (message);
-  g_autoptr(GVariant) empty = NULL;
-
-  if (body == NULL)
-    body = empty = g_variant_ref_sink (g_variant_new ("()"));
-
-  if (!self->hello_seen)
-    {
-      if (g_strcmp0 (member, MP_STREAM_HELLO) != 0)
-        stream_break (self, "its first message is not Hello but “%s”", member);
-      else
-        handle_hello (self, body);
-      return;
-    }
-
   if (g_strcmp0 (member, MP_STREAM_POST) == 0)
     {
       if (!g_variant_is_of_type (body, G_VARIANT_TYPE (MP_STREAM_POST_TYPE)))
@@ -1346,6 +1464,36 @@ handle_message (MpStream     *self,
           if (!handle_credit (self, id, credit))
             return;
         }
+    }
+}
+
+static void
+handle_message (MpStream     *self,
+                GDBusMessage *message)
+{
+  const char *member = g_dbus_message_get_member (message);
+  GVariant *body = g_dbus_message_get_body (message);
+  g_autoptr(GVariant) empty = NULL;
+
+  if (body == NULL)
+    body = empty = g_variant_ref_sink (g_variant_new ("()"));
+
+  if (!self->hello_seen)
+    {
+      if (g_strcmp0 (member, MP_STREAM_HELLO) != 0)
+        stream_break (self, "its first message is not Hello but “%s”", member);
+      else
+        handle_hello (self, message, body);
+      return;
+    }
+
+  if (g_strcmp0 (member, MP_STREAM_POST) == 0 || g_strcmp0 (member, MP_STREAM_CLOSE) == 0 ||
+      g_strcmp0 (member, MP_STREAM_CREDIT) == 0)
+    {
+      if (g_atomic_int_get (&self->direct))
+        stream_break (self, "a %s signal on a stream whose data takes the direct path", member);
+      else
+        handle_data (self, member, body);
     }
   else if (g_strcmp0 (member, MP_STREAM_HELLO) == 0)
     stream_break (self, "a second Hello");
@@ -1407,6 +1555,7 @@ typedef struct
   GCond cond;
   gboolean done;
   GPtrArray *streams;   /* strong */
+  gint64 deadline;
 } ExitFlush;
 
 /* Whether every port of @self handed what its application posted to the outbox: no relay
@@ -1461,6 +1610,8 @@ exit_flush_cb (gpointer data)
       if (self->connection == NULL)
         continue;
       stream_flush_cb (self);
+      if (self->frames != NULL)
+        mp_frames_flush_sync (self->frames, op->deadline);
       if (!g_dbus_connection_is_closed (self->connection))
         g_dbus_connection_flush_sync (self->connection, NULL, NULL);
     }
@@ -1482,6 +1633,7 @@ streams_flush_at_exit (void)
   gboolean done;
 
   op = g_new0 (ExitFlush, 1);
+  op->deadline = deadline;
   op->streams = g_ptr_array_new_with_free_func (stream_unref);
   g_mutex_lock (&streams_lock);
   for (GList *l = streams; l != NULL; l = l->next)
@@ -1566,6 +1718,12 @@ on_connection_closed (GDBusConnection *connection,
   GHashTableIter iter;
   gpointer value;
 
+  /* What the direct path already brought comes first (the other side may have written its
+   * last posts there just before it ended). */
+  self->ended = TRUE;
+  if (self->frames != NULL)
+    mp_frames_read_now (self->frames);
+
   g_mutex_lock (&self->lock);
   self->closing = TRUE;
   g_hash_table_iter_init (&iter, self->links);
@@ -1580,6 +1738,8 @@ on_connection_closed (GDBusConnection *connection,
 
   for (guint i = 0; i < relays->len; i++)
     mp_message_port_close (g_ptr_array_index (relays, i));
+
+  g_clear_pointer (&self->frames, mp_frames_free);
 
   /* Removing the filter may drop the last reference but ours. */
   stream_ref (self);
@@ -1628,6 +1788,157 @@ stream_fail (MpStream     *self,
   stream_report_ready (self, error);
 }
 
+/* Our Hello, first of all: the server offers a socket for the direct path when the
+ * connection can pass file descriptors; the client says it can use one. */
+/* MPPORT_STREAM_SIGNALS_ONLY (any value) keeps every stream of the process on D-Bus signals,
+ * neither offering nor accepting the direct path: for the tests of that path between two
+ * mpport processes. */
+static gboolean
+direct_allowed (void)
+{
+  static gsize allowed = 0;
+
+  if (g_once_init_enter (&allowed))
+    g_once_init_leave (&allowed, g_getenv ("MPPORT_STREAM_SIGNALS_ONLY") == NULL ? 2 : 1);
+
+  return allowed == 2;
+}
+
+static void
+send_hello (MpStream *self)
+{
+  g_autoptr(GDBusMessage) message = g_dbus_message_new_signal (MP_STREAM_PATH, MP_STREAM_INTERFACE,
+                                                               MP_STREAM_HELLO);
+  g_autoptr(GUnixFDList) fds = NULL;
+  GVariantBuilder options;
+
+  g_variant_builder_init (&options, G_VARIANT_TYPE ("a{sv}"));
+  if (!direct_allowed ())
+    ;
+  else if (!self->server)
+    g_variant_builder_add (&options, "{sv}", MP_STREAM_OPTION_DIRECT, g_variant_new_boolean (TRUE));
+  else if (g_dbus_connection_get_capabilities (self->connection) &
+           G_DBUS_CAPABILITY_FLAGS_UNIX_FD_PASSING)
+    {
+      int pair[2];
+
+      if (socketpair (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) == 0)
+        {
+          fds = g_unix_fd_list_new_from_array (&pair[1], 1);   /* takes pair[1] */
+          g_mutex_lock (&self->lock);
+          self->offered_fd = pair[0];
+          g_mutex_unlock (&self->lock);
+          g_variant_builder_add (&options, "{sv}", MP_STREAM_OPTION_DIRECT,
+                                 g_variant_new_handle (0));
+          g_dbus_message_set_unix_fd_list (message, fds);
+        }
+    }
+
+  g_dbus_message_set_body (message, g_variant_new ("(ua{sv})", MP_STREAM_VERSION, &options));
+  /* Fails only once the connection is closed, and "closed" then closes every port. */
+  g_dbus_connection_send_message (self->connection, message, G_DBUS_SEND_MESSAGE_FLAGS_NONE,
+                                  NULL, NULL);
+}
+
+/* A frame of the direct path, on the worker thread: the same bodies as the signals. */
+static void
+on_frame (guint8        kind,
+          GBytes       *body,
+          const GError *error,
+          gpointer      data)
+{
+  MpStream *self = data;
+  g_autoptr(GVariant) value = NULL;
+  const char *member;
+  const char *type;
+
+  if (kind == 0)
+    {
+      /* The other side closed the socket (it closed the stream, or ended), or broke its
+       * format: the whole stream ends, after what was read. */
+      if (error != NULL)
+        stream_break (self, "its direct path failed: %s", error->message);
+      else
+        g_dbus_connection_close (self->connection, NULL, NULL, NULL);
+      return;
+    }
+  if (g_atomic_int_get (&self->broken))
+    return;
+
+  switch (kind)
+    {
+    case FRAME_POST:
+      member = MP_STREAM_POST;
+      type = MP_STREAM_POST_TYPE;
+      break;
+    case FRAME_CLOSE:
+      member = MP_STREAM_CLOSE;
+      type = MP_STREAM_CLOSE_TYPE;
+      break;
+    case FRAME_CREDIT:
+      member = MP_STREAM_CREDIT;
+      type = MP_STREAM_CREDIT_TYPE;
+      break;
+    default:
+      stream_break (self, "a frame of unknown kind %u", kind);
+      return;
+    }
+
+  value = g_variant_ref_sink (g_variant_new_from_bytes (G_VARIANT_TYPE (type), body, FALSE));
+  if (!g_variant_is_normal_form (value))
+    {
+      stream_break (self, "a %s frame that is not in normal form", member);
+      return;
+    }
+#if G_BYTE_ORDER == G_BIG_ENDIAN
+  {
+    GVariant *swapped = g_variant_take_ref (g_variant_byteswap (value));
+
+    g_variant_unref (value);
+    value = swapped;
+  }
+#endif
+
+  handle_data (self, member, value);
+}
+
+/* The other side's Hello came (handle_hello()): the direct path opens if both agreed, and
+ * the ports start sending. */
+static gboolean
+stream_begin_cb (gpointer data)
+{
+  MpStream *self = data;
+  g_autoptr(GPtrArray) links = g_ptr_array_new ();
+  GHashTableIter iter;
+  gpointer value;
+  int direct_fd;
+  int offered_fd;
+
+  g_mutex_lock (&self->lock);
+  direct_fd = self->direct_fd;
+  offered_fd = self->offered_fd;
+  self->direct_fd = self->offered_fd = -1;
+  g_hash_table_iter_init (&iter, self->links);
+  while (g_hash_table_iter_next (&iter, NULL, &value))
+    g_ptr_array_add (links, value);
+  g_mutex_unlock (&self->lock);
+
+  if (offered_fd >= 0)
+    close (offered_fd);   /* not taken: the client cannot use it */
+  if (direct_fd >= 0)
+    {
+      if (self->ended)
+        close (direct_fd);
+      else
+        self->frames = mp_frames_new (direct_fd, mp_worker_context (), on_frame, self);
+    }
+
+  for (guint i = 0; i < links->len; i++)
+    link_start (g_ptr_array_index (links, i));
+
+  return G_SOURCE_REMOVE;
+}
+
 static void
 on_connection_made (GObject      *object,
                     GAsyncResult *result,
@@ -1635,10 +1946,7 @@ on_connection_made (GObject      *object,
 {
   MpStream *self = data;
   g_autoptr(GError) error = NULL;
-  g_autoptr(GPtrArray) links = g_ptr_array_new ();
   GDBusConnection *connection;
-  GHashTableIter iter;
-  gpointer value;
 
   connection = g_dbus_connection_new_finish (result, &error);
   if (connection == NULL)
@@ -1662,25 +1970,12 @@ on_connection_made (GObject      *object,
                                       self);
   self->filter_id = g_dbus_connection_add_filter (connection, stream_filter, stream_ref (self),
                                                   stream_unref);
-  /* The ports to start: those of the table now, before GDBus reads anything (a port that
-   * arrives from now on is started by start_links_cb()). */
-  g_mutex_lock (&self->lock);
-  g_hash_table_iter_init (&iter, self->links);
-  while (g_hash_table_iter_next (&iter, NULL, &value))
-    g_ptr_array_add (links, value);
-  g_mutex_unlock (&self->lock);
-
-  /* First, before any post a relay may send. */
-  emit_signal (self, MP_STREAM_HELLO,
-               g_variant_new ("(u@a{sv})", MP_STREAM_VERSION,
-                              g_variant_new_array (G_VARIANT_TYPE ("{sv}"), NULL, 0)));
+  send_hello (self);
   g_dbus_connection_start_message_processing (connection);
 
   stream_report_ready (self, NULL);
 
-  for (guint i = 0; i < links->len; i++)
-    link_start (g_ptr_array_index (links, i));
-
+  /* The ports start once the other side's Hello came (stream_begin_cb()). */
   stream_unref (self);   /* the set-up's */
 }
 
@@ -1738,6 +2033,7 @@ stream_new (gboolean        server,
   self->out_credits = g_array_new (FALSE, FALSE, sizeof (guint64));
   self->credited = g_array_new (FALSE, FALSE, sizeof (guint64));
   self->grant_queue = g_async_queue_new_full (feed_unref);
+  self->offered_fd = self->direct_fd = -1;
 
   /* Port 0: the application's end, and the relay that waits (unstarted, so posts queue in
    * its inbox) until the connection is up. */
@@ -1803,6 +2099,22 @@ mp_stream_receive (MpStream     *self,
     stream_break (self, "a message of the protocol that is not a signal");
   else if (!g_atomic_int_get (&self->broken))
     handle_message (self, message);
+}
+
+void
+mp_stream_receive_frame (MpStream *self,
+                         guint8    kind,
+                         GBytes   *body)
+{
+  g_return_if_fail (self->detached);
+  g_return_if_fail (kind != 0);
+
+  if (!self->hello_seen)
+    stream_break (self, "a frame before Hello");
+  else if (!g_atomic_int_get (&self->direct))
+    stream_break (self, "a frame on a stream that did not open the direct path");
+  else
+    on_frame (kind, body, NULL, self);
 }
 
 gboolean
