@@ -1581,50 +1581,46 @@ typedef struct
   Impl impl;
   GDBusConnection *connection;
   MpBroadcastChannel *channel;   /* mpport: the bus channel */
-  BenchSink *sink;               /* (d): what the signal subscription emits on */
   guint subscription;            /* (d): 0 while not subscribed */
-  DeliverFunc deliver;
-  gpointer deliver_data;
+  BenchReceiver rx;
 } BusEnd;
 
-static void
-on_bus_channel_message (MpBroadcastChannel *channel,
-                        MpMessage          *message,
-                        gpointer            user_data)
+void
+bench_receiver_on_mp_message (gpointer   instance,
+                              MpMessage *message,
+                              gpointer   user_data)
 {
-  BusEnd *end = user_data;
+  BenchReceiver *receiver = user_data;
 
-  end->deliver (mp_message_get_data (message), end->deliver_data);
+  receiver->deliver (mp_message_get_data (message), receiver->deliver_data);
 }
 
-static void
-on_bus_sink_message (BenchSink *sink,
-                     GVariant  *data,
-                     gpointer   user_data)
+void
+bench_receiver_on_sink_message (BenchSink *sink,
+                                GVariant  *data,
+                                gpointer   user_data)
 {
-  BusEnd *end = user_data;
+  BenchReceiver *receiver = user_data;
 
-  end->deliver (data, end->deliver_data);
+  receiver->deliver (data, receiver->deliver_data);
 }
 
-/* (d): GDBus calls this on the context that was thread-default when subscribing, through one
- * idle source per signal. */
-static void
-on_bus_signal (GDBusConnection *connection,
-               const char      *sender_name,
-               const char      *object_path,
-               const char      *interface_name,
-               const char      *signal_name,
-               GVariant        *parameters,
-               gpointer         user_data)
+void
+bench_receiver_on_signal (GDBusConnection *connection,
+                          const char      *sender_name,
+                          const char      *object_path,
+                          const char      *interface_name,
+                          const char      *signal_name,
+                          GVariant        *parameters,
+                          gpointer         user_data)
 {
-  BusEnd *end = user_data;
+  BenchReceiver *receiver = user_data;
   g_autoptr(GVariant) data = NULL;
 
   if (!g_variant_is_of_type (parameters, G_VARIANT_TYPE ("(v)")))
-    g_error ("bus: a signal of type %s", g_variant_get_type_string (parameters));
+    g_error ("a signal of type %s", g_variant_get_type_string (parameters));
   g_variant_get (parameters, "(v)", &data);
-  g_signal_emit (end->sink, sink_message_signal, 0, data);
+  g_signal_emit (receiver->sink, sink_message_signal, 0, data);
 }
 
 /* Connects to the bus at @address; mpport also makes its bus channel (subscribed once this
@@ -1638,7 +1634,7 @@ bus_end_open (BusEnd      *end,
 {
   g_autoptr(GError) error = NULL;
 
-  *end = (BusEnd) { .impl = impl, .deliver = deliver, .deliver_data = deliver_data };
+  *end = (BusEnd) { .impl = impl, .rx = { .deliver = deliver, .deliver_data = deliver_data } };
   end->connection =
     g_dbus_connection_new_for_address_sync (address,
                                             G_DBUS_CONNECTION_FLAGS_AUTHENTICATION_CLIENT |
@@ -1652,12 +1648,14 @@ bus_end_open (BusEnd      *end,
       end->channel = mp_broadcast_channel_new_for_bus (BUS_CHANNEL_NAME, end->connection, NULL, &error);
       if (end->channel == NULL)
         g_error ("bus: mp_broadcast_channel_new_for_bus: %s", error->message);
-      g_signal_connect (end->channel, "message", G_CALLBACK (on_bus_channel_message), end);
+      g_signal_connect (end->channel, "message", G_CALLBACK (bench_receiver_on_mp_message),
+                        &end->rx);
     }
   else
     {
-      end->sink = g_object_new (BENCH_TYPE_SINK, NULL);
-      g_signal_connect (end->sink, "message", G_CALLBACK (on_bus_sink_message), end);
+      end->rx.sink = g_object_new (BENCH_TYPE_SINK, NULL);
+      g_signal_connect (end->rx.sink, "message", G_CALLBACK (bench_receiver_on_sink_message),
+                        &end->rx);
     }
 }
 
@@ -1676,7 +1674,7 @@ bus_end_subscribe (BusEnd *end)
   end->subscription =
     g_dbus_connection_signal_subscribe (end->connection, NULL, BUS_SIGNAL_INTERFACE,
                                         BUS_SIGNAL_MEMBER, BUS_SIGNAL_PATH, NULL,
-                                        G_DBUS_SIGNAL_FLAGS_NONE, on_bus_signal, end, NULL);
+                                        G_DBUS_SIGNAL_FLAGS_NONE, bench_receiver_on_signal, &end->rx, NULL);
   reply = g_dbus_connection_call_sync (end->connection, "org.freedesktop.DBus",
                                        "/org/freedesktop/DBus", "org.freedesktop.DBus", "GetId",
                                        NULL, G_VARIANT_TYPE ("(s)"), G_DBUS_CALL_FLAGS_NONE, -1,
@@ -1715,7 +1713,7 @@ bus_end_close (BusEnd *end)
     }
   if (end->subscription != 0)
     g_dbus_connection_signal_unsubscribe (end->connection, end->subscription);
-  g_clear_object (&end->sink);
+  g_clear_object (&end->rx.sink);
   g_dbus_connection_flush_sync (end->connection, NULL, NULL);
   g_dbus_connection_close_sync (end->connection, NULL, NULL);
   g_clear_object (&end->connection);

@@ -95,6 +95,34 @@ G_DECLARE_FINAL_TYPE (BenchSink, bench_sink, BENCH, SINK, GObject)
 
 extern guint sink_message_signal;
 
+/* The receiving end shared by the scenarios across processes: what a received message is
+ * handed to, and (for the baselines) the sink that emits it. Connect the three handlers
+ * below with the receiver as their user data. */
+typedef struct
+{
+  BenchSink *sink;        /* (d), (e): what a received message is emitted on */
+  DeliverFunc deliver;
+  gpointer deliver_data;
+} BenchReceiver;
+
+/* "message" of an MpMessagePort or an MpBroadcastChannel. */
+void bench_receiver_on_mp_message (gpointer       instance,
+                                   MpMessage     *message,
+                                   gpointer       receiver);
+/* "message" of the sink. */
+void bench_receiver_on_sink_message (BenchSink   *sink,
+                                     GVariant    *data,
+                                     gpointer     receiver);
+/* (d): GDBus calls this on the context that was thread-default when subscribing, through
+ * one idle source per signal; the body is (v). */
+void bench_receiver_on_signal (GDBusConnection *connection,
+                               const char      *sender_name,
+                               const char      *object_path,
+                               const char      *interface_name,
+                               const char      *signal_name,
+                               GVariant        *parameters,
+                               gpointer         receiver);
+
 /* A GSpawnChildSetupFunc: the child gets SIGTERM when the sample's process dies. */
 void     die_with_parent (gpointer data);
 

@@ -321,50 +321,8 @@ typedef struct
   GDBusConnection *connection;    /* (d) */
   guint subscription;             /* (d) */
   XprocSocket *socket;            /* (e) */
-  BenchSink *sink;                /* (d), (e): emits each received message */
-  DeliverFunc deliver;
-  gpointer deliver_data;
+  BenchReceiver rx;
 } XprocEnd;
-
-static void
-xproc_on_port_message (MpMessagePort *port,
-                       MpMessage     *message,
-                       gpointer       user_data)
-{
-  XprocEnd *end = user_data;
-
-  end->deliver (mp_message_get_data (message), end->deliver_data);
-}
-
-static void
-xproc_on_sink_message (BenchSink *sink,
-                       GVariant  *data,
-                       gpointer   user_data)
-{
-  XprocEnd *end = user_data;
-
-  end->deliver (data, end->deliver_data);
-}
-
-/* (d): GDBus calls this on the context that was thread-default when subscribing, through one
- * idle source per signal. */
-static void
-xproc_on_signal (GDBusConnection *connection,
-                 const char      *sender_name,
-                 const char      *object_path,
-                 const char      *interface_name,
-                 const char      *signal_name,
-                 GVariant        *parameters,
-                 gpointer         user_data)
-{
-  XprocEnd *end = user_data;
-  g_autoptr(GVariant) data = NULL;
-
-  if (!g_variant_is_of_type (parameters, G_VARIANT_TYPE ("(v)")))
-    g_error ("xproc: a signal of type %s", g_variant_get_type_string (parameters));
-  g_variant_get (parameters, "(v)", &data);
-  g_signal_emit (end->sink, sink_message_signal, 0, data);
-}
 
 static void
 xproc_end_init (XprocEnd    *end,
@@ -372,19 +330,21 @@ xproc_end_init (XprocEnd    *end,
                 DeliverFunc  deliver,
                 gpointer     deliver_data)
 {
-  *end = (XprocEnd) { .impl = impl, .fd = -1, .deliver = deliver, .deliver_data = deliver_data };
+  *end = (XprocEnd) { .impl = impl, .fd = -1,
+                      .rx = { .deliver = deliver, .deliver_data = deliver_data } };
 
   if (impl != IMPL_MPPORT)
     {
-      end->sink = g_object_new (BENCH_TYPE_SINK, NULL);
-      g_signal_connect (end->sink, "message", G_CALLBACK (xproc_on_sink_message), end);
+      end->rx.sink = g_object_new (BENCH_TYPE_SINK, NULL);
+      g_signal_connect (end->rx.sink, "message", G_CALLBACK (bench_receiver_on_sink_message),
+                        &end->rx);
     }
 }
 
 static void
 xproc_end_start_port (XprocEnd *end)
 {
-  g_signal_connect (end->port, "message", G_CALLBACK (xproc_on_port_message), end);
+  g_signal_connect (end->port, "message", G_CALLBACK (bench_receiver_on_mp_message), &end->rx);
   mp_message_port_start (end->port);
 }
 
@@ -463,10 +423,10 @@ xproc_end_connect (XprocEnd *end,
       end->subscription =
         g_dbus_connection_signal_subscribe (end->connection, NULL, XPROC_SIGNAL_INTERFACE,
                                             XPROC_SIGNAL_MEMBER, XPROC_SIGNAL_PATH, NULL,
-                                            G_DBUS_SIGNAL_FLAGS_NONE, xproc_on_signal, end, NULL);
+                                            G_DBUS_SIGNAL_FLAGS_NONE, bench_receiver_on_signal, &end->rx, NULL);
       break;
     case IMPL_SOCKET:
-      end->socket = xproc_socket_new (end->fd, G_VARIANT_TYPE_INT32, end->sink);
+      end->socket = xproc_socket_new (end->fd, G_VARIANT_TYPE_INT32, end->rx.sink);
       end->fd = -1;
       break;
     case IMPL_INVOKE:
@@ -538,7 +498,7 @@ xproc_end_close (XprocEnd *end)
   if (end->fd >= 0)
     close (end->fd);
   end->fd = -1;
-  g_clear_object (&end->sink);
+  g_clear_object (&end->rx.sink);
 }
 
 /* ------------------------------------------------------------------------------------------ */
