@@ -149,6 +149,21 @@ read_available (MpFrames *self)
         }
       if (errno == EINTR)
         continue;
+      /* The other end closed with frames of ours unread: a Unix socket hands over what was
+       * sent to us before it reports the reset, so this is the end of its stream. */
+      if (errno == ECONNRESET)
+        {
+          if (self->in->len > 0)
+            {
+              g_autoptr(GError) error = g_error_new_literal (G_IO_ERROR, G_IO_ERROR_PARTIAL_INPUT,
+                                                             "the stream ended inside a frame");
+
+              end (self, error);
+            }
+          else
+            end (self, NULL);
+          return;
+        }
       if (errno != EAGAIN && errno != EWOULDBLOCK)
         end_with_errno (self, "reading", errno);
       return;

@@ -907,21 +907,34 @@ link_start (MpStreamLink *link)
     link_finish (link);
 }
 
+/* Ports that arrived, to start on the worker thread. By id, looked up there: by then a link
+ * may have started (stream_begin_cb() starts the whole table), run and been freed. */
 typedef struct
 {
   MpStream *stream;
-  GPtrArray *links;   /* MpStreamLink, in the table */
+  GArray *ids;   /* guint64 */
 } StartLinks;
 
 static gboolean
 start_links_cb (gpointer data)
 {
   StartLinks *start = data;
+  MpStream *self = start->stream;
 
-  for (guint i = 0; i < start->links->len; i++)
-    link_start (g_ptr_array_index (start->links, i));
+  for (guint i = 0; i < start->ids->len; i++)
+    {
+      MpStreamLink *link;
 
-  g_ptr_array_unref (start->links);
+      g_mutex_lock (&self->lock);
+      link = g_hash_table_lookup (self->links, &g_array_index (start->ids, guint64, i));
+      g_mutex_unlock (&self->lock);
+
+      /* Links are freed on this thread only: @link stays valid. */
+      if (link != NULL)
+        link_start (link);
+    }
+
+  g_array_unref (start->ids);
   stream_unref (start->stream);
   g_free (start);
 
@@ -1219,7 +1232,10 @@ handle_post (MpStream       *self,
       StartLinks *start = g_new0 (StartLinks, 1);
 
       start->stream = stream_ref (self);
-      start->links = g_steal_pointer (&new_links);
+      /* From @ids, not from the links: once in the table, a link is the worker thread's, and
+       * may already be gone. */
+      start->ids = g_array_sized_new (FALSE, FALSE, sizeof (guint64), n_ids);
+      g_array_append_vals (start->ids, ids, n_ids);
       g_main_context_invoke (mp_worker_context (), start_links_cb, start);
     }
 
@@ -1266,6 +1282,13 @@ handle_burst (MpStream *self,
   bytes = g_bytes_get_data (payloads, &size);
   table = g_variant_get_strv (table_v, &n_table);
 
+  /* A sender never sends an empty burst; and a frame whose framing is broken reads as
+   * empty columns: that must not pass for a Post that carried nothing. */
+  if (n == 0)
+    {
+      stream_break (self, "a Post without posts");
+      return;
+    }
   if (n_types != n || n_ends != n || n_counts != n)
     {
       stream_break (self, "a Post whose columns differ in length");
@@ -1560,6 +1583,7 @@ typedef struct
   gboolean done;
   GPtrArray *streams;   /* strong */
   gint64 deadline;
+  gboolean flushed;     /* the worker thread's */
 } ExitFlush;
 
 /* Whether every port of @self handed what its application posted to the outbox: no relay
@@ -1607,17 +1631,33 @@ exit_flush_cb (gpointer data)
         return G_SOURCE_CONTINUE;
     }
 
+  if (!op->flushed)
+    {
+      op->flushed = TRUE;
+      for (guint i = 0; i < op->streams->len; i++)
+        {
+          MpStream *self = g_ptr_array_index (op->streams, i);
+
+          if (self->connection == NULL)
+            continue;
+          stream_flush_cb (self);
+          if (self->frames != NULL)
+            mp_frames_flush_sync (self->frames, op->deadline);
+          if (!g_dbus_connection_is_closed (self->connection))
+            g_dbus_connection_flush_sync (self->connection, NULL, NULL);
+        }
+    }
+
+  /* A stream whose every port is closed here is shutting down: the other side closes the
+   * connection once it has read our last Close. Until then, wait: on D-Bus signals, a
+   * process that ends first can make the other side's next write fail, and GDBus then drops
+   * what it had not read yet, our last posts with it. */
   for (guint i = 0; i < op->streams->len; i++)
     {
       MpStream *self = g_ptr_array_index (op->streams, i);
 
-      if (self->connection == NULL)
-        continue;
-      stream_flush_cb (self);
-      if (self->frames != NULL)
-        mp_frames_flush_sync (self->frames, op->deadline);
-      if (!g_dbus_connection_is_closed (self->connection))
-        g_dbus_connection_flush_sync (self->connection, NULL, NULL);
+      if (self->shut && self->connection != NULL && !g_dbus_connection_is_closed (self->connection))
+        return G_SOURCE_CONTINUE;
     }
 
   g_mutex_lock (&op->lock);

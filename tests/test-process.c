@@ -2,27 +2,46 @@
  *
  * SPDX-License-Identifier: LGPL-2.1-or-later
  *
- * The /mpport/process/ cases spawn tests/process-peer (found through MP_PROCESS_PEER, or next
- * to this binary) with mp_message_port_new_for_launcher () and drive it with the commands its
- * header lists: echoes, bursts, closes from either side, ports that cross the boundary both
- * ways (and back, and inside each other), and a child killed with SIGKILL mid-stream.
+ * The child cases spawn tests/process-peer (found through MP_PROCESS_PEER, or next to this
+ * binary) with mp_message_port_new_for_launcher () and drive it with the commands its header
+ * lists: echoes, bursts, closes from either side, ports that cross the boundary both ways (and
+ * back, and inside each other), and a child killed with SIGKILL mid-stream. Between two mpport
+ * processes the data takes the direct path (frames on a socket the parent offers in its Hello);
+ * MPPORT_STREAM_SIGNALS_ONLY keeps a process on D-Bus signals, and mpport reads it once per
+ * process. So the same cases run twice, in two runs of this binary (tests/meson.build):
  *
- * The /mpport/process/protocol/ cases need no child: the test is the other process. It opens
- * one end of a socketpair with mp_message_port_new_for_stream () as the server and speaks
- * to it as a raw GDBus client on the other end, crafting the protocol's signals
- * (docs/wire.md, mpport/mp-stream-private.h) — valid ones, posts that do not decode (each
- * must become exactly one "message-error", in order), protocol violations (the stream must
- * close, with its warning) — or writing bytes that are not D-Bus at all onto the socket.
+ *   test-process          /mpport/process/direct/…: both processes on the direct path;
+ *   test-process-signals  /mpport/process/signals/…: MPPORT_STREAM_SIGNALS_ONLY=1 in our
+ *                         environment, and so in the child's: both on D-Bus signals.
+ *
+ * Each run adds /…/path, which checks that the stream took the path the run names, and one
+ * case with the child on the other setting (/mpport/process/mixed/…): a side that does not
+ * take part keeps the stream on signals.
+ *
+ * The /mpport/process/protocol/ cases (in the first run) need no child: the test is the other
+ * process. It opens one end of a socketpair with mp_message_port_new_for_stream () as the
+ * server and speaks to it as a raw GDBus client on the other end, crafting the protocol's
+ * signals (docs/wire.md, mpport/mp-stream-private.h) — valid ones, posts that do not decode
+ * (each must become exactly one "message-error", in order), protocol violations (the stream
+ * must close, with its warning) — or writing bytes that are not D-Bus at all onto the socket.
+ * The /mpport/process/protocol/direct/ cases ask for the direct path in their Hello, take the
+ * socket mpport offers in its own, and write frames on it by hand (mpport/mp-frames-private.h):
+ * the same posts and violations as frames, frames that break the framing, signals where frames
+ * belong, the end of the socket; and offers declined, which leave the stream on signals.
  *
  * Every case counts exactly and checks order; every wait is bounded (WAIT_FOR), so a lost
  * message or a hung child fails the case instead of hanging it.
  */
 
+#include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <gio/gunixfdlist.h>
+#include <glib-unix.h>
 #include <mpport/mpport.h>
 
 #include "mp-test-util.h"
@@ -41,8 +60,27 @@
 
 /* The protocol, spelled out here rather than taken from the library's private header: the
  * protocol cases play an independent implementation of docs/wire.md. */
-#define STREAM_PATH      "/org/gnome/Mpport/Port1"
-#define STREAM_INTERFACE "org.gnome.Mpport.Port1"
+#define STREAM_PATH        "/org/gnome/Mpport/Port1"
+#define STREAM_INTERFACE   "org.gnome.Mpport.Port1"
+#define STREAM_POST_TYPE   "(atauasauayauat)"
+#define STREAM_CLOSE_TYPE  "(at)"
+#define STREAM_CREDIT_TYPE "(a(tt))"
+/* The cost of a post besides its payload's bytes (flow control). */
+#define STREAM_COST_OVERHEAD 64u
+
+/* The direct path: the option of Hello that offers a socket (the server's, a handle of the
+ * message's file descriptors) or asks for one (the client's, a boolean); on that socket a
+ * frame is a little-endian uint32 length L (1 .. FRAMES_MAX_LENGTH), a kind byte and the
+ * body, L - 1 bytes: the serialization, in normal form and little-endian, of the body the
+ * signal of that kind would carry. */
+#define STREAM_OPTION_DIRECT "direct"
+#define FRAME_POST           1
+#define FRAME_CLOSE          2
+#define FRAME_CREDIT         3
+#define FRAMES_MAX_LENGTH    (32u * 1024 * 1024)
+
+/* Set (to anything), it keeps mpport's streams in this process on D-Bus signals. */
+#define SIGNALS_ONLY_ENV "MPPORT_STREAM_SIGNALS_ONLY"
 
 /* The big counts, smaller where every message costs much more — under valgrind (one thread
  * at a time) and ThreadSanitizer (~20x slower): still exact. */
@@ -196,6 +234,23 @@ post_with_port (MpMessagePort *port,
  * A child process
  */
 
+/* The path a child case's stream takes. Ours is set for the whole run (main()); the child's
+ * environment is set here, case by case. */
+typedef struct
+{
+  gboolean child_signals_only;   /* the child runs with MPPORT_STREAM_SIGNALS_ONLY=1 */
+  /* The sockets the child holds once the stream is up: its end of the stream, and on the
+   * direct path the socket we offered in our Hello. */
+  int child_sockets;
+} Mode;
+
+/* The runs' modes: both processes on the direct path, or both on signals. */
+static const Mode direct_mode = { FALSE, 2 };
+static const Mode signals_mode = { TRUE, 1 };
+/* One side only takes part in the direct path: the stream stays on signals. */
+static const Mode child_on_signals_mode = { TRUE, 1 };
+static const Mode parent_on_signals_mode = { FALSE, 1 };
+
 typedef struct
 {
   GMainContext *context;
@@ -207,6 +262,7 @@ static void
 fixture_setup (Fixture       *f,
                gconstpointer  data)
 {
+  const Mode *mode = data;
   g_autoptr(GSubprocessLauncher) launcher = g_subprocess_launcher_new (G_SUBPROCESS_FLAGS_NONE);
   g_autoptr(MpMessagePort) port = NULL;
   g_autoptr(GError) error = NULL;
@@ -218,6 +274,11 @@ fixture_setup (Fixture       *f,
   peer = g_strdup (g_getenv ("MP_PROCESS_PEER"));
   if (peer == NULL)
     peer = g_test_build_filename (G_TEST_BUILT, "process-peer", NULL);
+
+  if (mode->child_signals_only)
+    g_subprocess_launcher_setenv (launcher, SIGNALS_ONLY_ENV, "1", TRUE);
+  else
+    g_subprocess_launcher_unsetenv (launcher, SIGNALS_ONLY_ENV);
 
   port = mp_message_port_new_for_launcher (launcher, PEER_FD, &error);
   g_assert_no_error (error);
@@ -720,6 +781,66 @@ test_kill (Fixture       *f,
   recorder_clear (&kept1);
 }
 
+/* The sockets among the open file descriptors of process @pid (its /proc/PID/fd). */
+static int
+count_sockets (const char *pid)
+{
+  g_autofree char *fd_dir = g_build_filename ("/proc", pid, "fd", NULL);
+  g_autoptr(GError) error = NULL;
+  g_autoptr(GDir) dir = g_dir_open (fd_dir, 0, &error);
+  const char *name;
+  int n = 0;
+
+  g_assert_no_error (error);
+  while ((name = g_dir_read_name (dir)) != NULL)
+    {
+      g_autofree char *fd_path = g_build_filename (fd_dir, name, NULL);
+      g_autofree char *target = g_file_read_link (fd_path, NULL);
+
+      /* NULL for a descriptor closed meanwhile. */
+      if (target != NULL && g_str_has_prefix (target, "socket:"))
+        n++;
+    }
+
+  return n;
+}
+
+/* The stream takes the path of the mode: on the direct path the child holds the socket we
+ * offered besides its end of the stream, on signals only that end (a socket it was offered and
+ * did not take is closed). Then 1 000 echoes come back once, in order, and our close ends the
+ * child. */
+static void
+test_path (Fixture       *f,
+           gconstpointer  data)
+{
+  const Mode *mode = data;
+  const guint32 n = 1000;
+  const char *pid;
+
+  if (!g_file_test ("/proc/self/fd", G_FILE_TEST_IS_DIR))
+    {
+      g_test_skip ("no /proc/PID/fd to count the child's sockets");
+      return;
+    }
+
+  wait_stream_up (f);
+  pid = g_subprocess_get_identifier (f->child);
+  g_assert_nonnull (pid);
+  /* The message that brought our Hello may still hold its copy of the socket for a moment. */
+  WAIT_FOR (f->context, count_sockets (pid) == mode->child_sockets);
+  spin_context (f->context, QUIET_MSEC);
+  g_assert_cmpint (count_sockets (pid), ==, mode->child_sockets);
+
+  mp_message_port_start (f->rec.port);
+  post_seqs (f->rec.port, "echo", 0, n);
+  WAIT_FOR (f->context, f->rec.received->len == n);
+  assert_seqs (&f->rec, 0, "echo", n);
+
+  mp_message_port_close (f->rec.port);
+  wait_child_success (f);
+  g_assert_cmpuint (f->rec.received->len, ==, n);
+}
+
 /* ------------------------------------------------------------------------------------------
  * The protocol, spoken by the test itself
  */
@@ -804,9 +925,32 @@ typedef struct
   /* Set before raw_setup(): the body of a Post sent with Hello as soon as our side is
    * authenticated, before mpport's side is known to be ready. */
   const char *early_post;
+  /* Set before raw_setup() (raw_setup_direct()): our Hello asks for the direct path. */
+  gboolean direct;
   /* What the port got, in order: a uint32 message as its value, a NULL one as "N", a
    * "message-error" as "E", then "close". */
   GString *log;
+
+  /* mpport's Hello, and the socket it offered in it (-1 if none; ours to close until taken),
+   * as our filter saw them in GDBus's worker thread. Guarded by hello_lock. */
+  GMutex hello_lock;
+  GVariant *server_hello;
+  int offered_fd;
+  guint filter_id;
+
+  /* Once our Hello asked for the direct path: the socket mpport offered, on which our Posts,
+   * Closes and Credits go as frames (raw_send_data()), and a reader of what mpport writes on
+   * it, on our context. -1 before. */
+  int frames_fd;
+  GSource *frames_source;
+  GByteArray *frames_in;       /* read, not a whole frame yet */
+  gboolean frames_ended;       /* mpport closed its end */
+
+  /* What mpport sent us of its data: "P<port id> " for each post of a Post, "C<port id> " for
+   * each id of a Close (its Hello and Credits are left out); as signals and as frames. */
+  GString *sent_signals;
+  GString *sent_frames;
+  guint subscription;
 } Raw;
 
 static void
@@ -857,17 +1001,346 @@ on_raw_opened (GObject      *source,
   g_assert_nonnull (raw->port);
 }
 
-/* Sends the signal @member with @body (GVariant text format; a floating body is sunk). */
+/* The kind of the frame that carries what the signal @member carries, or 0 for a member
+ * that has none. */
+static guint8
+frame_kind (const char *member)
+{
+  if (g_str_equal (member, "Post"))
+    return FRAME_POST;
+  if (g_str_equal (member, "Close"))
+    return FRAME_CLOSE;
+  if (g_str_equal (member, "Credit"))
+    return FRAME_CREDIT;
+  return 0;
+}
+
+/* A frame of @kind whose body is @body (floating or not; NULL: an empty body) serialized in
+ * normal form, little-endian. */
+static GBytes *
+frame_new (guint8    kind,
+           GVariant *body)
+{
+  g_autoptr(GByteArray) frame = g_byte_array_new ();
+  g_autoptr(GVariant) normal = NULL;
+  gsize size = 0;
+  guint32 length;
+
+  if (body != NULL)
+    {
+      g_autoptr(GVariant) sunk = g_variant_ref_sink (body);
+
+      normal = g_variant_get_normal_form (sunk);
+#if G_BYTE_ORDER == G_BIG_ENDIAN
+      {
+        GVariant *swapped = g_variant_byteswap (normal);
+
+        g_variant_unref (normal);
+        normal = swapped;
+      }
+#endif
+      size = g_variant_get_size (normal);
+    }
+
+  length = GUINT32_TO_LE ((guint32) size + 1);
+  g_byte_array_append (frame, (const guint8 *) &length, sizeof length);
+  g_byte_array_append (frame, &kind, 1);
+  if (size > 0)
+    g_byte_array_append (frame, g_variant_get_data (normal), size);
+
+  return g_byte_array_free_to_bytes (g_steal_pointer (&frame));
+}
+
+/* Writes @n bytes of @data on the socket @fd, whole. FALSE if the other end is closed. */
+static gboolean
+fd_write_all (int         fd,
+              const void *data,
+              gsize       n)
+{
+  const guint8 *p = data;
+
+  while (n > 0)
+    {
+      gssize done = send (fd, p, n, MSG_NOSIGNAL);
+
+      if (done < 0 && errno == EINTR)
+        continue;
+      if (done < 0 && (errno == EPIPE || errno == ECONNRESET))
+        return FALSE;
+      g_assert_cmpint (done, >, 0);
+      p += done;
+      n -= (gsize) done;
+    }
+
+  return TRUE;
+}
+
+/* Writes @n bytes of @data on our end of the direct path, past any framing. FALSE if mpport
+ * closed its end already. */
+static gboolean
+raw_frames_write (Raw        *raw,
+                  const void *data,
+                  gsize       n)
+{
+  g_assert_cmpint (raw->frames_fd, >=, 0);
+
+  return fd_write_all (raw->frames_fd, data, n);
+}
+
+/* Sends the signal @member with @body (floating; NULL for no body) — or, for a Post, Close or
+ * Credit once our Hello asked for the direct path, the frame that carries the same body.
+ * FALSE if the stream is closed already (the connection, or mpport's end of the socket). */
+static gboolean
+raw_send_data (Raw        *raw,
+               const char *member,
+               GVariant   *body)
+{
+  g_autoptr(GError) error = NULL;
+
+  if (raw->frames_fd >= 0 && frame_kind (member) != 0)
+    {
+      g_autoptr(GBytes) frame = frame_new (frame_kind (member), body);
+
+      return raw_frames_write (raw, g_bytes_get_data (frame, NULL), g_bytes_get_size (frame));
+    }
+
+  g_dbus_connection_emit_signal (raw->client, NULL, STREAM_PATH, STREAM_INTERFACE, member, body,
+                                 &error);
+  if (error != NULL)
+    {
+      g_assert_error (error, G_IO_ERROR, G_IO_ERROR_CLOSED);
+      return FALSE;
+    }
+
+  return TRUE;
+}
+
+/* Sends @member with @body (GVariant text format, or NULL for no body) as raw_send_data()
+ * does; the stream must be up. */
 static void
 raw_emit (Raw        *raw,
           const char *member,
           const char *body)
 {
+  g_assert_true (raw_send_data (raw, member, body != NULL ? g_variant_new_parsed (body) : NULL));
+}
+
+/* Sends the signal @member with @body (GVariant text format) as a signal, whatever the path. */
+static void
+raw_emit_signal (Raw        *raw,
+                 const char *member,
+                 const char *body)
+{
   g_autoptr(GError) error = NULL;
 
   g_dbus_connection_emit_signal (raw->client, NULL, STREAM_PATH, STREAM_INTERFACE, member,
-                                 body != NULL ? g_variant_new_parsed (body) : NULL, &error);
+                                 g_variant_new_parsed (body), &error);
   g_assert_no_error (error);
+}
+
+/* Logs what mpport sent of its data, in @log: "P<port id> " for each post of a Post,
+ * "C<port id> " for each id of a Close. */
+static void
+log_sent_data (GString    *log,
+               const char *member,
+               GVariant   *body)
+{
+  g_autoptr(GVariant) ids_v = NULL;
+  const guint64 *ids;
+  gsize n_ids;
+
+  if (g_str_equal (member, "Post"))
+    g_assert_cmpstr (g_variant_get_type_string (body), ==, STREAM_POST_TYPE);
+  else if (g_str_equal (member, "Close"))
+    g_assert_cmpstr (g_variant_get_type_string (body), ==, STREAM_CLOSE_TYPE);
+  else
+    return;
+
+  ids_v = g_variant_get_child_value (body, 0);
+  ids = g_variant_get_fixed_array (ids_v, &n_ids, sizeof (guint64));
+  for (gsize i = 0; i < n_ids; i++)
+    g_string_append_printf (log, "%c%" G_GUINT64_FORMAT " ", member[0], ids[i]);
+}
+
+static void
+on_raw_signal (GDBusConnection *connection,
+               const char      *sender,
+               const char      *path,
+               const char      *interface,
+               const char      *member,
+               GVariant        *body,
+               gpointer         data)
+{
+  Raw *raw = data;
+
+  log_sent_data (raw->sent_signals, member, body);
+}
+
+/* A frame that mpport wrote: a Post, Close or Credit whose body is in normal form. */
+static void
+raw_take_frame (Raw          *raw,
+                guint8        kind,
+                const guint8 *data,
+                gsize         size)
+{
+  static const char *const members[] = { NULL, "Post", "Close", "Credit" };
+  static const char *const types[] = { NULL, STREAM_POST_TYPE, STREAM_CLOSE_TYPE,
+                                       STREAM_CREDIT_TYPE };
+  g_autoptr(GBytes) bytes = g_bytes_new (data, size);
+  g_autoptr(GVariant) body = NULL;
+
+  g_assert_cmpuint (kind, >=, FRAME_POST);
+  g_assert_cmpuint (kind, <=, FRAME_CREDIT);
+  body = g_variant_ref_sink (g_variant_new_from_bytes (G_VARIANT_TYPE (types[kind]), bytes,
+                                                       FALSE));
+  g_assert_true (g_variant_is_normal_form (body));
+#if G_BYTE_ORDER == G_BIG_ENDIAN
+  {
+    GVariant *swapped = g_variant_byteswap (body);
+
+    g_variant_unref (body);
+    body = swapped;
+  }
+#endif
+
+  log_sent_data (raw->sent_frames, members[kind], body);
+}
+
+/* What mpport writes on the direct path, on our context: whole frames are taken in order;
+ * the end of the socket sets frames_ended. */
+static gboolean
+on_raw_frames_readable (int           fd,
+                        GIOCondition  condition,
+                        gpointer      data)
+{
+  Raw *raw = data;
+  guint8 buffer[4096];
+  gssize got = recv (fd, buffer, sizeof buffer, MSG_DONTWAIT);
+  gsize offset = 0;
+
+  if (got < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK))
+    return G_SOURCE_CONTINUE;
+  if (got <= 0)
+    {
+      /* The end, or a reset: mpport closed its end with what we wrote unread. */
+      g_assert_true (got == 0 || errno == ECONNRESET);
+      raw->frames_ended = TRUE;
+      return G_SOURCE_REMOVE;
+    }
+
+  g_byte_array_append (raw->frames_in, buffer, (guint) got);
+  while (raw->frames_in->len - offset >= 4)
+    {
+      const guint8 *p = raw->frames_in->data + offset;
+      guint32 length = (guint32) p[0] | (guint32) p[1] << 8 | (guint32) p[2] << 16 |
+                       (guint32) p[3] << 24;
+
+      g_assert_cmpuint (length, >=, 1);
+      g_assert_cmpuint (length, <=, FRAMES_MAX_LENGTH);
+      if (raw->frames_in->len - offset - 4 < length)
+        break;
+      raw_take_frame (raw, p[4], p + 5, length - 1);
+      offset += 4 + length;
+    }
+  g_byte_array_remove_range (raw->frames_in, 0, (guint) offset);
+
+  return G_SOURCE_CONTINUE;
+}
+
+/* Our filter, in GDBus's worker thread: keeps mpport's Hello and the socket it offers. A
+ * "direct" option must be a handle of a file descriptor that the message carries; without one
+ * the message carries none. */
+static GDBusMessage *
+raw_filter (GDBusConnection *connection,
+            GDBusMessage    *message,
+            gboolean         incoming,
+            gpointer         data)
+{
+  Raw *raw = data;
+  GUnixFDList *fds = g_dbus_message_get_unix_fd_list (message);
+  GVariant *body = g_dbus_message_get_body (message);
+  g_autoptr(GVariant) options = NULL;
+  g_autoptr(GVariant) direct = NULL;
+  int fd = -1;
+
+  if (!incoming || g_strcmp0 (g_dbus_message_get_interface (message), STREAM_INTERFACE) != 0 ||
+      g_strcmp0 (g_dbus_message_get_member (message), "Hello") != 0)
+    return message;
+
+  g_assert_nonnull (body);
+  g_assert_cmpstr (g_variant_get_type_string (body), ==, "(ua{sv})");
+  options = g_variant_get_child_value (body, 1);
+  direct = g_variant_lookup_value (options, STREAM_OPTION_DIRECT, NULL);
+  if (direct != NULL)
+    {
+      g_autoptr(GError) error = NULL;
+
+      g_assert_cmpstr (g_variant_get_type_string (direct), ==, "h");
+      g_assert_nonnull (fds);
+      fd = g_unix_fd_list_get (fds, g_variant_get_handle (direct), &error);
+      g_assert_no_error (error);
+    }
+  else
+    g_assert_null (fds);
+
+  g_mutex_lock (&raw->hello_lock);
+  g_assert_null (raw->server_hello);
+  raw->server_hello = g_variant_ref (body);
+  raw->offered_fd = fd;
+  g_mutex_unlock (&raw->hello_lock);
+
+  return message;
+}
+
+static gboolean
+raw_hello_came (Raw *raw)
+{
+  gboolean came;
+
+  g_mutex_lock (&raw->hello_lock);
+  came = raw->server_hello != NULL;
+  g_mutex_unlock (&raw->hello_lock);
+
+  return came;
+}
+
+/* Waits for mpport's Hello, of version 1, and returns the socket it offered (transfer full),
+ * or -1 if it offered none. */
+static int
+raw_wait_offer (Raw *raw)
+{
+  guint32 version;
+  int fd;
+
+  WAIT_FOR (raw->context, raw_hello_came (raw));
+  g_mutex_lock (&raw->hello_lock);
+  g_variant_get_child (raw->server_hello, 0, "u", &version);
+  fd = raw->offered_fd;
+  raw->offered_fd = -1;
+  g_mutex_unlock (&raw->hello_lock);
+  g_assert_cmpuint (version, ==, 1);
+
+  return fd;
+}
+
+/* Our Hello; with raw->direct it asks for the direct path, which mpport's Hello must have
+ * offered: from then on our data goes as frames on that socket, and what mpport writes there
+ * is read. */
+static void
+raw_hello (Raw *raw)
+{
+  if (!raw->direct)
+    {
+      raw_emit (raw, "Hello", "(uint32 1, @a{sv} {})");
+      return;
+    }
+
+  raw_emit (raw, "Hello", "(uint32 1, {'" STREAM_OPTION_DIRECT "': <true>})");
+  raw->frames_fd = raw_wait_offer (raw);
+  g_assert_cmpint (raw->frames_fd, >=, 0);
+  raw->frames_source = g_unix_fd_source_new (raw->frames_fd, G_IO_IN | G_IO_HUP | G_IO_ERR);
+  g_source_set_callback (raw->frames_source, G_SOURCE_FUNC (on_raw_frames_readable), raw, NULL);
+  g_source_attach (raw->frames_source, raw->context);
 }
 
 static GIOStream *
@@ -894,6 +1367,12 @@ raw_setup (Raw           *raw,
 
   raw->context = context_push_new ();
   raw->log = g_string_new (NULL);
+  raw->sent_signals = g_string_new (NULL);
+  raw->sent_frames = g_string_new (NULL);
+  raw->frames_in = g_byte_array_new ();
+  raw->offered_fd = -1;
+  raw->frames_fd = -1;
+  g_mutex_init (&raw->hello_lock);
 
   g_assert_cmpint (socketpair (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), ==, 0);
   server_io = stream_for_fd (fds[0]);
@@ -901,14 +1380,25 @@ raw_setup (Raw           *raw,
   raw->client_fd = fds[1];
 
   mp_message_port_new_for_stream (server_io, MP_STREAM_FLAGS_SERVER, NULL, on_raw_opened, raw);
-  /* Blocks until both sides authenticated: mpport's side runs on its own thread. */
+  /* Blocks until both sides authenticated: mpport's side runs on its own thread. Nothing is
+   * read before our filter and our subscription are in place (mpport sends its Hello at once). */
   raw->client = g_dbus_connection_new_sync (raw->client_io, NULL,
-                                            G_DBUS_CONNECTION_FLAGS_AUTHENTICATION_CLIENT,
+                                            G_DBUS_CONNECTION_FLAGS_AUTHENTICATION_CLIENT |
+                                            G_DBUS_CONNECTION_FLAGS_DELAY_MESSAGE_PROCESSING,
                                             NULL, NULL, &error);
   g_assert_no_error (error);
+  /* The socket is a Unix one: mpport can offer the direct path. */
+  g_assert_true (g_dbus_connection_get_capabilities (raw->client) &
+                 G_DBUS_CAPABILITY_FLAGS_UNIX_FD_PASSING);
+  raw->filter_id = g_dbus_connection_add_filter (raw->client, raw_filter, raw, NULL);
+  raw->subscription = g_dbus_connection_signal_subscribe (raw->client, NULL, STREAM_INTERFACE,
+                                                          NULL, STREAM_PATH, NULL,
+                                                          G_DBUS_SIGNAL_FLAGS_NONE,
+                                                          on_raw_signal, raw, NULL);
+  g_dbus_connection_start_message_processing (raw->client);
   if (raw->early_post != NULL)
     {
-      raw_emit (raw, "Hello", "(uint32 1, @a{sv} {})");
+      raw_hello (raw);
       raw_emit (raw, "Post", raw->early_post);
     }
   WAIT_FOR (raw->context, raw->port != NULL);
@@ -918,6 +1408,15 @@ raw_setup (Raw           *raw,
   g_signal_connect (raw->port, "close", G_CALLBACK (on_raw_close), raw);
 }
 
+/* The same, asking for the direct path in our Hello. */
+static void
+raw_setup_direct (Raw           *raw,
+                  gconstpointer  data)
+{
+  raw->direct = TRUE;
+  raw_setup (raw, data);
+}
+
 static void
 raw_teardown (Raw           *raw,
               gconstpointer  data)
@@ -925,18 +1424,34 @@ raw_teardown (Raw           *raw,
   g_signal_handlers_disconnect_by_data (raw->port, raw);
   mp_message_port_close (raw->port);
   assert_finalized_eventually (raw->context, g_steal_pointer (&raw->port));
-  /* Closed already unless the case left the stream open: then this closes it. */
+  /* With port 0 closed mpport ends the stream: the connection, then its end of the direct
+   * path once what it wrote there is read (we read to the end, so that we never close our
+   * end with its frames unread: /mpport/process/protocol/direct/reset/unread-frame does). */
+  WAIT_FOR (raw->context, g_dbus_connection_is_closed (raw->client) &&
+                          (raw->frames_source == NULL || raw->frames_ended));
+  /* Once closed, GDBus reads nothing more: the filter is done with raw. */
+  g_dbus_connection_signal_unsubscribe (raw->client, raw->subscription);
   g_dbus_connection_close_sync (raw->client, NULL, NULL);
+  g_dbus_connection_remove_filter (raw->client, raw->filter_id);
   g_clear_object (&raw->client);
   g_clear_object (&raw->client_io);
-  g_string_free (raw->log, TRUE);
+  if (raw->frames_source != NULL)
+    {
+      g_source_destroy (raw->frames_source);
+      g_clear_pointer (&raw->frames_source, g_source_unref);
+    }
+  if (raw->frames_fd >= 0)
+    close (raw->frames_fd);
+  if (raw->offered_fd >= 0)
+    close (raw->offered_fd);
+  g_clear_pointer (&raw->server_hello, g_variant_unref);
+  g_mutex_clear (&raw->hello_lock);
+  /* After the context's last iterations: a signal may still be dispatched there. */
   context_pop_free (raw->context);
-}
-
-static void
-raw_hello (Raw *raw)
-{
-  raw_emit (raw, "Hello", "(uint32 1, @a{sv} {})");
+  g_byte_array_unref (raw->frames_in);
+  g_string_free (raw->sent_frames, TRUE);
+  g_string_free (raw->sent_signals, TRUE);
+  g_string_free (raw->log, TRUE);
 }
 
 /* Our side closed its end of port 0: the port gets "close" after what came before. */
@@ -1030,16 +1545,13 @@ raw_post_body (const RawPost *posts,
                                                    transfers->len, sizeof (guint64)));
 }
 
+/* A Post of @posts, as a signal or, on the direct path, as a frame. */
 static void
 raw_post (Raw           *raw,
           const RawPost *posts,
           guint          n_posts)
 {
-  g_autoptr(GError) error = NULL;
-
-  g_dbus_connection_emit_signal (raw->client, NULL, STREAM_PATH, STREAM_INTERFACE, "Post",
-                                 raw_post_body (posts, n_posts), &error);
-  g_assert_no_error (error);
+  g_assert_true (raw_send_data (raw, "Post", raw_post_body (posts, n_posts)));
 }
 
 /* A uint32 post to port 0: its little-endian bytes. */
@@ -1238,9 +1750,47 @@ static const Violation violations[] = {
       { "Post", POST_U32 (0, 8, 1, "[uint64 3]") } } },
 };
 
+/* Whether @send goes as a frame once the direct path is open. */
+static gboolean
+raw_send_is_frame (const RawSend *send)
+{
+  return !send->method_call && frame_kind (send->member) != 0;
+}
+
+/* Whether the violation plays on the direct path too, with a Hello that asks for it: it starts
+ * with a plain Hello (then the socket is ours), and each of its frames has a body of its
+ * kind's type. A frame has no type of its own: a body that lacks or has another type is bytes
+ * read as the kind's type (/mpport/process/protocol/direct/frame/not-normal-…), and an empty
+ * one is the normal form of an empty Post, Close or Credit. */
+static gboolean
+violation_plays_direct (const Violation *violation)
+{
+  static const char *const types[] = { NULL, STREAM_POST_TYPE, STREAM_CLOSE_TYPE,
+                                       STREAM_CREDIT_TYPE };
+
+  if (!g_str_equal (violation->sends[0].member, "Hello") || violation->sends[0].body == NULL ||
+      !g_str_equal (violation->sends[0].body, "(uint32 1, @a{sv} {})"))
+    return FALSE;
+  for (guint i = 1; i < G_N_ELEMENTS (violation->sends) && violation->sends[i].member != NULL; i++)
+    {
+      const RawSend *send = &violation->sends[i];
+      g_autoptr(GVariant) body = NULL;
+
+      if (!raw_send_is_frame (send))
+        continue;
+      if (send->body == NULL)
+        return FALSE;
+      body = g_variant_ref_sink (g_variant_new_parsed (send->body));
+      if (!g_str_equal (g_variant_get_type_string (body), types[frame_kind (send->member)]))
+        return FALSE;
+    }
+
+  return TRUE;
+}
 
 /* Sends @send. Once the violation was read, mpport may have closed the stream already: a
- * later send then fails with G_IO_ERROR_CLOSED, which is fine. */
+ * later send then fails with G_IO_ERROR_CLOSED (or finds mpport's end of the direct path
+ * closed), which is fine. */
 static void
 raw_send (Raw           *raw,
           const RawSend *send)
@@ -1248,12 +1798,8 @@ raw_send (Raw           *raw,
   g_autoptr(GError) error = NULL;
 
   if (!send->method_call)
-    {
-      g_dbus_connection_emit_signal (raw->client, NULL, STREAM_PATH, STREAM_INTERFACE,
-                                     send->member,
-                                     send->body != NULL ? g_variant_new_parsed (send->body) : NULL,
-                                     &error);
-    }
+    raw_send_data (raw, send->member,
+                   send->body != NULL ? g_variant_new_parsed (send->body) : NULL);
   else
     {
       g_autoptr(GDBusMessage) message = g_dbus_message_new_method_call (NULL, STREAM_PATH,
@@ -1299,38 +1845,28 @@ test_protocol_violation (Raw           *raw,
 
   expect_broken_protocol ();
   for (guint i = 0; i < G_N_ELEMENTS (violation->sends) && violation->sends[i].member != NULL; i++)
-    raw_send (raw, &violation->sends[i]);
+    {
+      const RawSend *send = &violation->sends[i];
+
+      if (raw->direct && i == 0)
+        {
+          raw_hello (raw);
+          continue;
+        }
+      /* On the direct path a signal and a frame are not ordered (two sockets): the signal goes
+       * once the frames before it, the valid part of the violation, were delivered; and the
+       * signal is the violation, so the frames after it could still be read before it. */
+      if (raw->direct && !raw_send_is_frame (send))
+        {
+          WAIT_FOR (raw->context, g_str_equal (raw->log->str, violation->log));
+          raw_send (raw, send);
+          break;
+        }
+      raw_send (raw, send);
+    }
 
   raw_assert_stream_closed (raw);
   g_assert_cmpstr (raw->log->str, ==, expected);
-}
-
-/* What mpport sent us, as a log: "P<port id> " for each post of a Post, "C<port id> " for
- * each id of a Close (its Hello and Credits are left out). */
-static void
-on_raw_signal (GDBusConnection *connection,
-               const char      *sender,
-               const char      *path,
-               const char      *interface,
-               const char      *member,
-               GVariant        *body,
-               gpointer         data)
-{
-  GString *log = data;
-  g_autoptr(GVariant) ids_v = NULL;
-  const guint64 *ids;
-  gsize n_ids;
-
-  if (g_str_equal (member, "Post"))
-    ids_v = g_variant_get_child_value (body, 0);
-  else if (g_str_equal (member, "Close"))
-    ids_v = g_variant_get_child_value (body, 0);
-  else
-    return;
-
-  ids = g_variant_get_fixed_array (ids_v, &n_ids, sizeof (guint64));
-  for (gsize i = 0; i < n_ids; i++)
-    g_string_append_printf (log, "%c%" G_GUINT64_FORMAT " ", member[0], ids[i]);
 }
 
 typedef struct
@@ -1353,27 +1889,27 @@ on_port_arrived (MpMessagePort *port,
 /* A port that arrives in the first Post, sent the moment the connection is authenticated,
  * while mpport may still be setting the connection up: what its application posts on it
  * goes back once (one post for its id, then its Close). Repeated, because the first Post
- * can arrive before or after mpport's side finished its set-up. */
+ * can arrive before or after mpport's side finished its set-up. @data: on the direct path
+ * (our Hello, then the Post as a frame, right after mpport's Hello came): then everything
+ * comes back as frames, else as signals. */
 static void
-test_protocol_transfer_at_start (void)
+test_protocol_transfer_at_start (gconstpointer data)
 {
+  const gboolean direct = GPOINTER_TO_INT (data);
   const guint rounds = scaled (200);
 
   for (guint round = 0; round < rounds; round++)
     {
       Raw raw = { NULL, };
       ArrivedPort arrived = { NULL };
-      g_autoptr(GString) sent = g_string_new (NULL);
       g_autoptr(GError) error = NULL;
-      guint subscription;
+      GString *sent;
 
       /* A NULL post that transfers our port 1. */
       raw.early_post = "([uint64 0], [uint32 0], [''], [uint32 0], @ay [], [uint32 1], [uint64 1])";
+      raw.direct = direct;
       raw_setup (&raw, NULL);
-      subscription = g_dbus_connection_signal_subscribe (raw.client, NULL, STREAM_INTERFACE,
-                                                         NULL, STREAM_PATH, NULL,
-                                                         G_DBUS_SIGNAL_FLAGS_NONE, on_raw_signal,
-                                                         sent, NULL);
+      sent = direct ? raw.sent_frames : raw.sent_signals;
 
       g_signal_handlers_disconnect_by_func (raw.port, on_raw_message, &raw);
       g_signal_connect (raw.port, "message", G_CALLBACK (on_port_arrived), &arrived);
@@ -1385,8 +1921,8 @@ test_protocol_transfer_at_start (void)
       mp_message_port_close (arrived.port);
       WAIT_FOR (raw.context, strstr (sent->str, "C1 ") != NULL);
       g_assert_cmpstr (sent->str, ==, "P1 C1 ");
+      g_assert_cmpstr ((direct ? raw.sent_signals : raw.sent_frames)->str, ==, "");
 
-      g_dbus_connection_signal_unsubscribe (raw.client, subscription);
       g_clear_object (&arrived.port);
       g_signal_handlers_disconnect_by_func (raw.port, on_port_arrived, &arrived);
       raw_teardown (&raw, NULL);
@@ -1511,6 +2047,322 @@ test_protocol_oversized (Raw           *raw,
   g_assert_cmpuint (after, <, before + 50 * 1024 * 1024);
 }
 
+/* ------------------------------------------------------------------------------------------
+ * The direct path, spoken by the test itself
+ */
+
+static const RawPost post_7[] = { U32 (7) };
+
+/* The port closes after what came before, without a warning (none is expected): the stream
+ * ended, it was not broken. mpport then shuts the connection, and its end of the direct
+ * path. */
+static void
+raw_assert_stream_ended (Raw *raw)
+{
+  WAIT_FOR (raw->context, g_str_has_suffix (raw->log->str, "close") &&
+                          g_dbus_connection_is_closed (raw->client) &&
+                          (raw->frames_fd < 0 || raw->frames_ended));
+  assert_expected_warnings ();
+  g_assert_true (mp_message_port_is_closed (raw->port));
+}
+
+/* On the direct path the data goes as frames both ways, and never as signals: our Post frame
+ * is delivered, the port's own post comes back as a Post frame, our Credit frame for it is
+ * taken (it grants exactly what was sent), and our Close frame of port 0 closes the port
+ * without a warning; mpport then shuts the connection and its end of the socket. */
+static void
+test_protocol_direct_post (Raw           *raw,
+                           gconstpointer  data)
+{
+  g_autoptr(GError) error = NULL;
+  g_autofree char *credit = g_strdup_printf ("([(uint64 0, uint64 %u)],)",
+                                             STREAM_COST_OVERHEAD + 4);
+
+  mp_message_port_start (raw->port);
+  raw_hello (raw);
+  raw_post (raw, post_7, G_N_ELEMENTS (post_7));
+  WAIT_FOR (raw->context, g_str_equal (raw->log->str, "7 "));
+
+  g_assert_true (mp_message_port_post (raw->port, g_variant_new_uint32 (9), &error));
+  g_assert_no_error (error);
+  WAIT_FOR (raw->context, g_str_equal (raw->sent_frames->str, "P0 "));
+  raw_emit (raw, "Credit", credit);
+  raw_close_port0 (raw);
+
+  raw_assert_stream_ended (raw);
+  g_assert_cmpstr (raw->log->str, ==, "7 close");
+  g_assert_cmpstr (raw->sent_frames->str, ==, "P0 ");
+  g_assert_cmpstr (raw->sent_signals->str, ==, "");
+}
+
+/* What breaks the direct path, written on its socket after a valid Post frame of 7. */
+typedef struct
+{
+  const char *name;
+  /* The warning (a pattern), or NULL: the stream ends without one. */
+  const char *warning;
+  const char *bytes;
+  gsize n_bytes;
+  gboolean shut;             /* then the end of our writes */
+  /* The length the frame claims, when it is so large that the resident size must show
+   * whether it was allocated (and touched); 0 otherwise. */
+  guint64 claimed;
+} FrameFault;
+
+#define BROKE "mpport: closing a stream to another process, which broke the protocol: "
+#define BYTES(literal) literal, sizeof literal - 1
+
+static const FrameFault frame_faults[] = {
+  /* A kind that is not Post, Close or Credit (with a body of 5 bytes). */
+  { "unknown-kind", BROKE "*unknown kind 9*", BYTES ("\x06\0\0\0\x09hello"), FALSE },
+  { "kind-zero", BROKE "*kind 0*", BYTES ("\x01\0\0\0\0"), FALSE },
+  /* The body of a Close is an array of uint64: 3 bytes are not one in normal form; nor are
+   * 8 bytes an array of (uint64, uint64), the body of a Credit. */
+  { "not-normal-close", BROKE "*Close*normal form*", BYTES ("\x04\0\0\0\x02\x01\x02\x03"),
+    FALSE },
+  { "not-normal-credit", BROKE "*Credit*normal form*",
+    BYTES ("\x09\0\0\0\x03\0\0\0\0\0\0\0\0"), FALSE },
+  /* A Post body is not checked for normal form as a whole (docs/wire.md): this one, a post of
+   * a uint32 8 to port 0 whose framing offset of the types (the last but one byte) was moved
+   * back from 12 to 8, reads as a column of no types beside one port. */
+  { "not-normal-post", BROKE "*columns*",
+    BYTES ("\x27\0\0\0\x01"
+           "\0\0\0\0\0\0\0\0" "\0\0\0\0" "u\0\x02\0" "\x04\0\0\0" "\x08\0\0\0" "\0\0\0\0"
+           "\0\0\0\0" "\x1c\x18\x14\x0f\x08\x08"), FALSE },
+  { "length-zero", BROKE "*frame of 0 bytes*", BYTES ("\0\0\0\0"), FALSE },
+  /* One byte over the limit, and the largest length: refused from the 4 bytes of the length,
+   * before anything is read or allocated for them. */
+  { "length-over-limit", BROKE "*frame of 33554433 bytes*", BYTES ("\x01\0\0\x02\x01"), FALSE },
+  { "length-huge", BROKE "*frame of 4294967295 bytes*", BYTES ("\xff\xff\xff\xff\x01"), FALSE,
+    G_MAXUINT32 },
+  /* The limit itself is a length like any other: this frame only ends too early. */
+  { "length-at-limit", BROKE "*ended inside a frame*", BYTES ("\0\0\0\x02\x01\0\0\0"), TRUE },
+  /* Our end of the socket comes inside a frame: in its length, or in its body. */
+  { "truncated-length", BROKE "*ended inside a frame*", BYTES ("\x05\0"), TRUE },
+  { "truncated-body", BROKE "*ended inside a frame*", BYTES ("\x09\0\0\0\x02\0\0\0"), TRUE },
+  /* Our end of the socket between frames: the stream ends after the post, quietly. */
+  { "eof", NULL, BYTES (""), TRUE },
+};
+
+/* We close our end of the direct path with a frame from mpport unread, as a process does that
+ * exits or dies while data is on its way to it: mpport's next read fails with ECONNRESET. That
+ * is the end of the stream, as the end of the socket is: the port closes after what came
+ * before, without a warning. (A warning is taken here, so that it fails this case only.) */
+static void
+test_protocol_frame_reset (Raw           *raw,
+                           gconstpointer  data)
+{
+  g_autoptr(GError) error = NULL;
+  struct pollfd pfd = { .events = POLLIN };
+  guint left;
+
+  mp_message_port_start (raw->port);
+  raw_hello (raw);
+  raw_post (raw, post_7, G_N_ELEMENTS (post_7));
+  WAIT_FOR (raw->context, g_str_equal (raw->log->str, "7 "));
+
+  /* The port's post reaches our socket, and stays there. */
+  g_source_destroy (raw->frames_source);
+  g_clear_pointer (&raw->frames_source, g_source_unref);
+  g_assert_true (mp_message_port_post (raw->port, g_variant_new_uint32 (9), &error));
+  g_assert_no_error (error);
+  pfd.fd = raw->frames_fd;
+  g_assert_cmpint (poll (&pfd, 1, (int) (WAIT_TIMEOUT_USEC / 1000)), ==, 1);
+
+  expect_warning (BROKE "*");
+  g_assert_cmpint (close (g_steal_fd (&raw->frames_fd)), ==, 0);
+  WAIT_FOR (raw->context, g_str_has_suffix (raw->log->str, "close") &&
+                          g_dbus_connection_is_closed (raw->client));
+  g_mutex_lock (&expected_lock);
+  left = g_queue_get_length (&expected_warnings);
+  g_queue_clear (&expected_warnings);
+  g_mutex_unlock (&expected_lock);
+  if (left == 0)
+    g_test_fail_printf ("mpport took the reset of the direct path for a broken protocol");
+  g_assert_cmpstr (raw->log->str, ==, "7 close");
+}
+
+/* What breaks the framing closes the stream after what was read before it, with the warning
+ * that says why; the resident size does not grow by a huge length that is claimed (a
+ * sixteenth of it leaves room for the sanitizers' allocators). A clean end of the socket ends
+ * the stream after what was read, quietly. Either way mpport shuts the connection and closes
+ * its end of the socket. */
+static void
+test_protocol_frame_fault (Raw           *raw,
+                           gconstpointer  data)
+{
+  const FrameFault *fault = data;
+  gboolean measure = fault->claimed > 0 && g_file_test ("/proc/self/statm", G_FILE_TEST_EXISTS);
+  gsize before = 0;
+
+  mp_message_port_start (raw->port);
+  raw_hello (raw);
+  raw_post (raw, post_7, G_N_ELEMENTS (post_7));
+  WAIT_FOR (raw->context, raw->log->len > 0);
+
+  if (measure)
+    before = resident_bytes ();
+  if (fault->warning != NULL)
+    expect_warning (fault->warning);
+  g_assert_true (raw_frames_write (raw, fault->bytes, fault->n_bytes));
+  if (fault->shut)
+    g_assert_cmpint (shutdown (raw->frames_fd, SHUT_WR), ==, 0);
+
+  if (fault->warning != NULL)
+    raw_assert_stream_closed (raw);
+  else
+    raw_assert_stream_ended (raw);
+  WAIT_FOR (raw->context, raw->frames_ended);
+  g_assert_cmpstr (raw->log->str, ==, "7 close");
+  g_assert_cmpstr (raw->sent_signals->str, ==, "");
+  if (measure)
+    {
+      gsize after = resident_bytes ();
+
+      g_test_message ("resident: %" G_GSIZE_FORMAT " KiB before, %" G_GSIZE_FORMAT " KiB after",
+                      before / 1024, after / 1024);
+      g_assert_cmpuint (after, <, before + fault->claimed / 16);
+    }
+}
+
+/* Once the direct path is open, a Post, Close or Credit signal breaks the protocol, even a
+ * valid one: the stream closes after the frames before it, with the warning. */
+static const RawSend direct_signals[] = {
+  { "Post", POST_U32 (0, 8, 0, "[]"), FALSE },
+  { "Close", "([uint64 0],)", FALSE },
+  { "Credit", "([(uint64 0, uint64 64)],)", FALSE },
+};
+
+static void
+test_protocol_direct_signal (Raw           *raw,
+                             gconstpointer  data)
+{
+  const RawSend *send = data;
+
+  mp_message_port_start (raw->port);
+  raw_hello (raw);
+  raw_post (raw, post_7, G_N_ELEMENTS (post_7));
+  /* The frame went on another socket: the signal goes once it was delivered. */
+  WAIT_FOR (raw->context, g_str_equal (raw->log->str, "7 "));
+
+  expect_warning (BROKE "*signal on a stream whose data takes the direct path*");
+  raw_emit_signal (raw, send->member, send->body);
+
+  raw_assert_stream_closed (raw);
+  WAIT_FOR (raw->context, raw->frames_ended);
+  g_assert_cmpstr (raw->log->str, ==, "7 close");
+}
+
+/* Hellos that do not ask for the direct path, which mpport offered. */
+typedef struct
+{
+  const char *name;
+  const char *hello;
+} Decline;
+
+static const Decline declines[] = {
+  { "no-option", "(uint32 1, @a{sv} {})" },
+  { "false", "(uint32 1, {'" STREAM_OPTION_DIRECT "': <false>})" },
+  /* A client's option is a boolean: a handle, or a string, is not an answer. */
+  { "not-boolean", "(uint32 1, {'" STREAM_OPTION_DIRECT "': <'yes'>})" },
+};
+
+/* mpport offers the direct path (the connection passes file descriptors) and we decline it:
+ * the data goes as signals both ways, mpport closes its end of the socket it offered, and
+ * what we wrote there before our Hello is never read. */
+static void
+test_protocol_direct_declined (Raw           *raw,
+                               gconstpointer  data)
+{
+  const Decline *decline = data;
+  g_autoptr(GBytes) frame = frame_new (FRAME_POST, g_variant_new_parsed (POST_U32 (0, 8, 0, "[]")));
+  g_autoptr(GError) error = NULL;
+  int fd;
+  guint8 byte;
+
+  mp_message_port_start (raw->port);
+  fd = raw_wait_offer (raw);
+  g_assert_cmpint (fd, >=, 0);
+  g_assert_true (fd_write_all (fd, g_bytes_get_data (frame, NULL), g_bytes_get_size (frame)));
+
+  raw_emit (raw, "Hello", decline->hello);
+  raw_post (raw, post_7, G_N_ELEMENTS (post_7));
+  WAIT_FOR (raw->context, g_str_equal (raw->log->str, "7 "));
+  g_assert_true (mp_message_port_post (raw->port, g_variant_new_uint32 (9), &error));
+  g_assert_no_error (error);
+  WAIT_FOR (raw->context, g_str_equal (raw->sent_signals->str, "P0 "));
+
+  /* The end of the socket (a reset: what we wrote there is unread). */
+  WAIT_FOR (raw->context, recv (fd, &byte, 1, MSG_DONTWAIT) == 0 || errno == ECONNRESET);
+  g_assert_cmpint (close (fd), ==, 0);
+
+  raw_close_port0 (raw);
+  raw_assert_stream_ended (raw);
+  g_assert_cmpstr (raw->log->str, ==, "7 close");
+  g_assert_cmpstr (raw->sent_signals->str, ==, "P0 ");
+}
+
+/* Under MPPORT_STREAM_SIGNALS_ONLY (the test-process-signals run) mpport offers no direct
+ * path, not even to a client that asks for one: its Hello has no "direct" option and passes
+ * no file descriptor, and the data goes as signals. */
+static void
+test_protocol_no_offer (Raw           *raw,
+                        gconstpointer  data)
+{
+  g_autoptr(GError) error = NULL;
+
+  mp_message_port_start (raw->port);
+  raw_emit (raw, "Hello", "(uint32 1, {'" STREAM_OPTION_DIRECT "': <true>})");
+  /* Our filter saw no "direct" option, and no file descriptor. */
+  g_assert_cmpint (raw_wait_offer (raw), ==, -1);
+
+  raw_post (raw, post_7, G_N_ELEMENTS (post_7));
+  WAIT_FOR (raw->context, g_str_equal (raw->log->str, "7 "));
+  g_assert_true (mp_message_port_post (raw->port, g_variant_new_uint32 (9), &error));
+  g_assert_no_error (error);
+  WAIT_FOR (raw->context, g_str_equal (raw->sent_signals->str, "P0 "));
+
+  raw_close_port0 (raw);
+  raw_assert_stream_ended (raw);
+  g_assert_cmpstr (raw->log->str, ==, "7 close");
+}
+
+typedef void (*ChildTest) (Fixture       *f,
+                           gconstpointer  data);
+
+/* The cases with a child, registered under the run's path. */
+static const struct
+{
+  const char *name;
+  ChildTest test;
+} child_cases[] = {
+  { "echo", test_echo },
+  { "burst", test_burst },
+  { "close/by-parent", test_close_by_parent },
+  { "close/by-child", test_close_by_child },
+  { "close/by-exit", test_close_by_exit },
+  { "receive-async", test_receive_async },
+  { "transfer/to-child", test_transfer_to_child },
+  { "transfer/from-child", test_transfer_from_child },
+  { "transfer/round-trip", test_transfer_round_trip },
+  { "transfer/nested", test_transfer_nested },
+  { "transfer/nested-from-child", test_transfer_nested_from_child },
+  { "kill", test_kill },
+  { "path", test_path },
+};
+
+static void
+add_child_cases (const char *prefix,
+                 const Mode *mode)
+{
+  for (guint i = 0; i < G_N_ELEMENTS (child_cases); i++)
+    {
+      g_autofree char *path = g_strconcat (prefix, child_cases[i].name, NULL);
+
+      g_test_add (path, Fixture, mode, fixture_setup, child_cases[i].test, fixture_teardown);
+    }
+}
+
 int
 main (int   argc,
       char *argv[])
@@ -1518,29 +2370,22 @@ main (int   argc,
   g_test_init (&argc, &argv, NULL);
   g_log_set_writer_func (expecting_writer, NULL, NULL);
 
-  g_test_add ("/mpport/process/echo", Fixture, NULL, fixture_setup, test_echo, fixture_teardown);
-  g_test_add ("/mpport/process/burst", Fixture, NULL, fixture_setup, test_burst,
-              fixture_teardown);
-  g_test_add ("/mpport/process/close/by-parent", Fixture, NULL, fixture_setup,
-              test_close_by_parent, fixture_teardown);
-  g_test_add ("/mpport/process/close/by-child", Fixture, NULL, fixture_setup,
-              test_close_by_child, fixture_teardown);
-  g_test_add ("/mpport/process/close/by-exit", Fixture, NULL, fixture_setup,
-              test_close_by_exit, fixture_teardown);
-  g_test_add ("/mpport/process/receive-async", Fixture, NULL, fixture_setup,
-              test_receive_async, fixture_teardown);
-  g_test_add ("/mpport/process/transfer/to-child", Fixture, NULL, fixture_setup,
-              test_transfer_to_child, fixture_teardown);
-  g_test_add ("/mpport/process/transfer/from-child", Fixture, NULL, fixture_setup,
-              test_transfer_from_child, fixture_teardown);
-  g_test_add ("/mpport/process/transfer/round-trip", Fixture, NULL, fixture_setup,
-              test_transfer_round_trip, fixture_teardown);
-  g_test_add ("/mpport/process/transfer/nested", Fixture, NULL, fixture_setup,
-              test_transfer_nested, fixture_teardown);
-  g_test_add ("/mpport/process/transfer/nested-from-child", Fixture, NULL, fixture_setup,
-              test_transfer_nested_from_child, fixture_teardown);
-  g_test_add ("/mpport/process/kill", Fixture, NULL, fixture_setup, test_kill,
-              fixture_teardown);
+  /* mpport reads it once per process: the run is on signals or it is not
+   * (tests/meson.build runs this binary both ways). */
+  if (g_getenv (SIGNALS_ONLY_ENV) != NULL)
+    {
+      add_child_cases ("/mpport/process/signals/", &signals_mode);
+      g_test_add ("/mpport/process/mixed/parent-on-signals", Fixture, &parent_on_signals_mode,
+                  fixture_setup, test_path, fixture_teardown);
+      g_test_add ("/mpport/process/protocol/signals-only/no-offer", Raw, NULL, raw_setup,
+                  test_protocol_no_offer, raw_teardown);
+
+      return g_test_run ();
+    }
+
+  add_child_cases ("/mpport/process/direct/", &direct_mode);
+  g_test_add ("/mpport/process/mixed/child-on-signals", Fixture, &child_on_signals_mode,
+              fixture_setup, test_path, fixture_teardown);
 
   g_test_add ("/mpport/process/protocol/message-error", Raw, NULL, raw_setup,
               test_protocol_message_error, raw_teardown);
@@ -1553,13 +2398,62 @@ main (int   argc,
 
       g_test_add (path, Raw, &violations[i], raw_setup, test_protocol_violation, raw_teardown);
     }
-  g_test_add_func ("/mpport/process/protocol/transfer-at-start", test_protocol_transfer_at_start);
+  g_test_add_data_func ("/mpport/process/protocol/transfer-at-start", GINT_TO_POINTER (FALSE),
+                        test_protocol_transfer_at_start);
   g_test_add ("/mpport/process/protocol/garbage", Raw, NULL, raw_setup, test_protocol_garbage,
               raw_teardown);
   g_test_add ("/mpport/process/protocol/truncated", Raw, NULL, raw_setup,
               test_protocol_truncated, raw_teardown);
   g_test_add ("/mpport/process/protocol/oversized", Raw, NULL, raw_setup,
               test_protocol_oversized, raw_teardown);
+
+  /* The same data as frames, and what only the direct path has. */
+  g_test_add ("/mpport/process/protocol/direct/post", Raw, NULL, raw_setup_direct,
+              test_protocol_direct_post, raw_teardown);
+  g_test_add ("/mpport/process/protocol/direct/message-error", Raw, NULL, raw_setup_direct,
+              test_protocol_message_error, raw_teardown);
+  g_test_add ("/mpport/process/protocol/direct/message-error-receive", Raw, NULL,
+              raw_setup_direct, test_protocol_message_error_receive, raw_teardown);
+  for (guint i = 0; i < G_N_ELEMENTS (violations); i++)
+    {
+      g_autofree char *path = NULL;
+
+      if (!violation_plays_direct (&violations[i]))
+        continue;
+      path = g_strconcat ("/mpport/process/protocol/direct/violation/", violations[i].name, NULL);
+      g_test_add (path, Raw, &violations[i], raw_setup_direct, test_protocol_violation,
+                  raw_teardown);
+    }
+  g_test_add_data_func ("/mpport/process/protocol/direct/transfer-at-start",
+                        GINT_TO_POINTER (TRUE), test_protocol_transfer_at_start);
+  for (guint i = 0; i < G_N_ELEMENTS (frame_faults); i++)
+    {
+      g_autofree char *path = g_strconcat ("/mpport/process/protocol/direct/frame/",
+                                           frame_faults[i].name, NULL);
+
+      g_test_add (path, Raw, &frame_faults[i], raw_setup_direct, test_protocol_frame_fault,
+                  raw_teardown);
+    }
+  for (guint i = 0; i < G_N_ELEMENTS (direct_signals); i++)
+    {
+      g_autofree char *member = g_ascii_strdown (direct_signals[i].member, -1);
+      g_autofree char *path = g_strconcat ("/mpport/process/protocol/direct/signal/", member,
+                                           NULL);
+
+      g_test_add (path, Raw, &direct_signals[i], raw_setup_direct, test_protocol_direct_signal,
+                  raw_teardown);
+    }
+  for (guint i = 0; i < G_N_ELEMENTS (declines); i++)
+    {
+      g_autofree char *path = g_strconcat ("/mpport/process/protocol/direct/declined/",
+                                           declines[i].name, NULL);
+
+      g_test_add (path, Raw, &declines[i], raw_setup, test_protocol_direct_declined,
+                  raw_teardown);
+    }
+  /* Last: a failure here (g_test_fail()) ends the run. */
+  g_test_add ("/mpport/process/protocol/direct/reset/unread-frame", Raw, NULL, raw_setup_direct,
+              test_protocol_frame_reset, raw_teardown);
 
   return g_test_run ();
 }

@@ -5,17 +5,22 @@
  * Built and run by `MPPORT_FUZZ_TARGET=stream scripts/fuzz` (clang
  * -fsanitize=fuzzer,address,undefined). Each input is what a peer process sends on one
  * stream, fed to a detached stream (mp-stream-private.h) through mp_stream_receive(), the
- * entry point of the filter that reads a real connection. The first byte picks the side
- * (bit 0 set: this side is the server, so the peer names its ports with odd ids); the rest
- * is a sequence of steps, each an opcode byte (bits 0-2: the step; bit 3: round-trip the
- * message through g_dbus_message_to_blob() and g_dbus_message_new_from_blob(), as the
- * connection's reader would hand it over; bit 4: do that in big-endian byte order; bits
- * 5-7: for a Post, how its columns are put together, see make_post()):
+ * entry point of the filter that reads a real connection, and, once the peer's Hello asked
+ * for the direct path, through mp_stream_receive_frame(), the entry point of the reader of
+ * its socket. The first byte picks the side (bit 0 set: this side is the server, so the peer
+ * names its ports with odd ids); the rest is a sequence of steps, each an opcode byte (bits
+ * 0-2: the step; bit 3: round-trip the message through g_dbus_message_to_blob() and
+ * g_dbus_message_new_from_blob(), as the connection's reader would hand it over; bit 4: do
+ * that in big-endian byte order; bits 5-7: for a Post, how its columns are put together, see
+ * make_post()):
  *
  *   0     a raw D-Bus message: a 16-bit length and that many bytes, cut to the size its
  *         header declares (g_dbus_message_bytes_needed(), as GDBus's reader does) and
  *         parsed by g_dbus_message_new_from_blob(): whatever GDBus accepts from a peer;
- *   1     Hello, with a fuzz-chosen version (mostly 1) and options;
+ *   1     Hello, with a fuzz-chosen version (mostly 1) and options, among them at times
+ *         "direct": in the form that asks for the direct path (a client's true, a server's
+ *         handle, as the peer is the one or the other), in the other side's form, or not a
+ *         request at all;
  *   2, 6  Post, with posts to fuzz-chosen ids (port 0, ports the peer announced, ids in the
  *         gaps, ids of this side, ids never announced), payloads (NULL, valid values, raw
  *         type strings and bytes, refused types, overlong type strings, big ones) and
@@ -24,15 +29,26 @@
  *   3     Close of fuzz-chosen ids;
  *   4     a misshapen message: a wrong body type, no body, an unknown member, a method call
  *         of the protocol's interface, messages of other interfaces;
- *   5     the application closes one of the ports it holds (its relay then drops posts);
+ *   5     with bits 3-4 0 or 1: the application closes one of the ports it holds (its relay
+ *         then drops posts); 2: a frame (frame_step()): a fuzz-chosen kind (mostly Post,
+ *         Close or Credit) and body (raw bytes, or a serialized Post, Close or Credit with a
+ *         few bytes changed, cut or added); 3: a Post, Close or Credit on the other channel
+ *         than the stream's: as a signal on the direct path, as a frame without it;
  *   7     Credit of fuzz-chosen ids and amounts (valid, zero, over 32 bits).
  *
+ * On the direct path, steps 2, 3, 6 and 7 send the body they make as a frame of its kind
+ * (serialized in normal form, little-endian), not as a signal; bits 3-4 do not apply.
+ *
  * A model of the protocol as docs/wire.md describes it reads every message GDBus would
- * deliver and predicts, for every port, what its application end receives: the valid posts
- * to it in order (value, and the ids of the ports carried), one G_IO_ERROR_INVALID_DATA per
- * invalid payload, its close after a Close; and whether the stream breaks. After every step,
- * every port with something due is drained with mp_message_port_receive_timeout (port, 0)
- * and checked:
+ * deliver and every frame, and predicts, for every port, what its application end receives:
+ * the valid posts to it in order (value, and the ids of the ports carried), one
+ * G_IO_ERROR_INVALID_DATA per invalid payload, its close after a Close; and whether the
+ * stream breaks. A frame carries the body of the signal of its kind and is decoded the same
+ * way; it breaks the stream unless the peer's Hello asked for the direct path, if its kind is
+ * none of the three, or if it is a Close or Credit not in normal form (a Post is read as any
+ * untrusted GVariant is); on the direct path a Post, Close or Credit signal breaks it. After
+ * every step, every port with something due is drained with
+ * mp_message_port_receive_timeout (port, 0) and checked:
  *
  *   - the stream is broken exactly when the model says so (a detached stream never grants
  *     credit, so a port's window closes for good after MP_STREAM_WINDOW of cost); from
@@ -59,6 +75,12 @@
 #include "mp-wire-private.h"
 
 #define MAX_STEPS       256
+/* The kinds of the frames of the direct path (mpport/mp-frames-private.h, docs/wire.md). */
+#define FRAME_POST       1
+#define FRAME_CLOSE      2
+#define FRAME_CREDIT     3
+/* The longest raw frame body made from the input. */
+#define MAX_RAW_FRAME    2048
 #define MAX_SMALL_STRING 24
 #define MAX_RAW_TYPE     16
 #define CAPABILITIES     G_DBUS_CAPABILITY_FLAGS_UNIX_FD_PASSING
@@ -207,6 +229,8 @@ typedef struct
   guint n_links;
 
   gboolean hello_seen;
+  /* The peer's Hello asked for the direct path: its data comes as frames. */
+  gboolean direct;
   gboolean broken;
   guint64 peer_max;
   guint32 serial;
@@ -487,45 +511,12 @@ model_credit (Fuzz    *f,
   return id_known (f, id) && credit != 0 && credit <= G_MAXUINT32;
 }
 
+/* A Post, Close or Credit @body (of any type) as a signal or a frame carries it. */
 static void
-model_receive (Fuzz         *f,
-               GDBusMessage *message)
+model_data (Fuzz       *f,
+            const char *member,
+            GVariant   *body)
 {
-  const char *member = g_dbus_message_get_member (message);
-  GVariant *body = g_dbus_message_get_body (message);
-  g_autoptr(GVariant) empty = NULL;
-
-  if (g_strcmp0 (g_dbus_message_get_interface (message), MP_STREAM_INTERFACE) != 0)
-    return;   /* not the protocol's: GDBus's business */
-  if (g_dbus_message_get_message_type (message) != G_DBUS_MESSAGE_TYPE_SIGNAL)
-    {
-      f->broken = TRUE;
-      return;
-    }
-  if (f->broken)
-    return;
-
-  if (body == NULL)
-    body = empty = g_variant_ref_sink (g_variant_new ("()"));
-
-  if (!f->hello_seen)
-    {
-      guint32 version;
-
-      if (g_strcmp0 (member, MP_STREAM_HELLO) != 0 ||
-          !g_variant_is_of_type (body, G_VARIANT_TYPE (MP_STREAM_HELLO_TYPE)))
-        {
-          f->broken = TRUE;
-          return;
-        }
-      g_variant_get_child (body, 0, "u", &version);
-      if (version != 1)
-        f->broken = TRUE;
-      else
-        f->hello_seen = TRUE;
-      return;
-    }
-
   if (g_strcmp0 (member, MP_STREAM_POST) == 0 &&
       g_variant_is_of_type (body, G_VARIANT_TYPE (MP_STREAM_POST_TYPE)))
     {
@@ -567,7 +558,122 @@ model_receive (Fuzz         *f,
         }
     }
   else
-    f->broken = TRUE;   /* a bad body, a second Hello, an unknown member */
+    f->broken = TRUE;   /* a body of another type */
+}
+
+/* Whether the options of the peer's Hello ask for the direct path: a client's "direct" is
+ * true, a server's a handle (the index of the socket among the message's file descriptors:
+ * a detached stream needs none). The first "direct" counts, as for g_variant_lookup_value(). */
+static gboolean
+model_asks_direct (Fuzz     *f,
+                   GVariant *options)
+{
+  g_autoptr(GVariant) direct = g_variant_lookup_value (options, MP_STREAM_OPTION_DIRECT, NULL);
+
+  if (direct == NULL)
+    return FALSE;
+  if (f->server)
+    return g_variant_is_of_type (direct, G_VARIANT_TYPE_BOOLEAN) && g_variant_get_boolean (direct);
+
+  return g_variant_is_of_type (direct, G_VARIANT_TYPE_HANDLE);
+}
+
+static void
+model_receive (Fuzz         *f,
+               GDBusMessage *message)
+{
+  const char *member = g_dbus_message_get_member (message);
+  GVariant *body = g_dbus_message_get_body (message);
+  g_autoptr(GVariant) empty = NULL;
+
+  if (g_strcmp0 (g_dbus_message_get_interface (message), MP_STREAM_INTERFACE) != 0)
+    return;   /* not the protocol's: GDBus's business */
+  if (g_dbus_message_get_message_type (message) != G_DBUS_MESSAGE_TYPE_SIGNAL)
+    {
+      f->broken = TRUE;
+      return;
+    }
+  if (f->broken)
+    return;
+
+  if (body == NULL)
+    body = empty = g_variant_ref_sink (g_variant_new ("()"));
+
+  if (!f->hello_seen)
+    {
+      guint32 version;
+
+      if (g_strcmp0 (member, MP_STREAM_HELLO) != 0 ||
+          !g_variant_is_of_type (body, G_VARIANT_TYPE (MP_STREAM_HELLO_TYPE)))
+        {
+          f->broken = TRUE;
+          return;
+        }
+      g_variant_get_child (body, 0, "u", &version);
+      if (version != 1)
+        f->broken = TRUE;
+      else
+        {
+          g_autoptr(GVariant) options = g_variant_get_child_value (body, 1);
+
+          f->hello_seen = TRUE;
+          f->direct = model_asks_direct (f, options);
+        }
+      return;
+    }
+
+  if (g_strcmp0 (member, MP_STREAM_POST) == 0 || g_strcmp0 (member, MP_STREAM_CLOSE) == 0 ||
+      g_strcmp0 (member, MP_STREAM_CREDIT) == 0)
+    {
+      /* On the direct path, the data signals are gone: any of them, whatever its body. */
+      if (f->direct)
+        f->broken = TRUE;
+      else
+        model_data (f, member, body);
+    }
+  else
+    f->broken = TRUE;   /* a second Hello, an unknown member */
+}
+
+/* A frame of @kind with @body. */
+static void
+model_frame (Fuzz   *f,
+             guint8  kind,
+             GBytes *body)
+{
+  static const char *const members[] = { NULL, MP_STREAM_POST, MP_STREAM_CLOSE,
+                                         MP_STREAM_CREDIT };
+  static const char *const types[] = { NULL, MP_STREAM_POST_TYPE, MP_STREAM_CLOSE_TYPE,
+                                       MP_STREAM_CREDIT_TYPE };
+  g_autoptr(GVariant) value = NULL;
+
+  if (f->broken)
+    return;
+  if (!f->hello_seen || !f->direct || kind < FRAME_POST || kind > FRAME_CREDIT)
+    {
+      f->broken = TRUE;
+      return;
+    }
+
+  /* Untrusted: read as GVariant reads any bytes. A Post is not checked for normal form as a
+   * whole (docs/wire.md): what it reads as is checked as columns and payloads. */
+  value = g_variant_ref_sink (g_variant_new_from_bytes (G_VARIANT_TYPE (types[kind]), body,
+                                                        FALSE));
+  if (kind != FRAME_POST && !g_variant_is_normal_form (value))
+    {
+      f->broken = TRUE;
+      return;
+    }
+#if G_BYTE_ORDER == G_BIG_ENDIAN
+  {
+    GVariant *swapped = g_variant_byteswap (value);
+
+    g_variant_unref (value);
+    value = swapped;
+  }
+#endif
+
+  model_data (f, members[kind], value);
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -932,10 +1038,34 @@ make_signal (const char *member,
   return message;
 }
 
-static GDBusMessage *
-make_hello (Reader *r)
+/* The value of a Hello's "direct" option: mostly the peer's request of the direct path (a
+ * client's true, a server's handle), at times the other side's form, false, or a value of
+ * another type. */
+static GVariant *
+make_direct_option (Fuzz   *f,
+                    Reader *r)
 {
-  static const char *const keys[] = { "window", "x-unknown", "", "version" };
+  guint8 choice = next_byte (r);
+
+  switch (choice % 4)
+    {
+    case 0:
+    case 1:
+      return f->server ? g_variant_new_boolean (TRUE)
+                       : g_variant_new_handle ((gint32) next_byte (r));
+    case 2:
+      return f->server ? g_variant_new_handle (0) : g_variant_new_boolean (TRUE);
+    default:
+      return choice & 4 ? g_variant_new_boolean (FALSE) : make_value (r);
+    }
+}
+
+static GDBusMessage *
+make_hello (Fuzz   *f,
+            Reader *r)
+{
+  static const char *const keys[] = { "window", "x-unknown", "", "version",
+                                      MP_STREAM_OPTION_DIRECT };
   guint8 choice = next_byte (r);
   guint32 version = choice < 224 ? 1 : choice == 224 ? 0 : choice == 225 ? 2 : next_u32 (r);
   GVariantBuilder options;
@@ -943,8 +1073,13 @@ make_hello (Reader *r)
 
   g_variant_builder_init (&options, G_VARIANT_TYPE_VARDICT);
   for (guint i = 0; i < n; i++)
-    g_variant_builder_add (&options, "{sv}", keys[next_byte (r) % G_N_ELEMENTS (keys)],
-                           make_value (r));
+    {
+      const char *key = keys[next_byte (r) % G_N_ELEMENTS (keys)];
+
+      g_variant_builder_add (&options, "{sv}", key,
+                             g_str_equal (key, MP_STREAM_OPTION_DIRECT) ? make_direct_option (f, r)
+                                                                        : make_value (r));
+    }
 
   return make_signal (MP_STREAM_HELLO, g_variant_new ("(u@a{sv})", version,
                                                       g_variant_builder_end (&options)));
@@ -1221,6 +1356,136 @@ close_a_port (Fuzz   *f,
   pm->state = PORT_ENDED;
 }
 
+/* A Post (of a fuzz-chosen shape), Close or Credit, as its step makes it. */
+static GDBusMessage *
+make_data (Fuzz   *f,
+           Reader *r)
+{
+  guint8 choice = next_byte (r);
+
+  switch (choice % 3)
+    {
+    case 0:
+      return make_post (f, r, choice >> 5);
+    case 1:
+      return make_close (f, r);
+    default:
+      return make_credit (f, r);
+    }
+}
+
+static guint8
+frame_kind (GDBusMessage *message)
+{
+  const char *member = g_dbus_message_get_member (message);
+
+  if (g_strcmp0 (member, MP_STREAM_POST) == 0)
+    return FRAME_POST;
+  if (g_strcmp0 (member, MP_STREAM_CLOSE) == 0)
+    return FRAME_CLOSE;
+  g_assert (g_strcmp0 (member, MP_STREAM_CREDIT) == 0);
+  return FRAME_CREDIT;
+}
+
+/* The body of a frame that carries @body: its serialization in normal form, little-endian. */
+static GBytes *
+frame_body (GVariant *body)
+{
+  g_autoptr(GVariant) normal = g_variant_get_normal_form (body);
+
+#if G_BYTE_ORDER == G_BIG_ENDIAN
+  {
+    GVariant *swapped = g_variant_byteswap (normal);
+
+    g_variant_unref (normal);
+    normal = swapped;
+  }
+#endif
+  return g_variant_get_data_as_bytes (normal);
+}
+
+/* Changes @bytes a little: a byte flipped or set, the end cut off, a byte added. */
+static void
+mutate (GByteArray *bytes,
+        Reader     *r)
+{
+  guint8 op = next_byte (r);
+  guint16 at = next_u16 (r);
+  guint8 value = next_byte (r);
+
+  switch (op % 4)
+    {
+    case 0:
+      if (bytes->len > 0)
+        bytes->data[at % bytes->len] ^= value | 1;
+      break;
+    case 1:
+      if (bytes->len > 0)
+        bytes->data[at % bytes->len] = value;
+      break;
+    case 2:
+      g_byte_array_set_size (bytes, bytes->len > 0 ? at % bytes->len : 0);
+      break;
+    default:
+      g_byte_array_append (bytes, &value, 1);
+      break;
+    }
+}
+
+static void
+check_broken (Fuzz *f)
+{
+  CHECK (mp_stream_is_broken (f->stream) == f->broken,
+         "the stream is %sbroken, the model says it is %sbroken",
+         mp_stream_is_broken (f->stream) ? "" : "not ", f->broken ? "" : "not ");
+}
+
+/* A frame of @kind (not 0: the reader ends the stream on that) with @body, as the reader of
+ * the direct path hands it over. */
+static void
+receive_frame (Fuzz   *f,
+               guint8  kind,
+               GBytes *body)
+{
+  model_frame (f, kind, body);
+  mp_stream_receive_frame (f->stream, kind, body);
+  check_broken (f);
+  drain (f);
+}
+
+/* A frame made from the input: mostly of kind Post, Close or Credit, at times of a kind that
+ * is none (240-255); its body raw bytes, or the serialization of a Post, Close or Credit (of
+ * that kind or another) with up to three bytes changed, cut or added. */
+static void
+frame_step (Fuzz   *f,
+            Reader *r)
+{
+  guint8 choice = next_byte (r);
+  guint8 kind = choice < 240 ? FRAME_POST + choice % 3 : choice;
+  guint8 how = next_byte (r);
+  g_autoptr(GBytes) body = NULL;
+
+  if (how % 4 == 0)
+    {
+      gsize length = take_length (r, next_u16 (r) % (MAX_RAW_FRAME + 1));
+
+      body = g_bytes_new (r->data + r->pos, length);
+      r->pos += length;
+    }
+  else
+    {
+      g_autoptr(GDBusMessage) message = make_data (f, r);
+      g_autoptr(GBytes) normal = frame_body (g_dbus_message_get_body (message));
+      GByteArray *bytes = g_bytes_unref_to_array (g_steal_pointer (&normal));
+
+      for (guint i = 0; i < (how >> 2) % 4; i++)
+        mutate (bytes, r);
+      body = g_byte_array_free_to_bytes (bytes);
+    }
+
+  receive_frame (f, kind, body);
+}
+
 /* ------------------------------------------------------------------------------------------
  * One input
  */
@@ -1231,6 +1496,10 @@ step (Fuzz   *f,
 {
   guint8 op = next_byte (r);
   g_autoptr(GDBusMessage) message = NULL;
+  /* A Post, Close or Credit: a frame on the direct path, a signal otherwise... */
+  gboolean data = FALSE;
+  /* ... or the other way round. */
+  gboolean other_channel = FALSE;
 
   switch (op % 8)
     {
@@ -1238,24 +1507,48 @@ step (Fuzz   *f,
       message = make_raw (r);
       break;
     case 1:
-      message = make_hello (r);
+      message = make_hello (f, r);
       break;
     case 2:
     case 6:
       message = make_post (f, r, op >> 5);
+      data = TRUE;
       break;
     case 3:
       message = make_close (f, r);
+      data = TRUE;
       break;
     case 4:
       message = make_misshapen (r);
       break;
     case 7:
       message = make_credit (f, r);
+      data = TRUE;
       break;
     case 5:
     default:
-      close_a_port (f, r);
+      switch ((op >> 3) & 3)
+        {
+        case 2:
+          frame_step (f, r);
+          return;
+        case 3:
+          message = make_data (f, r);
+          data = TRUE;
+          other_channel = TRUE;
+          break;
+        default:
+          close_a_port (f, r);
+          return;
+        }
+      break;
+    }
+
+  if (data && f->direct != other_channel)
+    {
+      g_autoptr(GBytes) body = frame_body (g_dbus_message_get_body (message));
+
+      receive_frame (f, frame_kind (message), body);
       return;
     }
 
@@ -1271,9 +1564,7 @@ step (Fuzz   *f,
 
   model_receive (f, message);
   mp_stream_receive (f->stream, message);
-  CHECK (mp_stream_is_broken (f->stream) == f->broken,
-         "the stream is %sbroken, the model says it is %sbroken",
-         mp_stream_is_broken (f->stream) ? "" : "not ", f->broken ? "" : "not ");
+  check_broken (f);
   drain (f);
 }
 
