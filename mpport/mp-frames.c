@@ -14,6 +14,7 @@
 #include <glib-unix.h>
 
 #include "mp-frames-private.h"
+#include "mp-i18n-private.h"
 
 /* The direct path of a stream (docs/wire.md): once two mpport processes agree on it, their
  * posts, closes and credits travel as frames on a socket of their own (passed as a file
@@ -57,12 +58,21 @@ end (MpFrames     *self,
 }
 
 static void
-end_with_errno (MpFrames   *self,
-                const char *what,
-                int         saved)
+end_with_errno (MpFrames *self,
+                int       saved)
 {
-  g_autoptr(GError) error = g_error_new (G_IO_ERROR, g_io_error_from_errno (saved), "%s: %s",
-                                         what, g_strerror (saved));
+  g_autoptr(GError) error = g_error_new (G_IO_ERROR, g_io_error_from_errno (saved),
+                                         _("Could not read from the other process: %s"),
+                                         g_strerror (saved));
+
+  end (self, error);
+}
+
+static void
+end_inside_frame (MpFrames *self)
+{
+  g_autoptr(GError) error = g_error_new_literal (G_IO_ERROR, G_IO_ERROR_PARTIAL_INPUT,
+                                                 _("The stream from the other process ended inside a frame"));
 
   end (self, error);
 }
@@ -83,7 +93,7 @@ parse (MpFrames *self)
         {
           g_autoptr(GError) error =
             g_error_new (G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
-                         "a frame of %u bytes (the limit is %u)", length,
+                         _("The other process sent a frame of %u bytes; the limit is %u"), length,
                          (guint) MP_FRAMES_MAX_LENGTH);
 
           end (self, error);
@@ -101,7 +111,7 @@ parse (MpFrames *self)
         if (kind == 0)
           {
             g_autoptr(GError) error = g_error_new_literal (G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
-                                                           "a frame of kind 0");
+                                                           _("The other process sent a frame of kind 0"));
 
             end (self, error);
             return FALSE;
@@ -138,10 +148,7 @@ read_available (MpFrames *self)
         {
           if (self->in->len > 0)
             {
-              g_autoptr(GError) error = g_error_new_literal (G_IO_ERROR, G_IO_ERROR_PARTIAL_INPUT,
-                                                             "the stream ended inside a frame");
-
-              end (self, error);
+              end_inside_frame (self);
             }
           else
             end (self, NULL);
@@ -155,17 +162,14 @@ read_available (MpFrames *self)
         {
           if (self->in->len > 0)
             {
-              g_autoptr(GError) error = g_error_new_literal (G_IO_ERROR, G_IO_ERROR_PARTIAL_INPUT,
-                                                             "the stream ended inside a frame");
-
-              end (self, error);
+              end_inside_frame (self);
             }
           else
             end (self, NULL);
           return;
         }
       if (errno != EAGAIN && errno != EWOULDBLOCK)
-        end_with_errno (self, "reading", errno);
+        end_with_errno (self, errno);
       return;
     }
 }
