@@ -1164,6 +1164,7 @@ handle_post (MpStream       *self,
     }
   if (n_ids > 0)
     {
+      GPtrArray *unused = NULL;
       gboolean too_many;
 
       g_mutex_lock (&self->lock);
@@ -1176,13 +1177,17 @@ handle_post (MpStream       *self,
             g_hash_table_insert (self->links, &link->id, link);
           }
       else
-        {
-          /* Never in the table: closed at once, with the ports handed out below. */
-          for (guint i = 0; i < new_links->len; i++)
-            link_free (g_ptr_array_index (new_links, i));
-          g_ptr_array_set_size (new_links, 0);
-        }
+        unused = g_steal_pointer (&new_links);
       g_mutex_unlock (&self->lock);
+
+      /* Never in the table: closed at once (outside the lock: the last unref of a relay
+       * finalizes a port), with the ports handed out below. */
+      if (unused != NULL)
+        {
+          for (guint i = 0; i < unused->len; i++)
+            link_free (g_ptr_array_index (unused, i));
+          g_ptr_array_unref (unused);
+        }
 
       if (too_many)
         {
