@@ -1587,36 +1587,37 @@ typedef struct
   GCond cond;
   gboolean done;
   GPtrArray *streams;   /* strong */
+  /* When the waiting ends; moved on by the worker thread while posts go out. Written
+   * under lock, by the worker thread only. */
   gint64 deadline;
   gboolean flushed;     /* the worker thread's */
+  guint pending;        /* the worker thread's: the posts left at the last look */
 } ExitFlush;
 
-/* Whether every port of @self handed what its application posted to the outbox: no relay
- * holds a message in its inbox or its backlog. Worker thread. */
-static gboolean
-stream_is_drained (MpStream *self)
+/* How many posts of @self's ports are not yet in the outbox: in the relays' inboxes and
+ * backlogs. Worker thread. */
+static guint
+stream_pending (MpStream *self)
 {
-  gboolean drained = TRUE;
+  guint pending = 0;
   GHashTableIter iter;
   gpointer value;
 
   g_mutex_lock (&self->lock);
   g_hash_table_iter_init (&iter, self->links);
-  while (drained && g_hash_table_iter_next (&iter, NULL, &value))
+  while (g_hash_table_iter_next (&iter, NULL, &value))
     {
       MpStreamLink *link = value;
       MpPipeSide *side = mp_message_port_get_side (link->relay);
 
-      if (link->backlog.length > 0)
-        drained = FALSE;
+      pending += link->backlog.length;
       g_mutex_lock (&side->mutex);
-      if (side->inbox.length > 0)
-        drained = FALSE;
+      pending += side->inbox.length;
       g_mutex_unlock (&side->mutex);
     }
   g_mutex_unlock (&self->lock);
 
-  return drained;
+  return pending;
 }
 
 static gboolean
@@ -1624,17 +1625,28 @@ exit_flush_cb (gpointer data)
 {
   ExitFlush *op = data;
 
+  guint pending = 0;
+
   /* Every millisecond, until the relays have handed everything over (a relay delivers a
    * bounded number of messages per dispatch, and a full window waits for the other side's
-   * credit), or streams_flush_at_exit() stops waiting. */
+   * credit), or streams_flush_at_exit() stops waiting. As long as the other sides keep
+   * taking posts, the wait goes on: it ends after MP_STREAM_EXIT_WAIT without progress. */
   for (guint i = 0; i < op->streams->len; i++)
     {
       MpStream *self = g_ptr_array_index (op->streams, i);
 
-      if (self->connection != NULL && !g_dbus_connection_is_closed (self->connection) &&
-          !stream_is_drained (self))
-        return G_SOURCE_CONTINUE;
+      if (self->connection != NULL && !g_dbus_connection_is_closed (self->connection))
+        pending += stream_pending (self);
     }
+  if (pending < op->pending)
+    {
+      g_mutex_lock (&op->lock);
+      op->deadline = g_get_monotonic_time () + MP_STREAM_EXIT_WAIT;
+      g_mutex_unlock (&op->lock);
+    }
+  op->pending = pending;
+  if (pending > 0)
+    return G_SOURCE_CONTINUE;
 
   if (!op->flushed)
     {
@@ -1683,6 +1695,7 @@ streams_flush_at_exit (void)
 
   op = g_new0 (ExitFlush, 1);
   op->deadline = deadline;
+  op->pending = G_MAXUINT;
   op->streams = g_ptr_array_new_with_free_func (stream_unref);
   g_mutex_lock (&streams_lock);
   for (GList *l = streams; l != NULL; l = l->next)
@@ -1719,7 +1732,8 @@ streams_flush_at_exit (void)
 
   g_mutex_lock (&op->lock);
   while (!op->done)
-    if (!g_cond_wait_until (&op->cond, &op->lock, deadline))
+    if (!g_cond_wait_until (&op->cond, &op->lock, op->deadline) &&
+        g_get_monotonic_time () >= op->deadline)
       break;
   done = op->done;
   g_mutex_unlock (&op->lock);
