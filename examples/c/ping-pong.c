@@ -23,7 +23,8 @@ typedef struct
   MpMessagePort *port;          /* owned; started on this player's thread */
   guint          rounds;        /* ping: how many balls to serve */
   gboolean       quiet;
-  GThread       *thread;        /* the player's thread */
+  GThread       *thread;        /* the player's thread, for joining it */
+  GThread       *self;          /* the same, as the thread itself saw it first */
   GMainLoop     *loop;          /* on the player's own context */
   guint          n_received;
   gboolean       wrong_thread;  /* a handler ran on another thread */
@@ -35,7 +36,7 @@ check_thread (Player *player)
 {
   /* start() bound the port to this player's thread-default context: its
    * signals are emitted only while this thread iterates it. */
-  if (g_thread_self () != player->thread)
+  if (g_thread_self () != player->self)
     player->wrong_thread = TRUE;
 }
 
@@ -97,6 +98,9 @@ player_thread (gpointer data)
   Player *player = data;
   g_autoptr(GMainContext) context = g_main_context_new ();
 
+  /* Set here, not from g_thread_new ()'s result: the other player's first ball can come
+   * back before the thread that spawned this one has stored it. */
+  player->self = g_thread_self ();
   g_main_context_push_thread_default (context);
   player->loop = g_main_loop_new (context, FALSE);
 
