@@ -261,6 +261,17 @@ struct _MpStream
   guint64 next_id;
   gboolean shut;
   gboolean ended;
+  /* The end of the connection: this side closed its last port itself (its Close of last_id
+   * went last), so it lingers until the other side, which closes the connection once it has
+   * read that Close, does (both guarded by lock). close_started: it closes it; linger_source:
+   * the wait's end (both worker thread only). */
+  gboolean linger;
+  guint64 last_id;
+  gboolean close_started;
+  GSource *linger_source;
+  /* The other side's Close of last_id arrived (both closed it at once): it sends nothing
+   * more, and the connection can close. Atomic (set by the filter). */
+  int peer_done;
   MpStreamReadyFunc ready;
   gpointer ready_data;
   MpMessagePort *ready_port;   /* strong until ready() is called */
@@ -571,18 +582,76 @@ on_flushed (GObject      *object,
   stream_unref (self);
 }
 
+#define MP_STREAM_LINGER (5 * G_USEC_PER_SEC)
+
+/* Worker thread: closes the connection of a shut stream once what it wrote is out, unless it
+ * lingers (@force: the lingering is over). The close waits for GDBus's own writes. Returns
+ * FALSE while the direct path's writes are not done yet. */
+static gboolean
+stream_try_close (MpStream *self,
+                  gboolean  force)
+{
+  if (self->close_started || self->connection == NULL ||
+      g_dbus_connection_is_closed (self->connection))
+    return TRUE;
+  if (self->frames != NULL && !mp_frames_is_flushed (self->frames) && !self->ended)
+    return FALSE;
+  if (self->linger && !force && !g_atomic_int_get (&self->peer_done))
+    return TRUE;
+
+  self->close_started = TRUE;
+  g_dbus_connection_flush (self->connection, NULL, on_flushed, stream_ref (self));
+
+  return TRUE;
+}
+
+static gboolean
+stream_linger_over_cb (gpointer data)
+{
+  MpStream *self = data;
+
+  g_clear_pointer (&self->linger_source, g_source_unref);
+  stream_try_close (self, TRUE);
+
+  return G_SOURCE_REMOVE;
+}
+
+static gboolean
+stream_peer_done_cb (gpointer data)
+{
+  stream_try_close (data, FALSE);
+
+  return G_SOURCE_REMOVE;
+}
+
+/* Every port of the stream closed on this side. If the other side closed the last one, it
+ * holds no port either and sends nothing more: the connection closes once our writes are
+ * out. If we did, the other side may still be writing (credit for what its application
+ * takes, posts that crossed our Close): closing now could make its write fail, and GDBus
+ * then drops what it had not read yet, our last posts with it. So we wait until it closes
+ * the connection, which it does once it has read our last Close, or until its Close of the
+ * same port says it closed it too, or at most MP_STREAM_LINGER. Polled until the direct
+ * path's writes are done. */
 static gboolean
 stream_shut_cb (gpointer data)
 {
   MpStream *self = data;
+  GSource *timeout;
 
-  /* The direct path's writes first: come back until they are done. */
-  if (self->frames != NULL && !mp_frames_is_flushed (self->frames) && !self->ended)
+  if (!stream_try_close (self, FALSE))
     return G_SOURCE_CONTINUE;
 
-  /* The flush, then the close: a close alone would not wait for the writes. */
-  if (self->connection != NULL && !g_dbus_connection_is_closed (self->connection))
-    g_dbus_connection_flush (self->connection, NULL, on_flushed, stream_ref (self));
+  if (self->linger && !self->close_started)
+    {
+      /* Our writes go out meanwhile. */
+      if (self->connection != NULL && !g_dbus_connection_is_closed (self->connection))
+        g_dbus_connection_flush (self->connection, NULL, NULL, NULL);
+      timeout = g_timeout_source_new (MP_STREAM_LINGER / 1000);
+      g_source_set_static_name (timeout, "MpStream linger");
+      g_source_set_callback (timeout, stream_linger_over_cb, stream_ref (self), stream_unref);
+      g_source_attach (timeout, mp_worker_context ());
+      self->linger_source = timeout;
+    }
 
   return G_SOURCE_REMOVE;
 }
@@ -616,6 +685,8 @@ link_finish (MpStreamLink *link)
     {
       self->closing = TRUE;
       self->shut = TRUE;
+      self->linger = !link->remote_closed;
+      self->last_id = link->id;
     }
   g_mutex_unlock (&self->lock);
 
@@ -1387,6 +1458,17 @@ handle_close (MpStream *self,
       link->remote_closed = TRUE;
       relay = g_object_ref (link->relay);
     }
+  else if (self->linger && id == self->last_id && !g_atomic_int_get (&self->peer_done))
+    {
+      /* We both closed our last port at once: neither sends anything more. */
+      GSource *idle = g_idle_source_new ();
+
+      g_atomic_int_set (&self->peer_done, 1);
+      g_source_set_static_name (idle, "MpStream peer done");
+      g_source_set_callback (idle, stream_peer_done_cb, stream_ref (self), stream_unref);
+      g_source_attach (idle, mp_worker_context ());
+      g_source_unref (idle);
+    }
   g_mutex_unlock (&self->lock);
 
   /* The application's end gets "close" after what arrived before. */
@@ -1620,6 +1702,34 @@ stream_pending (MpStream *self)
   return pending;
 }
 
+/* The ports still open here close with the process: their Closes go after their posts, and
+ * the stream lingers, as when the application closes its last port (stream_shut_cb()), so
+ * that the other side's writes cannot cut off what it has not read yet. Worker thread. */
+static void
+stream_close_all_at_exit (MpStream *self)
+{
+  GHashTableIter iter;
+  gpointer value;
+
+  g_mutex_lock (&self->lock);
+  if (!self->closing)
+    {
+      g_hash_table_iter_init (&iter, self->links);
+      while (g_hash_table_iter_next (&iter, NULL, &value))
+        {
+          MpStreamLink *link = value;
+
+          if (link->remote_closed)
+            continue;
+          g_array_append_val (self->out_closes, link->id);
+          self->last_id = link->id;
+          self->linger = TRUE;
+        }
+      self->closing = TRUE;
+    }
+  g_mutex_unlock (&self->lock);
+}
+
 static gboolean
 exit_flush_cb (gpointer data)
 {
@@ -1657,6 +1767,7 @@ exit_flush_cb (gpointer data)
 
           if (self->connection == NULL)
             continue;
+          stream_close_all_at_exit (self);
           stream_flush_cb (self);
           if (self->frames != NULL)
             mp_frames_flush_sync (self->frames, op->deadline);
@@ -1673,7 +1784,8 @@ exit_flush_cb (gpointer data)
     {
       MpStream *self = g_ptr_array_index (op->streams, i);
 
-      if (self->shut && self->connection != NULL && !g_dbus_connection_is_closed (self->connection))
+      if ((self->shut || self->linger) && self->connection != NULL &&
+          !g_dbus_connection_is_closed (self->connection))
         return G_SOURCE_CONTINUE;
     }
 
@@ -1803,6 +1915,12 @@ on_connection_closed (GDBusConnection *connection,
     mp_message_port_close (g_ptr_array_index (relays, i));
 
   g_clear_pointer (&self->frames, mp_frames_free);
+
+  if (self->linger_source != NULL)
+    {
+      g_source_destroy (self->linger_source);
+      g_clear_pointer (&self->linger_source, g_source_unref);
+    }
 
   /* Removing the filter may drop the last reference but ours. */
   stream_ref (self);

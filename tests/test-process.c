@@ -1424,11 +1424,15 @@ raw_teardown (Raw           *raw,
   g_signal_handlers_disconnect_by_data (raw->port, raw);
   mp_message_port_close (raw->port);
   assert_finalized_eventually (raw->context, g_steal_pointer (&raw->port));
-  /* With port 0 closed mpport ends the stream: the connection, then its end of the direct
-   * path once what it wrote there is read (we read to the end, so that we never close our
-   * end with its frames unread: /mpport/process/protocol/direct/reset/unread-frame does). */
-  WAIT_FOR (raw->context, g_dbus_connection_is_closed (raw->client) &&
-                          (raw->frames_source == NULL || raw->frames_ended));
+  /* With port 0, its last, closed mpport sends our side its Close and waits for us to end
+   * the connection, as docs/wire.md asks of a peer; then it closes its end of the direct
+   * path (we read to the end, so that we never close our end with its frames unread:
+   * /mpport/process/protocol/direct/reset/unread-frame does). */
+  WAIT_FOR (raw->context, g_dbus_connection_is_closed (raw->client) ||
+                          strstr (raw->sent_signals->str, "C0 ") != NULL ||
+                          strstr (raw->sent_frames->str, "C0 ") != NULL);
+  g_dbus_connection_close_sync (raw->client, NULL, NULL);
+  WAIT_FOR (raw->context, raw->frames_source == NULL || raw->frames_ended);
   /* Once closed, GDBus reads nothing more: the filter is done with raw. */
   g_dbus_connection_signal_unsubscribe (raw->client, raw->subscription);
   g_dbus_connection_close_sync (raw->client, NULL, NULL);
