@@ -1921,6 +1921,13 @@ on_connection_closed (GDBusConnection *connection,
       g_source_destroy (self->linger_source);
       g_clear_pointer (&self->linger_source, g_source_unref);
     }
+  /* Ended by the other side or by a failure, GDBus keeps the stream open until the
+   * connection is closed or finalized: the socket is released now. */
+  if (!self->close_started)
+    {
+      self->close_started = TRUE;
+      g_dbus_connection_close (connection, NULL, NULL, NULL);
+    }
 
   /* Removing the filter may drop the last reference but ours. */
   stream_ref (self);
