@@ -18,4 +18,13 @@ MpMessagePort *mp_message_port_new_for_side (MpPipeSide *side,
                                               gboolean    owner);
 MpPipeSide    *mp_message_port_get_side     (MpMessagePort *self);
 
+/* Receives what the port would emit as "message", in its place: the message is borrowed,
+ * as a handler's is. */
+typedef void (*MpMessagePortSink) (MpMessage *message,
+                                   gpointer   data);
+
+void           mp_message_port_set_sink     (MpMessagePort     *self,
+                                             MpMessagePortSink  sink,
+                                             gpointer           data);
+
 G_END_DECLS

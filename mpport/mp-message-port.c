@@ -87,6 +87,11 @@ struct _MpMessagePort
   /* Priority of the source. Written only by set_priority() (from the owning thread, as
    * GObject setters are), read anywhere. Atomic. */
   int priority;
+
+  /* Takes the messages in place of "message" (mp_message_port_set_sink()): a stream's relay
+   * (mp-stream.c). Set before start(); from then on only unset, on the port's thread. */
+  MpMessagePortSink sink;
+  gpointer sink_data;
 };
 
 G_DEFINE_FINAL_TYPE (MpMessagePort, mp_message_port, G_TYPE_OBJECT)
@@ -197,6 +202,8 @@ mp_port_source_dispatch (GSource     *source,
        * message's place, in order, and its share of the budget. */
       if (G_UNLIKELY (mp_message_is_error (message)))
         g_signal_emit (self, signals[SIGNAL_MESSAGE_ERROR], 0, message->error);
+      else if (self->sink != NULL)
+        self->sink (message, self->sink_data);
       else
         g_signal_emit (self, signals[SIGNAL_MESSAGE], 0, message);
       mp_message_unref (message);
@@ -547,6 +554,20 @@ mp_message_port_new_for_side (MpPipeSide *side,
 }
 
 /* The side @self views. Immutable: callable under any lock. */
+/* Before start(), on the thread that will start the port; unset (NULL) on that thread at
+ * any time. */
+void
+mp_message_port_set_sink (MpMessagePort     *self,
+                          MpMessagePortSink  sink,
+                          gpointer           data)
+{
+  g_return_if_fail (MP_IS_MESSAGE_PORT (self));
+  g_return_if_fail (sink == NULL || !self->started);
+
+  self->sink = sink;
+  self->sink_data = data;
+}
+
 MpPipeSide *
 mp_message_port_get_side (MpMessagePort *self)
 {
@@ -826,9 +847,9 @@ mp_message_port_post_message (MpMessagePort        *self,
    * cannot travel fails here, with MP_ERROR_DATA_CLONE, rather than being lost later. */
   if (G_UNLIKELY (mp_pipe_side_test (self->side->peer, MP_SIDE_REMOTE)))
     {
-      g_autoptr(GVariant) item = mp_wire_encode_item (data, error);
+      g_autoptr(GVariant) normal = data != NULL ? mp_wire_encode_payload (data, error) : NULL;
 
-      if (item == NULL)
+      if (data != NULL && normal == NULL)
         return FALSE;
     }
 

@@ -183,7 +183,6 @@ typedef struct
   MpStreamFeed *feed;       /* strong, immutable */
   /* The side @feed is hooked on until the link finishes: the relay's peer. Immutable. */
   MpPipeSide *fed;
-  gulong message_id;        /* worker thread only */
   gulong close_id;          /* worker thread only */
   /* The other side closed it (or the connection is gone): no Close goes back. Guarded by
    * stream->lock. */
@@ -670,7 +669,7 @@ link_finish (MpStreamLink *link)
   link->finished = TRUE;
 
   link_unhook (link);
-  g_clear_signal_handler (&link->message_id, link->relay);
+  mp_message_port_set_sink (link->relay, NULL, NULL);
   g_clear_signal_handler (&link->close_id, link->relay);
 
   g_mutex_lock (&self->lock);
@@ -773,7 +772,9 @@ send_post (MpStreamLink *link,
   MpStream *self = link->stream;
   g_autoptr(GVariant) normal = NULL;
   g_autoptr(GError) error = NULL;
-  g_autofree guint64 *ids = NULL;
+  guint64 ids_here[4];
+  g_autofree guint64 *ids_heap = NULL;
+  guint64 *ids = ids_here;
   guint n_ids = message->ports != NULL ? message->ports->len : 0;
   MpStreamBurst full;
   gboolean send_full = FALSE;
@@ -793,7 +794,8 @@ send_post (MpStreamLink *link,
     }
   link->in_flight += MP_STREAM_COST_OVERHEAD + (guint) size;
 
-  ids = g_new (guint64, MAX (n_ids, 1));
+  if (n_ids > G_N_ELEMENTS (ids_here))
+    ids = ids_heap = g_new (guint64, n_ids);
   for (guint i = 0; i < n_ids; i++)
     {
       ids[i] = adopt_port (self, g_ptr_array_index (message->ports, i));
@@ -830,9 +832,8 @@ send_post (MpStreamLink *link,
 /* The relay's handler: the application's end posted @message. It goes to the outbox, or to
  * the backlog while the port's window is full (and behind any post already waiting). */
 static void
-on_relay_message (MpMessagePort *relay,
-                  MpMessage     *message,
-                  gpointer       data)
+relay_sink (MpMessage *message,
+            gpointer   data)
 {
   MpStreamLink *link = data;
 
@@ -969,8 +970,7 @@ link_start (MpStreamLink *link)
   if (link->started || link->finished)
     return;
   link->started = TRUE;
-  link->message_id = g_signal_connect (link->relay, "message", G_CALLBACK (on_relay_message),
-                                       link);
+  mp_message_port_set_sink (link->relay, relay_sink, link);
   link->close_id = g_signal_connect (link->relay, "close", G_CALLBACK (on_relay_close), link);
   mp_message_port_start (link->relay);
   /* On this thread, a started port has a context until its own dispatch retires it. */
