@@ -847,10 +847,16 @@ mp_message_port_post_message (MpMessagePort        *self,
    * cannot travel fails here, with MP_ERROR_DATA_CLONE, rather than being lost later. */
   if (G_UNLIKELY (mp_pipe_side_test (self->side->peer, MP_SIDE_REMOTE)))
     {
-      g_autoptr(GVariant) normal = data != NULL ? mp_wire_encode_payload (data, error) : NULL;
+      GVariant *normal = data != NULL ? mp_wire_encode_payload (data, error) : NULL;
 
       if (data != NULL && normal == NULL)
         return FALSE;
+      /* What travels is the normal form: the relay need not make it again. */
+      g_clear_pointer (&data, g_variant_unref);
+      data = normal;
+      /* Nothing ahead of it at the relay: it goes to the stream from this thread. */
+      if (n_transfer == 0 && mp_pipe_side_send_to_sink (self->side, data))
+        return TRUE;
     }
 
   if (n_transfer > 0)

@@ -40,6 +40,7 @@ typedef enum {
 
 typedef struct _MpPipeWaiters MpPipeWaiters;
 typedef struct _MpPipeFeed    MpPipeFeed;
+typedef struct _MpPipeSink    MpPipeSink;
 
 typedef struct _MpPipe     MpPipe;
 typedef struct _MpPipeSide MpPipeSide;
@@ -142,6 +143,21 @@ struct _MpPipeFeed
                     MpMessage  *message);
 };
 
+/* A hook on a MP_SIDE_REMOTE side through which a post can leave at once, in the poster's
+ * thread, instead of waiting in the inbox for the side's dispatch (a stream's relay sends
+ * it to the other process, mp-stream.c). Set with mp_pipe_side_set_sink_locked(). */
+struct _MpPipeSink
+{
+  /* Called with the side's lock held, for a post without transfers made while the inbox is
+   * empty and the side is not ARMED (no message of the side is being dispatched), so that
+   * taking it keeps the order: @data is the post's payload, already checked and in the
+   * normal form it travels in (mp_wire_encode_payload()), or NULL. Returns TRUE if it took
+   * the post; FALSE to have it queued as usual. It may take locks that are never held
+   * while a side's lock is taken, and must not block. */
+  gboolean (*post) (MpPipeSink *sink,
+                    GVariant   *data);
+};
+
 struct _MpPipeWaiters
 {
   /* MpReceiveWaiter links, oldest first. Non-empty only while the inbox is empty: a post
@@ -153,6 +169,8 @@ struct _MpPipeWaiters
   /* The side's feed hook, or NULL; set while MP_SIDE_FED is. (Here, with the other rarely
    * used parts, so that a channel costs no more memory.) */
   MpPipeFeed *feed;
+  /* The side's sink hook, or NULL (only on a MP_SIDE_REMOTE side). */
+  MpPipeSink *sink;
 };
 
 /* What a locked section leaves for the caller to do once every lock is released: messages to
@@ -258,6 +276,9 @@ MpMessage  *mp_pipe_side_pop_locked         (MpPipeSide *side);
 /* Hooks @feed (or none, with %NULL) on @side, whose lock the caller holds. */
 void        mp_pipe_side_set_feed_locked     (MpPipeSide *side,
                                               MpPipeFeed *feed);
+/* Hooks @sink (or none, with %NULL) on @side (MP_SIDE_REMOTE), whose lock the caller holds. */
+void        mp_pipe_side_set_sink_locked     (MpPipeSide *side,
+                                              MpPipeSink *sink);
 
 /* With the side's lock held: a receiver took @message (not a close marker). */
 static inline void
@@ -280,5 +301,7 @@ MpSendResult mp_pipe_side_send_locked        (MpPipeSide     *to,
                                               MpPipeDeferred *deferred);
 gboolean    mp_pipe_side_send                (MpPipeSide     *from,
                                               MpMessage      *message);
+gboolean    mp_pipe_side_send_to_sink        (MpPipeSide     *from,
+                                              GVariant       *data);
 
 G_END_DECLS

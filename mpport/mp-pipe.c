@@ -213,6 +213,18 @@ mp_pipe_side_set_feed_locked (MpPipeSide *side,
     }
 }
 
+void
+mp_pipe_side_set_sink_locked (MpPipeSide *side,
+                              MpPipeSink *sink)
+{
+  g_assert (sink == NULL || mp_pipe_side_test (side, MP_SIDE_REMOTE));
+
+  if (side->waiters == NULL && sink != NULL)
+    side->waiters = g_new0 (MpPipeWaiters, 1);
+  if (side->waiters != NULL)
+    side->waiters->sink = sink;
+}
+
 /* Turns @entry (transfer full), which a receive just took out of the inbox or was handed by a
  * post, into that receive's result: *message is the entry itself, or, for an error entry,
  * *error is a copy of its error (G_IO_ERROR_INVALID_DATA) and the entry goes to @deferred to
@@ -449,6 +461,26 @@ mp_pipe_side_send_locked (MpPipeSide     *to,
   mp_pipe_side_wake_locked (to);
 
   return MP_SEND_QUEUED;
+}
+
+/* Hands @data (a payload in its travelling normal form, or NULL) to the sink of @from's
+ * peer (MP_SIDE_REMOTE) if nothing is ahead of it there: no queued message, none being
+ * dispatched (not ARMED), the side open. Returns whether the sink took it; if not, the
+ * caller posts it as usual. No message is made for a post the sink takes. */
+gboolean
+mp_pipe_side_send_to_sink (MpPipeSide *from,
+                           GVariant   *data)
+{
+  MpPipeSide *to = from->peer;
+  gboolean taken = FALSE;
+
+  g_mutex_lock (&to->mutex);
+  if (!mp_pipe_side_test (to, MP_SIDE_ARMED | MP_SIDE_CLOSED | MP_SIDE_PEER_CLOSED) &&
+      to->inbox.length == 0 && to->waiters != NULL && to->waiters->sink != NULL)
+    taken = to->waiters->sink->post (to->waiters->sink, data);
+  g_mutex_unlock (&to->mutex);
+
+  return taken;
 }
 
 /* Queues @message (transfer full) at the peer of @from. A closed peer drops it and that is

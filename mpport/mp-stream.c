@@ -87,6 +87,13 @@ burst_clear (MpStreamBurst *burst)
   g_array_unref (burst->transfers);
 }
 
+static void
+burst_free (gpointer data)
+{
+  burst_clear (data);
+  g_free (data);
+}
+
 /* The bytes the burst takes in a D-Bus body, near enough (the type table aside). */
 static gsize
 burst_size (MpStreamBurst *burst)
@@ -190,9 +197,13 @@ typedef struct
   /* Credit the other side granted, not yet applied. Guarded by stream->lock. */
   guint credit_in;
   /* Flow control, sending side: the cost sent and not yet granted back, and the posts that
-   * wait for credit (MpMessage, strong), oldest first. Worker thread only. */
+   * wait for credit (MpMessage, strong), oldest first. Guarded by stream->lock: the sink
+   * reads them in the posting thread. Only the worker thread takes posts out of backlog. */
   guint in_flight;
   GQueue backlog;
+  /* Hooked on the relay's side while the link is started: a post made while nothing waits
+   * ahead of it goes to the outbox from the posting thread (link_sink_post()). */
+  MpPipeSink sink;
   /* The relay closed while posts waited for credit: the Close goes after them. Worker
    * thread only. */
   gboolean close_after_backlog;
@@ -223,6 +234,9 @@ struct _MpStream
    * and the bytes they add to a Post body; a flush is scheduled while it is not empty.
    * Guarded by lock. */
   MpStreamBurst out_posts;
+  /* Bursts that reached the body cap, oldest first (MpStreamBurst, owned): the flush sends
+   * them before out_posts. */
+  GQueue out_full;
   GArray *out_closes;
   gboolean flush_scheduled;
   /* Credits to send: (id, cost) pairs. Guarded by lock; sent by the flush. */
@@ -312,6 +326,7 @@ stream_unref (gpointer data)
   g_assert (g_hash_table_size (self->links) == 0);
   g_hash_table_unref (self->links);
   burst_clear (&self->out_posts);
+  g_queue_clear_full (&self->out_full, burst_free);
   g_array_unref (self->out_closes);
   g_array_unref (self->out_credits);
   g_array_unref (self->credited);
@@ -439,9 +454,16 @@ link_new (MpStream      *stream,
 static void
 link_unhook (MpStreamLink *link)
 {
+  MpPipeSide *side = mp_message_port_get_side (link->relay);
+
   g_mutex_lock (&link->fed->mutex);
   mp_pipe_side_set_feed_locked (link->fed, NULL);
   g_mutex_unlock (&link->fed->mutex);
+
+  /* Once unhooked under the side's lock, no poster is in the sink any more. */
+  g_mutex_lock (&side->mutex);
+  mp_pipe_side_set_sink_locked (side, NULL);
+  g_mutex_unlock (&side->mutex);
 }
 
 static void
@@ -513,12 +535,15 @@ static gboolean
 stream_flush_cb (gpointer data)
 {
   MpStream *self = data;
-  MpStreamBurst posts;
+  MpStreamBurst posts, *burst;
+  GQueue full;
   g_autoptr(GArray) closes = NULL;
   g_autoptr(GArray) credits = NULL;
   gboolean send;
 
   g_mutex_lock (&self->lock);
+  full = self->out_full;
+  g_queue_init (&self->out_full);
   posts = self->out_posts;
   burst_init (&self->out_posts);
   closes = g_steal_pointer (&self->out_closes);
@@ -539,6 +564,12 @@ stream_flush_cb (gpointer data)
         g_variant_builder_add (&builder, "(tt)", g_array_index (credits, guint64, i),
                                g_array_index (credits, guint64, i + 1));
       send_data (self, MP_STREAM_CREDIT, FRAME_CREDIT, g_variant_new ("(a(tt))", &builder));
+    }
+  while ((burst = g_queue_pop_head (&full)) != NULL)
+    {
+      if (send)
+        send_data (self, MP_STREAM_POST, FRAME_POST, burst_to_body (burst));
+      burst_free (burst);
     }
   if (send && posts.ports->len > 0)
     send_data (self, MP_STREAM_POST, FRAME_POST, burst_to_body (&posts));
@@ -718,14 +749,15 @@ on_relay_close (MpMessagePort *relay,
                 gpointer       data)
 {
   MpStreamLink *link = data;
-  gboolean gone;
+  gboolean gone, waiting;
 
   g_mutex_lock (&link->stream->lock);
   gone = link->remote_closed || link->stream->closing;
+  waiting = link->backlog.length > 0;
   g_mutex_unlock (&link->stream->lock);
 
   /* The application's end closed: its Close goes after the posts that wait for credit. */
-  if (link->backlog.length > 0 && !gone)
+  if (waiting && !gone)
     link->close_after_backlog = TRUE;
   else
     link_finish (link);
@@ -762,23 +794,64 @@ adopt_port (MpStream      *self,
   return id;
 }
 
-/* Puts @message, posted by the application on the other end of @link's relay, in the
- * outbox; the ports it carries become ports of the stream now, just before the post that
- * names them. */
+/* With the stream's lock held: a post of @size more bytes must fit in the outbox's burst,
+ * under the body cap (one post always fits: mp_wire_encode_payload() refuses bigger
+ * payloads); if it would not, the burst gathered so far waits for the flush, whole. */
+static void
+outbox_make_room_locked (MpStream *self,
+                         gsize     size,
+                         guint     n_ids)
+{
+  MpStreamBurst *full;
+
+  if (self->out_posts.ports->len == 0 ||
+      burst_size (&self->out_posts) + size + n_ids * 8 + 64 <= MP_WIRE_MAX_BODY)
+    return;
+
+  full = g_new (MpStreamBurst, 1);
+  *full = self->out_posts;
+  burst_init (&self->out_posts);
+  g_queue_push_tail (&self->out_full, full);
+}
+
+/* With the stream's lock held, the stream not closing: @normal (the payload's normal form,
+ * or NULL for a NULL post) joins the outbox for @link, and its cost the port's flight. */
+static void
+outbox_append_locked (MpStreamLink  *link,
+                      GVariant      *normal,
+                      const guint64 *ids,
+                      guint          n_ids)
+{
+  MpStream *self = link->stream;
+  gsize size = normal != NULL ? g_variant_get_size (normal) : 0;
+
+  outbox_make_room_locked (self, size, n_ids);
+  link->in_flight += MP_STREAM_COST_OVERHEAD + (guint) size;
+  burst_append (&self->out_posts, link->id,
+                normal != NULL ? g_variant_get_type_string (normal) : "",
+                normal != NULL ? g_variant_get_data (normal) : NULL, size, ids, n_ids);
+  stream_schedule_flush_locked (self);
+}
+
+/* Worker thread: puts @message, posted by the application on the other end of @link's
+ * relay, in the outbox; the ports it carries become ports of the stream now, just before
+ * the post that names them. @from_backlog: @message is the head of the link's backlog, and
+ * leaves it in the same locked section as it joins the outbox, so that the sink, which
+ * posts only while the backlog is empty, never overtakes it. */
 static void
 send_post (MpStreamLink *link,
-           MpMessage    *message)
+           MpMessage    *message,
+           gboolean      from_backlog)
 {
   MpStream *self = link->stream;
   g_autoptr(GVariant) normal = NULL;
   g_autoptr(GError) error = NULL;
+  g_autoptr(MpMessage) popped = NULL;
   guint64 ids_here[4];
   g_autofree guint64 *ids_heap = NULL;
   guint64 *ids = ids_here;
   guint n_ids = message->ports != NULL ? message->ports->len : 0;
-  MpStreamBurst full;
-  gboolean send_full = FALSE;
-  gsize size = 0;
+  gboolean drop = FALSE;
 
   if (message->data != NULL)
     {
@@ -788,59 +861,77 @@ send_post (MpStreamLink *link,
           /* Refused when posted on a port known to be entangled with another process; only
            * a message queued at a port before it was transferred there gets here. */
           g_warning ("mpport: a message to another process was dropped: %s", error->message);
-          return;
+          n_ids = 0;
+          drop = TRUE;
         }
-      size = g_variant_get_size (normal);
     }
-  link->in_flight += MP_STREAM_COST_OVERHEAD + (guint) size;
 
   if (n_ids > G_N_ELEMENTS (ids_here))
     ids = ids_heap = g_new (guint64, n_ids);
-  for (guint i = 0; i < n_ids; i++)
+  for (guint i = 0; i < n_ids && !drop; i++)
     {
       ids[i] = adopt_port (self, g_ptr_array_index (message->ports, i));
-      if (ids[i] == 0)
-        return;   /* closing: nothing is sent any more */
+      drop = ids[i] == 0;   /* closing: nothing is sent any more */
     }
+
+  g_mutex_lock (&self->lock);
+  if (from_backlog)
+    popped = g_queue_pop_head (&link->backlog);
+  if (!self->closing && !drop)
+    outbox_append_locked (link, normal, ids, n_ids);
+  g_mutex_unlock (&self->lock);
+}
+
+/* The relay's sink, in the thread that posted @message on the application's end, with the
+ * relay's side locked, nothing queued at it and no message of it being dispatched: the
+ * post goes to the outbox at once, or, while the port's window is full, to the backlog
+ * behind the posts that wait for credit, as the relay would have put it. So a producer
+ * faster than the worker thread keeps posting this way (the worker only writes); only a
+ * post that transfers ports queues at the relay, and the posts after it until the relay
+ * has sent it. The lock order is the side's, then the stream's: the stream never locks a
+ * side while it holds its own lock. */
+static gboolean
+link_sink_post (MpPipeSink *sink,
+                GVariant   *data)
+{
+  MpStreamLink *link = (MpStreamLink *) ((char *) sink - G_STRUCT_OFFSET (MpStreamLink, sink));
+  MpStream *self = link->stream;
+  gboolean taken = FALSE;
 
   g_mutex_lock (&self->lock);
   if (!self->closing)
     {
-      /* A burst stays under the body cap: what is gathered goes first if this would not fit
-       * (one post always fits: mp_wire_encode_payload() refuses bigger payloads). */
-      if (self->out_posts.ports->len > 0 &&
-          burst_size (&self->out_posts) + size + n_ids * 8 + 64 > MP_WIRE_MAX_BODY)
-        {
-          full = self->out_posts;
-          burst_init (&self->out_posts);
-          send_full = TRUE;
-        }
-      burst_append (&self->out_posts, link->id,
-                    normal != NULL ? g_variant_get_type_string (normal) : "",
-                    normal != NULL ? g_variant_get_data (normal) : NULL, size, ids, n_ids);
-      stream_schedule_flush_locked (self);
+      if (link->backlog.length > 0 || link->in_flight >= MP_STREAM_WINDOW)
+        g_queue_push_tail (&link->backlog,
+                           mp_message_new_take (data != NULL ? g_variant_ref (data) : NULL, NULL));
+      else
+        outbox_append_locked (link, data, NULL, 0);
+      taken = TRUE;
     }
   g_mutex_unlock (&self->lock);
 
-  if (send_full)
-    {
-      send_data (self, MP_STREAM_POST, FRAME_POST, burst_to_body (&full));
-      burst_clear (&full);
-    }
+  return taken;
 }
 
-/* The relay's handler: the application's end posted @message. It goes to the outbox, or to
- * the backlog while the port's window is full (and behind any post already waiting). */
+/* The relay's sink on the worker thread (mp_message_port_set_sink()): the application's
+ * end posted @message. It goes to the outbox, or to the backlog while the port's window is
+ * full (and behind any post already waiting). */
 static void
 relay_sink (MpMessage *message,
             gpointer   data)
 {
   MpStreamLink *link = data;
+  gboolean wait;
 
-  if (link->backlog.length > 0 || link->in_flight >= MP_STREAM_WINDOW)
+  g_mutex_lock (&link->stream->lock);
+  wait = link->backlog.length > 0 || link->in_flight >= MP_STREAM_WINDOW;
+  if (wait)
     g_queue_push_tail (&link->backlog, mp_message_ref (message));
-  else
-    send_post (link, message);
+  g_mutex_unlock (&link->stream->lock);
+
+  /* The relay is being dispatched: it is ARMED, so the sink takes no post meanwhile. */
+  if (!wait)
+    send_post (link, message, FALSE);
 }
 
 /* Worker thread: the other side granted @credit back to @link: what waits goes out, as far
@@ -849,24 +940,39 @@ static void
 link_apply_credit (MpStreamLink *link,
                    guint         credit)
 {
+  MpStream *self = link->stream;
   MpMessage *message;
+  gboolean over, waiting;
 
-  if (credit > link->in_flight)
+  g_mutex_lock (&self->lock);
+  over = credit > link->in_flight;
+  if (!over)
+    link->in_flight -= credit;
+  g_mutex_unlock (&self->lock);
+  if (over)
     {
-      stream_break (link->stream, "it granted port %" G_GUINT64_FORMAT " more than was sent",
-                    link->id);
+      stream_break (self, "it granted port %" G_GUINT64_FORMAT " more than was sent", link->id);
       return;
     }
-  link->in_flight -= credit;
 
-  while (link->in_flight < MP_STREAM_WINDOW &&
-         (message = g_queue_pop_head (&link->backlog)) != NULL)
+  for (;;)
     {
-      send_post (link, message);
+      g_mutex_lock (&self->lock);
+      message = link->in_flight < MP_STREAM_WINDOW ? g_queue_peek_head (&link->backlog) : NULL;
+      if (message != NULL)
+        mp_message_ref (message);
+      g_mutex_unlock (&self->lock);
+      if (message == NULL)
+        break;
+      /* Only this thread takes posts out of the backlog: @message is still its head. */
+      send_post (link, message, TRUE);
       mp_message_unref (message);
     }
 
-  if (link->backlog.length == 0 && link->close_after_backlog)
+  g_mutex_lock (&self->lock);
+  waiting = link->backlog.length > 0;
+  g_mutex_unlock (&self->lock);
+  if (!waiting && link->close_after_backlog)
     link_finish (link);
 }
 
@@ -971,6 +1077,14 @@ link_start (MpStreamLink *link)
     return;
   link->started = TRUE;
   mp_message_port_set_sink (link->relay, relay_sink, link);
+  {
+    MpPipeSide *side = mp_message_port_get_side (link->relay);
+
+    link->sink.post = link_sink_post;
+    g_mutex_lock (&side->mutex);
+    mp_pipe_side_set_sink_locked (side, &link->sink);
+    g_mutex_unlock (&side->mutex);
+  }
   link->close_id = g_signal_connect (link->relay, "close", G_CALLBACK (on_relay_close), link);
   mp_message_port_start (link->relay);
   /* On this thread, a started port has a context until its own dispatch retires it. */
@@ -1681,6 +1795,7 @@ typedef struct
 static guint
 stream_pending (MpStream *self)
 {
+  g_autoptr(GPtrArray) relays = g_ptr_array_new_with_free_func (g_object_unref);
   guint pending = 0;
   GHashTableIter iter;
   gpointer value;
@@ -1690,14 +1805,21 @@ stream_pending (MpStream *self)
   while (g_hash_table_iter_next (&iter, NULL, &value))
     {
       MpStreamLink *link = value;
-      MpPipeSide *side = mp_message_port_get_side (link->relay);
 
       pending += link->backlog.length;
+      g_ptr_array_add (relays, g_object_ref (link->relay));
+    }
+  g_mutex_unlock (&self->lock);
+
+  /* Not under the stream's lock: a poster holds a side's lock when it takes the stream's. */
+  for (guint i = 0; i < relays->len; i++)
+    {
+      MpPipeSide *side = mp_message_port_get_side (g_ptr_array_index (relays, i));
+
       g_mutex_lock (&side->mutex);
       pending += side->inbox.length;
       g_mutex_unlock (&side->mutex);
     }
-  g_mutex_unlock (&self->lock);
 
   return pending;
 }
@@ -2222,6 +2344,7 @@ stream_new (gboolean        server,
   g_mutex_init (&self->lock);
   self->links = g_hash_table_new (g_int64_hash, g_int64_equal);
   burst_init (&self->out_posts);
+  g_queue_init (&self->out_full);
   self->out_closes = g_array_new (FALSE, FALSE, sizeof (guint64));
   self->out_credits = g_array_new (FALSE, FALSE, sizeof (guint64));
   self->credited = g_array_new (FALSE, FALSE, sizeof (guint64));

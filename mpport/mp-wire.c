@@ -136,10 +136,10 @@ mp_wire_encode_payload (GVariant  *data,
   }
 #endif
 
-  bytes = g_variant_get_data_as_bytes (normal);
-
+  /* Only a type that can nest deeply needs the look (the common, flat ones cost nothing). */
   if ((strchr (type_string, 'v') != NULL || count_containers (type_string) >= CHEAP_DEPTH) &&
-      !loads_as_normal_form (g_variant_get_type (normal), bytes))
+      !loads_as_normal_form (g_variant_get_type (normal),
+                             (bytes = g_variant_get_data_as_bytes (normal))))
     {
       g_set_error_literal (error, MP_ERROR, MP_ERROR_DATA_CLONE,
                            _("The message is nested too deeply to be sent to another process"));
