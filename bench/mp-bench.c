@@ -22,6 +22,10 @@
  *   (e) socket  xproc-* only: the same GVariants serialized, length-prefixed, on a bare
  *               socketpair, buffered both ways (the bound)
  *
+ * and, with --peers, against JavaScript runtimes doing the same work with their own
+ * worker_threads MessageChannel/MessagePort and BroadcastChannel (bench/peers/scenarios.mjs,
+ * one runtime process per sample): Node and Bun.
+ *
  * Runs are interleaved (run 1 of every implementation, then run 2 ...) so that drift on a
  * shared machine hits every column alike, each in a fresh child process (so that no
  * implementation inherits another's heap); the table shows medians. See bench/README.md.
@@ -104,13 +108,17 @@ static const char payload64[] = "mpport-bench-payload-0123456789abcdefghijklmnop
 G_STATIC_ASSERT (sizeof (payload64) == 65);
 
 /* Impl is in mp-bench.h. */
-const char *const impl_names[N_IMPLS] = { "mpport", "invoke", "queue", "ring", "signal", "socket" };
+const char *const impl_names[N_IMPLS] = { "mpport", "invoke", "queue", "ring", "signal", "socket", "node", "bun" };
 static const char *const impl_labels[N_IMPLS] = { "mpport", "(a) invoke", "(b) queue", "(c) ring", "(d) signal",
-                                                  "(e) socket" };
-/* In the ratio columns: mp/(a) ... */
-static const char *const impl_tags[N_IMPLS] = { "mp", "(a)", "(b)", "(c)", "(d)", "(e)" };
+                                                  "(e) socket", "Node", "Bun" };
+/* In the ratio columns: mp/(a) ... mp/Node */
+static const char *const impl_tags[N_IMPLS] = { "mp", "(a)", "(b)", "(c)", "(d)", "(e)", "Node", "Bun" };
 
 #define ALL_IMPLS       ((1u << N_IMPLS) - 1)
+/* Node and Bun run only when asked for (--peers, or named in --impls): Bun is installed
+ * into a cache by scripts/bench --peers, and neither is a project dependency. */
+#define PEER_IMPLS      ((1u << IMPL_NODE) | (1u << IMPL_BUN))
+#define IS_PEER(impl)   ((PEER_IMPLS & (1u << (impl))) != 0)
 #define THREAD_IMPLS    ((1u << IMPL_MPPORT) | (1u << IMPL_INVOKE) | (1u << IMPL_QUEUE) | (1u << IMPL_RING))
 #define BUS_IMPLS       ((1u << IMPL_MPPORT) | (1u << IMPL_SIGNAL))
 #define MPPORT_ONLY     (1u << IMPL_MPPORT)
@@ -137,6 +145,13 @@ static gboolean opt_child_bus_echo;
 static char *opt_child_xproc;
 static gint64 opt_child_xproc_fd = -1;
 static gint64 opt_child_xproc_count = -1;
+static gboolean opt_peers;
+static char *opt_node;
+static char *opt_bun;
+
+/* The peers' runtimes (--node, --bun) and what they said to --version; NULL for the others. */
+static const char *peer_runtimes[N_IMPLS];
+static char *peer_versions[N_IMPLS];
 
 /* ------------------------------------------------------------------------------------------ */
 /* Small helpers                                                                              */
@@ -2099,17 +2114,17 @@ scenario_bus (const Scenario *scenario,
 /* ------------------------------------------------------------------------------------------ */
 
 static const Scenario scenarios[] = {
-  { "tput", "msg/s", TRUE, THREAD_IMPLS, scenario_tput, 1000000,
+  { "tput", "msg/s", TRUE, THREAD_IMPLS | PEER_IMPLS, scenario_tput, 1000000,
     "1 producer thread -> 1 started port on the main thread's context, int32 messages" },
-  { "tput-str", "msg/s", TRUE, THREAD_IMPLS, scenario_tput_str, 1000000,
+  { "tput-str", "msg/s", TRUE, THREAD_IMPLS | PEER_IMPLS, scenario_tput_str, 1000000,
     "as tput, with a 64-byte string per message" },
-  { "fanin", "msg/s", TRUE, THREAD_IMPLS, scenario_fanin, 1000000,
+  { "fanin", "msg/s", TRUE, THREAD_IMPLS | PEER_IMPLS, scenario_fanin, 1000000,
     "4 producer threads -> 4 ports received on one context (total messages)" },
-  { "pingpong", "us/rtt", FALSE, THREAD_IMPLS, scenario_pingpong, 100000,
+  { "pingpong", "us/rtt", FALSE, THREAD_IMPLS | PEER_IMPLS, scenario_pingpong, 100000,
     "one message in flight between two threads; round trips (mean, p50, p99)" },
-  { "bcast", "deliv/s", TRUE, THREAD_IMPLS, scenario_bcast, 100000,
+  { "bcast", "deliv/s", TRUE, THREAD_IMPLS | PEER_IMPLS, scenario_bcast, 100000,
     "1 sender, 4 receiver threads (mpport: one BroadcastChannel name); posts" },
-  { "churn", "ops/s", TRUE, MPPORT_ONLY, scenario_churn, 100000,
+  { "churn", "ops/s", TRUE, MPPORT_ONLY | PEER_IMPLS, scenario_churn, 100000,
     "new channel, post one, receive() it, close both" },
   { "stress", "ms", FALSE, MPPORT_ONLY, scenario_stress, 1,
     "seed stress shape: 6 threads + main x 400 iterations x 8 channels with transfer" },
@@ -2147,6 +2162,16 @@ static const Target targets[] = {
   { "fanin", "value", TARGET_MIN_RATIO, IMPL_INVOKE, 9.0, ">= 9x (a) invoke" },
   { "pingpong", "value", TARGET_MAX_RATIO, IMPL_RING, 1.1, "mean <= 1.1x (c) ring" },
   { "churn", "value", TARGET_MIN_VALUE, IMPL_MPPORT, 960000, ">= 960 k ops/s (3x Bun's 320 k)" },
+  /* Issue 13, against the peers; shown only when they ran. */
+  { "tput", "value", TARGET_MIN_RATIO, IMPL_NODE, 1.5, ">= 1.5x Node" },
+  { "tput", "value", TARGET_MIN_RATIO, IMPL_BUN, 1.5, ">= 1.5x Bun" },
+  { "tput-str", "value", TARGET_MIN_RATIO, IMPL_NODE, 1.5, ">= 1.5x Node" },
+  { "tput-str", "value", TARGET_MIN_RATIO, IMPL_BUN, 1.5, ">= 1.5x Bun" },
+  { "fanin", "value", TARGET_MIN_RATIO, IMPL_NODE, 1.5, ">= 1.5x Node" },
+  { "fanin", "value", TARGET_MIN_RATIO, IMPL_BUN, 1.5, ">= 1.5x Bun" },
+  { "bcast", "value", TARGET_MIN_RATIO, IMPL_NODE, 2.0, ">= 2x Node" },
+  { "bcast", "value", TARGET_MIN_RATIO, IMPL_BUN, 2.0, ">= 2x Bun" },
+  { "churn", "value", TARGET_MIN_RATIO, IMPL_BUN, 4.0, ">= 4x Bun" },
   { "idle", "value", TARGET_MAX_VALUE, IMPL_MPPORT, 512, "<= 512 B/channel" },
   { "bus", "value", TARGET_MIN_RATIO, IMPL_SIGNAL, 3.0, ">= 3x (d) signal" },
   { "bus", "p50", TARGET_MAX_RATIO, IMPL_SIGNAL, 1.1, "p50 <= 1.1x (d) signal" },
@@ -2301,15 +2326,16 @@ target_met (const Target *target,
     }
 }
 
-/* The implementations with at least one series in this invocation, in table order: the
- * tables have a column for each of them only. Returns how many. */
+/* The implementations of @mask with at least one series in this invocation, in table order:
+ * the tables have a column for each of them only. Returns how many. */
 static guint
-shown_impls (Impl shown[N_IMPLS])
+shown_impls (Impl  shown[N_IMPLS],
+             guint mask)
 {
   guint n = 0;
 
   for (Impl impl = 0; impl < N_IMPLS; impl++)
-    for (guint i = 0; i < all_series->len; i++)
+    for (guint i = 0; (mask & (1u << impl)) && i < all_series->len; i++)
       if (((Series *) g_ptr_array_index (all_series, i))->impl == impl)
         {
           shown[n++] = impl;
@@ -2423,11 +2449,29 @@ print_allocs_table (const Impl *shown,
     }
 }
 
+/* "Node v20.19.2, Bun 1.2.3": the peers of @mask that have a version (were selected). */
+static char *
+peer_versions_text (guint mask)
+{
+  GString *text = g_string_new (NULL);
+
+  for (Impl impl = 0; impl < N_IMPLS; impl++)
+    if ((mask & (1u << impl)) && peer_versions[impl] != NULL)
+      g_string_append_printf (text, "%s%s %s", text->len ? ", " : "", impl_labels[impl],
+                              peer_versions[impl]);
+
+  return g_string_free (text, FALSE);
+}
+
 static void
 print_table (void)
 {
   Impl shown[N_IMPLS];
-  guint n_shown = shown_impls (shown);
+  guint n_shown = shown_impls (shown, ALL_IMPLS);
+  guint shown_mask = 0;
+
+  for (guint i = 0; i < n_shown; i++)
+    shown_mask |= 1u << shown[i];
 
   printf ("\n%-16s %-8s", "scenario", "unit");
   for (guint i = 0; i < n_shown; i++)
@@ -2468,6 +2512,13 @@ print_table (void)
       else
         print_row (scenario, scenario->name, scenario->unit, "value", shown, n_shown);
     }
+  if (shown_mask & PEER_IMPLS)
+    {
+      g_autofree char *versions = peer_versions_text (shown_mask);
+
+      printf ("(%s: bench/peers/scenarios.mjs, the same work on worker_threads MessagePort and "
+              "BroadcastChannel, a runtime process per run)\n", versions);
+    }
 
   printf ("\nReceiving side, medians per run: messages per main-loop iteration "
           "(batch) / blocking polls (wake-ups needed) / producer wake-ups signalled\n");
@@ -2477,6 +2528,9 @@ print_table (void)
   for (guint s = 0; s < N_SCENARIOS; s++)
     if (scenarios[s].run == xproc_scenario_tput && scenario_has_series (&scenarios[s]))
       printf ("(xproc-*: the parent process's loop, which receives the stream and the answers)\n");
+  /* The peers' loops and allocator are not seen from here: the last two tables are the C
+   * implementations' only. */
+  n_shown = shown_impls (shown, ALL_IMPLS & ~PEER_IMPLS);
   printf ("%-16s", "scenario");
   for (guint i = 0; i < n_shown; i++)
     printf (" %28s", impl_labels[shown[i]]);
@@ -2485,7 +2539,7 @@ print_table (void)
     {
       const Scenario *scenario = &scenarios[s];
 
-      if (scenario->impls == MPPORT_ONLY || !scenario_has_series (scenario))
+      if ((scenario->impls & ~PEER_IMPLS) == MPPORT_ONLY || !scenario_has_series (scenario))
         continue;
       printf ("%-16s", scenario->name);
       for (guint i = 0; i < n_shown; i++)
@@ -2541,11 +2595,16 @@ machine_info (GString *json)
 
   g_string_append_printf (json,
                           "\"machine\": {\"cpu\": \"%s\", \"online_cpus\": %ld, \"kernel\": \"%s %s\", "
-                          "\"glib\": \"%u.%u.%u\", \"mpport\": \"%s\"}, "
-                          "\"loadavg_at_end\": [%.2f, %.2f, %.2f]",
+                          "\"glib\": \"%u.%u.%u\", \"mpport\": \"%s\"",
                           model, sysconf (_SC_NPROCESSORS_ONLN), uts.sysname, uts.release,
-                          glib_major_version, glib_minor_version, glib_micro_version,
-                          MP_VERSION_S, load[0], load[1], load[2]);
+                          glib_major_version, glib_minor_version, glib_micro_version, MP_VERSION_S);
+  /* The peers' versions ("node": "v20.19.2"), null when they did not run. */
+  for (Impl impl = IMPL_NODE; impl <= IMPL_BUN; impl++)
+    if (peer_versions[impl] != NULL)
+      g_string_append_printf (json, ", \"%s\": \"%s\"", impl_names[impl], peer_versions[impl]);
+    else
+      g_string_append_printf (json, ", \"%s\": null", impl_names[impl]);
+  g_string_append_printf (json, "}, \"loadavg_at_end\": [%.2f, %.2f, %.2f]", load[0], load[1], load[2]);
 }
 
 static void
@@ -2569,11 +2628,17 @@ write_json (const char *path)
 
           g_string_append_printf (json,
                                   "%s{\"value\": %.6g, \"p50\": %.6g, \"p99\": %.6g, \"seconds\": %.6f, "
-                                  "\"messages\": %" G_GUINT64_FORMAT ", \"iterations\": %" G_GUINT64_FORMAT
-                                  ", \"blocking_polls\": %" G_GUINT64_FORMAT ", \"producer_wakes\": %" G_GUINT64_FORMAT,
-                                  r ? ", " : "", s->value, s->p50, s->p99, s->seconds, s->messages,
-                                  s->iterations, s->sleeps, s->wakes);
-          if (COUNT_ALLOCS && series->scenario->run != scenario_idle)
+                                  "\"messages\": %" G_GUINT64_FORMAT,
+                                  r ? ", " : "", s->value, s->p50, s->p99, s->seconds, s->messages);
+          /* Nothing counts the peers' loops and allocations. */
+          if (IS_PEER (series->impl))
+            g_string_append (json, ", \"iterations\": null, \"blocking_polls\": null, \"producer_wakes\": null");
+          else
+            g_string_append_printf (json,
+                                    ", \"iterations\": %" G_GUINT64_FORMAT ", \"blocking_polls\": %" G_GUINT64_FORMAT
+                                    ", \"producer_wakes\": %" G_GUINT64_FORMAT,
+                                    s->iterations, s->sleeps, s->wakes);
+          if (COUNT_ALLOCS && series->scenario->run != scenario_idle && !IS_PEER (series->impl))
             g_string_append_printf (json, ", \"allocations\": %" G_GUINT64_FORMAT "}", s->allocs);
           else
             g_string_append (json, ", \"allocations\": null}");
@@ -2587,82 +2652,180 @@ write_json (const char *path)
   g_string_free (json, TRUE);
 }
 
-/* A grouped bar chart with gnuplot: per scenario, each implementation's speed relative to
- * the (c) ring bound (higher is better; latency inverted), on a log scale. */
-static void
-write_plot (const char *path)
+/* Writes @text to a new temporary file named after @tmpl; returns its path, or NULL. */
+static char *
+write_temp_file (const char *tmpl,
+                 GString    *text)
 {
-  g_autofree char *data_path = NULL;
   g_autoptr(GError) error = NULL;
-  GString *data = g_string_new (NULL);
-  GString *script = g_string_new (NULL);
-  int fd = g_file_open_tmp ("mp-bench-XXXXXX.dat", &data_path, &error);
-  const char *argv[] = { "gnuplot", NULL, NULL };
-  g_autofree char *script_path = NULL;
-  int status;
-  int script_fd;
+  char *path = NULL;
+  int fd = g_file_open_tmp (tmpl, &path, &error);
 
   if (fd < 0)
     {
       g_printerr ("mp-bench: %s\n", error->message);
-      return;
+      return NULL;
     }
   close (fd);
+  if (!g_file_set_contents (path, text->str, text->len, &error))
+    {
+      g_printerr ("mp-bench: %s\n", error->message);
+      g_unlink (path);
+      g_free (path);
+      return NULL;
+    }
+
+  return path;
+}
+
+/* A grouped bar chart with gnuplot: per scenario, each implementation's speed relative to
+ * the (c) ring bound (higher is better; latency inverted), on a log scale. When Node or Bun
+ * ran, a second chart below it gives mpport's speed relative to each of them, for every
+ * scenario they ran (churn too, which has no ring to be relative to). */
+static void
+write_plot (const char *path)
+{
+  static const char *const peer_colours[N_IMPLS] = { [IMPL_NODE] = "#75507b", [IMPL_BUN] = "#c4a000" };
+  g_autofree char *data_path = NULL;
+  g_autofree char *peers_path = NULL;
+  g_autofree char *script_path = NULL;
+  g_autoptr(GError) error = NULL;
+  GString *data = g_string_new (NULL);
+  GString *peers = g_string_new (NULL);
+  GString *script = g_string_new (NULL);
+  const char *argv[] = { "gnuplot", NULL, NULL };
+  guint n_ring_rows = 0, n_peer_rows = 0;
+  guint peers_shown = 0;
+  gboolean both;
+  int status;
 
   for (guint s = 0; s < N_SCENARIOS; s++)
     {
       const Scenario *scenario = &scenarios[s];
       double ring = median_metric (series_find (scenario->name, IMPL_RING), "value");
+      double mine = median_metric (series_find (scenario->name, IMPL_MPPORT), "value");
+      g_autoptr(GString) row = g_string_new (scenario->name);
+      gboolean has_peer = FALSE;
 
-      if (isnan (ring))
-        continue;
-      g_string_append_printf (data, "%s", scenario->name);
-      for (Impl impl = 0; impl < N_IMPLS; impl++)
+      if (!isnan (ring))
+        {
+          g_string_append_printf (data, "%s", scenario->name);
+          for (Impl impl = 0; impl < N_IMPLS; impl++)
+            {
+              double value = median_metric (series_find (scenario->name, impl), "value");
+              double relative = scenario->higher_is_better ? value / ring : ring / value;
+
+              if (isnan (relative))
+                g_string_append (data, " -");
+              else
+                g_string_append_printf (data, " %.4f", relative);
+            }
+          g_string_append_c (data, '\n');
+          n_ring_rows++;
+        }
+
+      /* Columns: scenario, mpport / Node, mpport / Bun. */
+      for (Impl impl = IMPL_NODE; impl <= IMPL_BUN; impl++)
         {
           double value = median_metric (series_find (scenario->name, impl), "value");
-          double relative = scenario->higher_is_better ? value / ring : ring / value;
+          double relative = scenario->higher_is_better ? mine / value : value / mine;
 
           if (isnan (relative))
-            g_string_append (data, " -");
+            g_string_append (row, " -");
           else
-            g_string_append_printf (data, " %.4f", relative);
+            {
+              g_string_append_printf (row, " %.4f", relative);
+              peers_shown |= 1u << impl;
+              has_peer = TRUE;
+            }
         }
-      g_string_append_c (data, '\n');
+      if (has_peer)
+        {
+          g_string_append_printf (peers, "%s\n", row->str);
+          n_peer_rows++;
+        }
     }
-  g_file_set_contents (data_path, data->str, data->len, NULL);
+
+  if (n_ring_rows == 0 && n_peer_rows == 0)
+    {
+      g_printerr ("mp-bench: --plot: nothing to draw (it needs (c) ring, Node or Bun in the run)\n");
+      goto out;
+    }
+  both = n_ring_rows > 0 && n_peer_rows > 0;
+  data_path = write_temp_file ("mp-bench-XXXXXX.dat", data);
+  peers_path = write_temp_file ("mp-bench-peers-XXXXXX.dat", peers);
+  if (data_path == NULL || peers_path == NULL)
+    goto out;
 
   g_string_append_printf (script,
                           "set terminal %s\n"
                           "set output '%s'\n"
-                          "set title 'mpport vs in-run baselines: speed relative to the (c) lock-free ring "
-                          "(higher is better; pingpong = 1/latency)'\n"
                           "set datafile missing '-'\n"
                           "set style data histograms\n"
                           "set style histogram clustered gap 1\n"
                           "set style fill solid 0.85 border -1\n"
                           "set logscale y 2\n"
-                          "set yrange [0.01:4]\n"
-                          "set ytics ('1/64' 0.015625, '1/16' 0.0625, '1/4' 0.25, '0.5' 0.5, '0.8' 0.8, '1' 1, '2' 2, '4' 4)\n"
                           "set grid ytics\n"
-                          "set key outside bottom center horizontal\n"
-                          "set arrow from graph 0, first 0.8 to graph 1, first 0.8 nohead dt 2 lc rgb 'red'\n"
-                          "plot '%s' using 2:xtic(1) title 'mpport' lc rgb '#3465a4', "
-                          "'' using 3 title '(a) invoke per message' lc rgb '#cc0000', "
-                          "'' using 4 title '(b) mutex + GQueue + GSource' lc rgb '#f57900', "
-                          "'' using 5 title '(c) lock-free ring + eventfd' lc rgb '#73d216'\n",
+                          "set key outside bottom center horizontal\n",
                           g_str_has_suffix (path, ".png")
-                            ? "pngcairo size 960,540 font 'sans,11'"
-                            : "svg size 960,540 dynamic enhanced font 'sans,12' background rgb 'white'",
-                          path, data_path);
+                            ? (both ? "pngcairo size 960,1000 font 'sans,11'" : "pngcairo size 960,540 font 'sans,11'")
+                            : (both ? "svg size 960,1000 dynamic enhanced font 'sans,12' background rgb 'white'"
+                                    : "svg size 960,540 dynamic enhanced font 'sans,12' background rgb 'white'"),
+                          path);
+  if (both)
+    g_string_append (script, "set multiplot layout 2,1\n");
 
-  script_fd = g_file_open_tmp ("mp-bench-XXXXXX.gp", &script_path, &error);
-  if (script_fd < 0)
+  if (n_ring_rows > 0)
     {
-      g_printerr ("mp-bench: %s\n", error->message);
-      goto out;
+      g_string_append_printf (script,
+                              "set title 'mpport vs in-run baselines: speed relative to the (c) lock-free ring "
+                              "(higher is better; pingpong = 1/latency)'\n"
+                              "set yrange [0.01:4]\n"
+                              "set ytics ('1/64' 0.015625, '1/16' 0.0625, '1/4' 0.25, '0.5' 0.5, '0.8' 0.8, '1' 1, '2' 2, '4' 4)\n"
+                              "set arrow 1 from graph 0, first 0.8 to graph 1, first 0.8 nohead dt 2 lc rgb 'red'\n"
+                              "plot '%s' using 2:xtic(1) title 'mpport' lc rgb '#3465a4', "
+                              "'' using 3 title '(a) invoke per message' lc rgb '#cc0000', "
+                              "'' using 4 title '(b) mutex + GQueue + GSource' lc rgb '#f57900', "
+                              "'' using 5 title '(c) lock-free ring + eventfd' lc rgb '#73d216'",
+                              data_path);
+      /* The peers' columns: 2 + their Impl. */
+      for (Impl impl = IMPL_NODE; impl <= IMPL_BUN; impl++)
+        if (peers_shown & (1u << impl))
+          g_string_append_printf (script, ", '' using %d title '%s %s' lc rgb '%s'", 2 + (int) impl,
+                                  impl_labels[impl], peer_versions[impl] ? peer_versions[impl] : "",
+                                  peer_colours[impl]);
+      g_string_append (script, "\nunset arrow 1\n");
     }
-  close (script_fd);
-  g_file_set_contents (script_path, script->str, script->len, NULL);
+
+  if (n_peer_rows > 0)
+    {
+      gboolean first = TRUE;
+
+      g_string_append (script,
+                       "set title 'mpport against Node and Bun: mpport speed / theirs "
+                       "(higher: mpport faster; pingpong = 1/latency)'\n"
+                       "set yrange [0.125:32]\n"
+                       "set ytics ('1/8' 0.125, '1/4' 0.25, '0.5' 0.5, '1' 1, '1.5' 1.5, '2' 2, '4' 4, '8' 8, "
+                       "'16' 16, '32' 32)\n"
+                       "set arrow 2 from graph 0, first 1 to graph 1, first 1 nohead dt 2 lc rgb 'red'\n"
+                       "plot ");
+      for (Impl impl = IMPL_NODE; impl <= IMPL_BUN; impl++)
+        if (peers_shown & (1u << impl))
+          {
+            g_string_append_printf (script, "%s'%s' using %d:xtic(1) title 'mpport / %s %s' lc rgb '%s'",
+                                    first ? "" : ", ", first ? peers_path : "", 2 + (int) (impl - IMPL_NODE),
+                                    impl_labels[impl], peer_versions[impl] ? peer_versions[impl] : "",
+                                    peer_colours[impl]);
+            first = FALSE;
+          }
+      g_string_append (script, "\n");
+    }
+  if (both)
+    g_string_append (script, "unset multiplot\n");
+
+  script_path = write_temp_file ("mp-bench-XXXXXX.gp", script);
+  if (script_path == NULL)
+    goto out;
   argv[1] = script_path;
 
   if (!g_spawn_sync (NULL, (char **) argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, NULL, NULL,
@@ -2671,11 +2834,16 @@ write_plot (const char *path)
     g_printerr ("mp-bench: --plot needs gnuplot (scripts/bench --plot installs it): %s\n", error->message);
   else
     printf ("plot written to %s\n", path);
-  g_unlink (script_path);
 
 out:
-  g_unlink (data_path);
+  if (script_path != NULL)
+    g_unlink (script_path);
+  if (data_path != NULL)
+    g_unlink (data_path);
+  if (peers_path != NULL)
+    g_unlink (peers_path);
   g_string_free (data, TRUE);
+  g_string_free (peers, TRUE);
   g_string_free (script, TRUE);
 }
 
@@ -2731,7 +2899,7 @@ parse_impls (const char *list)
   guint mask = 0;
 
   if (list == NULL)
-    return ALL_IMPLS;
+    return ALL_IMPLS & ~PEER_IMPLS;
 
   names = g_strsplit (list, ",", -1);
   for (guint i = 0; names[i] != NULL; i++)
@@ -2743,8 +2911,8 @@ parse_impls (const char *list)
           break;
       if (impl == N_IMPLS)
         {
-          g_printerr ("mp-bench: unknown implementation '%s' (mpport, invoke, queue, ring, signal, socket)\n",
-                      names[i]);
+          g_printerr ("mp-bench: unknown implementation '%s' (mpport, invoke, queue, ring, signal, socket, "
+                      "node, bun)\n", names[i]);
           exit (2);
         }
       mask |= 1u << impl;
@@ -2765,25 +2933,21 @@ print_raw (const Scenario *scenario,
   fflush (stdout);
 }
 
-/* Runs one sample in a fresh process (this program, --raw, one run of one implementation):
- * no implementation inherits the heap another one left (the invoke baseline leaves glibc's
- * arenas holding a million freed idle sources, which slows down the next implementation that
- * allocates per message), nor its threads' caches. */
+/* Spawns @argv (stderr inherited) and reads the RESULT line that print_raw() writes (and
+ * bench/peers/scenarios.mjs, in the same form) into @out. */
 static void
-run_isolated (const Scenario *scenario,
-              Impl            impl,
-              Sample         *out)
+run_child_sample (const char *const *argv,
+                  GSpawnFlags        flags,
+                  const Scenario    *scenario,
+                  Impl               impl,
+                  Sample            *out)
 {
-  g_autofree char *scale = g_strdup_printf ("%.17g", opt_scale);
-  const char *argv[] = { self_exe, "--raw", "--quiet", "--runs", "1", "--scale", scale,
-                         "--impls", impl_names[impl], scenario->name, NULL };
   g_autofree char *output = NULL;
   g_autoptr(GError) error = NULL;
   g_auto(GStrv) lines = NULL;
   int status;
 
-  if (!g_spawn_sync (NULL, (char **) argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, &output, NULL,
-                     &status, &error) ||
+  if (!g_spawn_sync (NULL, (char **) argv, NULL, flags, NULL, NULL, &output, NULL, &status, &error) ||
       !g_spawn_check_wait_status (status, &error))
     g_error ("%s %s: %s", scenario->name, impl_names[impl], error->message);
 
@@ -2808,6 +2972,68 @@ run_isolated (const Scenario *scenario,
   g_error ("%s %s: no result from the child: %s", scenario->name, impl_names[impl], output);
 }
 
+/* Runs one sample in a fresh process (this program, --raw, one run of one implementation):
+ * no implementation inherits the heap another one left (the invoke baseline leaves glibc's
+ * arenas holding a million freed idle sources, which slows down the next implementation that
+ * allocates per message), nor its threads' caches. */
+static void
+run_isolated (const Scenario *scenario,
+              Impl            impl,
+              Sample         *out)
+{
+  g_autofree char *scale = g_strdup_printf ("%.17g", opt_scale);
+  const char *argv[] = { self_exe, "--raw", "--quiet", "--runs", "1", "--scale", scale,
+                         "--impls", impl_names[impl], scenario->name, NULL };
+
+  run_child_sample (argv, G_SPAWN_DEFAULT, scenario, impl, out);
+}
+
+/* Node, Bun: one sample is one runtime process running bench/peers/scenarios.mjs with the
+ * count this run gives mpport (already scaled); the JavaScript times its own measured region
+ * and prints a RESULT line. Whatever --in-process says: a runtime is a process of its own. */
+static void
+run_peer (const Scenario *scenario,
+          Impl            impl,
+          Sample         *out)
+{
+  g_autofree char *count = g_strdup_printf ("%" G_GUINT64_FORMAT, scaled (scenario->count));
+  const char *argv[] = { peer_runtimes[impl], MP_BENCH_PEERS_SCRIPT, scenario->name, count, NULL };
+
+  run_child_sample (argv, G_SPAWN_SEARCH_PATH, scenario, impl, out);
+}
+
+/* Asks each selected peer's runtime its version (recorded in the header and the JSON); FALSE
+ * if one does not run. */
+static gboolean
+peers_check (guint impls)
+{
+  peer_runtimes[IMPL_NODE] = opt_node != NULL ? opt_node : "node";
+  peer_runtimes[IMPL_BUN] = opt_bun != NULL ? opt_bun : "bun";
+
+  for (Impl impl = IMPL_NODE; impl <= IMPL_BUN; impl++)
+    {
+      const char *argv[] = { peer_runtimes[impl], "--version", NULL };
+      g_autofree char *output = NULL;
+      g_autoptr(GError) error = NULL;
+      int status;
+
+      if (!(impls & (1u << impl)))
+        continue;
+      if (!g_spawn_sync (NULL, (char **) argv, NULL, G_SPAWN_SEARCH_PATH | G_SPAWN_STDERR_TO_DEV_NULL,
+                         NULL, NULL, &output, NULL, &status, &error) ||
+          !g_spawn_check_wait_status (status, &error))
+        {
+          g_printerr ("mp-bench: %s: cannot run '%s' (%s); scripts/bench --peers installs Bun, "
+                      "or give its path with --%s\n", impl_labels[impl], peer_runtimes[impl],
+                      error->message, impl_names[impl]);
+          return FALSE;
+        }
+      peer_versions[impl] = g_strstrip (g_steal_pointer (&output));
+    }
+
+  return TRUE;
+}
+
 static void
 run_all (const Scenario **selected,
          guint            n_selected,
@@ -2830,7 +3056,9 @@ run_all (const Scenario **selected,
             if (!(scenario->impls & impls & (1u << impl)))
               continue;
             progress (step++, n_steps, scenario->name, run, impl_labels[impl]);
-            if (opt_in_process || opt_raw || opt_callgrind)
+            if (IS_PEER (impl))
+              run_peer (scenario, impl, &sample);
+            else if (opt_in_process || opt_raw || opt_callgrind)
               {
                 measured_allocs = 0;
                 scenario->run (scenario, impl, &sample);
@@ -2968,7 +3196,12 @@ main (int   argc,
   GOptionEntry entries[] = {
     { "runs", 'n', 0, G_OPTION_ARG_INT, &opt_runs, "Runs per implementation (default 5)", "N" },
     { "scale", 's', 0, G_OPTION_ARG_DOUBLE, &opt_scale, "Multiply every message count by F (0.1: quick)", "F" },
-    { "impls", 'i', 0, G_OPTION_ARG_STRING, &opt_impls, "Comma-separated subset of mpport,invoke,queue,ring,signal,socket", "LIST" },
+    { "impls", 'i', 0, G_OPTION_ARG_STRING, &opt_impls,
+      "Comma-separated subset of mpport,invoke,queue,ring,signal,socket,node,bun", "LIST" },
+    { "peers", 0, 0, G_OPTION_ARG_NONE, &opt_peers,
+      "Also run Node and Bun (bench/peers/scenarios.mjs) where they apply", NULL },
+    { "node", 0, 0, G_OPTION_ARG_FILENAME, &opt_node, "Node to run for the peers (default: node)", "PATH" },
+    { "bun", 0, 0, G_OPTION_ARG_FILENAME, &opt_bun, "Bun to run for the peers (default: bun)", "PATH" },
     { "json", 'j', 0, G_OPTION_ARG_FILENAME, &opt_json, "Write every run to FILE as JSON", "FILE" },
     { "plot", 'p', 0, G_OPTION_ARG_FILENAME, &opt_plot, "Draw a bar chart to FILE.svg (or .png; needs gnuplot)", "FILE.svg" },
     { "versus", 0, 0, G_OPTION_ARG_FILENAME, &opt_versus,
@@ -3003,7 +3236,8 @@ main (int   argc,
                                 "Scenarios: tput tput-str fanin pingpong bcast churn stress idle bus "
                                 "xproc-tput xproc-pingpong (default: all).\nImplementations: mpport, "
                                 "(a) invoke, (b) queue, (c) ring; bus: mpport, (d) signal; xproc-*: mpport, "
-                                "(d) signal (peer-to-peer), (e) socket.");
+                                "(d) signal (peer-to-peer), (e) socket.\nWith --peers, also Node and Bun "
+                                "(JavaScript worker_threads) in tput tput-str fanin pingpong bcast churn.");
   if (!g_option_context_parse (context, &argc, &argv, &error))
     {
       g_printerr ("mp-bench: %s\n", error->message);
@@ -3030,6 +3264,11 @@ main (int   argc,
   if (self_exe == NULL)
     self_exe = g_strdup (argv[0]);
   impls = parse_impls (opt_impls);
+  if (opt_peers)
+    impls |= PEER_IMPLS;
+  /* The peers are not this build's code: no B/A, no callgrind. */
+  if (opt_versus != NULL || opt_callgrind)
+    impls &= ~PEER_IMPLS;
   all_series = g_ptr_array_new ();
   progress_tty = isatty (STDERR_FILENO);
   progress_start = g_get_monotonic_time ();
@@ -3098,11 +3337,20 @@ main (int   argc,
       return 0;
     }
 
+  if ((impls & PEER_IMPLS) && !peers_check (impls))
+    return 2;
+
   if (!opt_raw)
     {
       getloadavg (load, 3);
       printf ("mp-bench: %d runs per implementation, interleaved; scale %g; load average at start %.2f %.2f %.2f\n",
               opt_runs, opt_scale, load[0], load[1], load[2]);
+      if (impls & PEER_IMPLS)
+        {
+          g_autofree char *versions = peer_versions_text (impls);
+
+          printf ("peers: %s (bench/peers/scenarios.mjs)\n", versions);
+        }
       fflush (stdout);
     }
 
@@ -3113,9 +3361,16 @@ main (int   argc,
 
   print_table ();
   getloadavg (load, 3);
-  printf ("\nwall time %.0f s; load average at end %.2f %.2f %.2f; %ld online CPUs; GLib %u.%u.%u\n",
+  printf ("\nwall time %.0f s; load average at end %.2f %.2f %.2f; %ld online CPUs; GLib %u.%u.%u",
           (g_get_monotonic_time () - started) / 1e6, load[0], load[1], load[2],
           sysconf (_SC_NPROCESSORS_ONLN), glib_major_version, glib_minor_version, glib_micro_version);
+  if (impls & PEER_IMPLS)
+    {
+      g_autofree char *versions = peer_versions_text (impls);
+
+      printf ("; %s", versions);
+    }
+  printf ("\n");
 
   if (opt_json != NULL)
     write_json (opt_json);

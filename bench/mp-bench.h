@@ -21,6 +21,8 @@ typedef enum {
   IMPL_RING,
   IMPL_SIGNAL,     /* (d): over the bus in bus, peer-to-peer in xproc-* */
   IMPL_SOCKET,     /* (e): length-prefixed serialized GVariants on a bare socketpair */
+  IMPL_NODE,       /* the peers (--peers): bench/peers/scenarios.mjs on Node's worker_threads */
+  IMPL_BUN,        /* ... and on Bun's */
   N_IMPLS
 } Impl;
 
