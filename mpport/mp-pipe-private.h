@@ -303,5 +303,8 @@ gboolean    mp_pipe_side_send                (MpPipeSide     *from,
                                               MpMessage      *message);
 gboolean    mp_pipe_side_send_to_sink        (MpPipeSide     *from,
                                               GVariant       *data);
+void        mp_pipe_side_send_all            (MpPipeSide     *from,
+                                              MpMessage     **messages,
+                                              guint           n_messages);
 
 G_END_DECLS

@@ -483,6 +483,38 @@ mp_pipe_side_send_to_sink (MpPipeSide *from,
   return taken;
 }
 
+/* Queues @messages (each transfer full, none carrying ports), in order, at the peer of
+ * @from under one lock: a burst that arrived from another process. What a closed peer
+ * refuses is dropped, as mp_pipe_side_send() would. */
+void
+mp_pipe_side_send_all (MpPipeSide  *from,
+                       MpMessage  **messages,
+                       guint        n_messages)
+{
+  MpPipeSide *to = from->peer;
+  MpPipeDeferred deferred = MP_PIPE_DEFERRED_INIT;
+  guint n_refused = 0;
+
+  g_mutex_lock (&to->mutex);
+  for (guint i = 0; i < n_messages; i++)
+    {
+      g_assert (!message_carries_ports (messages[i]));
+      if (mp_pipe_side_send_locked (to, messages[i], &deferred) == MP_SEND_QUEUED)
+        messages[i] = NULL;
+      else
+        n_refused++;
+    }
+  g_mutex_unlock (&to->mutex);
+
+  mp_pipe_deferred_release (&deferred);
+  for (guint i = 0; i < n_messages && n_refused > 0; i++)
+    if (messages[i] != NULL)
+      {
+        mp_message_drop (g_steal_pointer (&messages[i]));
+        n_refused--;
+      }
+}
+
 /* Queues @message (transfer full) at the peer of @from. A closed peer drops it and that is
  * success. Returns FALSE, dropping the message, only if @from itself closed concurrently and
  * its close marker is already queued: the message could no longer come before it. */

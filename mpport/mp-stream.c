@@ -944,11 +944,31 @@ link_apply_credit (MpStreamLink *link,
   MpMessage *message;
   gboolean over, waiting;
 
+  GQueue sent = G_QUEUE_INIT;
+
   g_mutex_lock (&self->lock);
   over = credit > link->in_flight;
   if (!over)
-    link->in_flight -= credit;
+    {
+      link->in_flight -= credit;
+      /* The posts without transfers go in one locked section (their payloads are mostly in
+       * normal form already: made by the post's check); the first with ports, or one that
+       * cannot travel, is left to send_post() below. */
+      while (link->in_flight < MP_STREAM_WINDOW && !self->closing &&
+             (message = g_queue_peek_head (&link->backlog)) != NULL &&
+             (message->ports == NULL || message->ports->len == 0))
+        {
+          g_autoptr(GVariant) normal = NULL;
+
+          if (message->data != NULL &&
+              (normal = mp_wire_encode_payload (message->data, NULL)) == NULL)
+            break;
+          outbox_append_locked (link, normal, NULL, 0);
+          g_queue_push_tail (&sent, g_queue_pop_head (&link->backlog));
+        }
+    }
   g_mutex_unlock (&self->lock);
+  g_queue_clear_full (&sent, (GDestroyNotify) mp_message_unref);
   if (over)
     {
       stream_break (self, "it granted port %" G_GUINT64_FORMAT " more than was sent", link->id);
@@ -1279,11 +1299,26 @@ typedef struct
   MpMessagePort *relay;   /* strong, or NULL: nothing looked up, or the port is closed */
   MpStreamFeed *feed;     /* strong, with relay */
   gboolean valid;
+  /* Posts without transfers decoded for @relay and not yet queued at it (MpMessage,
+   * strong): queued together, under one lock, when the burst moves to another port, when
+   * a post carries ports or an error, and at its end. */
+  GPtrArray *batch;
 } LinkCache;
+
+static void
+link_cache_send_batch (LinkCache *cache)
+{
+  if (cache->batch == NULL || cache->batch->len == 0)
+    return;
+  mp_pipe_side_send_all (mp_message_port_get_side (cache->relay),
+                         (MpMessage **) cache->batch->pdata, cache->batch->len);
+  g_ptr_array_set_size (cache->batch, 0);
+}
 
 static void
 link_cache_clear (LinkCache *cache)
 {
+  link_cache_send_batch (cache);
   g_clear_object (&cache->relay);
   g_clear_pointer (&cache->feed, feed_unref);
   cache->valid = FALSE;
@@ -1405,16 +1440,25 @@ handle_post (MpStream       *self,
       if (error != NULL)
         {
           /* The entry in the inbox takes no payload: what it does not hold is taken now. */
+          link_cache_send_batch (cache);
           mp_pipe_side_send (mp_message_port_get_side (cache->relay),
                              mp_message_new_error (g_steal_pointer (&error)));
           feed_add (feed, cost - MP_STREAM_COST_OVERHEAD);
         }
+      else if (ports == NULL)
+        {
+          if (cache->batch == NULL)
+            cache->batch = g_ptr_array_new ();
+          g_ptr_array_add (cache->batch, mp_message_new_take (g_steal_pointer (&data), NULL));
+        }
       else
-        /* Fails only if the port closed meanwhile: then the post is dropped, as any post to
-         * a closed port, and the ports it carried close (below, with our references). */
-        mp_message_port_post_message (cache->relay, data,
-                                      ports != NULL ? (MpMessagePort *const *) ports->pdata : NULL,
-                                      ports != NULL ? ports->len : 0, NULL);
+        {
+          /* Fails only if the port closed meanwhile: then the post is dropped, as any post
+           * to a closed port, and the ports it carried close (below, with our references). */
+          link_cache_send_batch (cache);
+          mp_message_port_post_message (cache->relay, data,
+                                        (MpMessagePort *const *) ports->pdata, ports->len, NULL);
+        }
     }
 
   if (new_links != NULL && new_links->len > 0 && !self->detached)
@@ -1550,6 +1594,7 @@ handle_burst (MpStream *self,
     }
 
   link_cache_clear (&cache);
+  g_clear_pointer (&cache.batch, g_ptr_array_unref);
 }
 
 static gboolean
