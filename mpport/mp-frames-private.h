@@ -36,14 +36,14 @@ MpFrames *mp_frames_new        (int            fd,
 void      mp_frames_free       (MpFrames      *self);
 
 /* Queues a frame of @kind with @body and writes what it can without blocking; the rest is
- * written as the socket takes it. The context's thread. */
+ * written as the socket takes it. Any thread; the caller keeps the frames in order. */
 void      mp_frames_send       (MpFrames      *self,
                                 guint8         kind,
                                 GBytes        *body);
-/* Whether everything queued was written. The context's thread. */
+/* Whether everything queued was written. Any thread. */
 gboolean  mp_frames_is_flushed (MpFrames      *self);
 /* Writes what is queued, blocking until it is written, the socket fails, or the monotonic
- * @end_time. The context's thread. */
+ * @end_time. Any thread. */
 void      mp_frames_flush_sync (MpFrames      *self,
                                 gint64         end_time);
 /* Reads and hands over every frame already received, without blocking (then the end of the

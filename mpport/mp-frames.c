@@ -19,7 +19,9 @@
 /* The direct path of a stream (docs/wire.md): once two mpport processes agree on it, their
  * posts, closes and credits travel as frames on a socket of their own (passed as a file
  * descriptor over the D-Bus connection), which costs a copy per burst instead of GDBus's
- * marshalling and its thread. Everything here runs on one thread: no lock. */
+ * marshalling and its thread. Reading runs on one thread (the context's). Writing may come
+ * from any thread, under out_lock: the stream writes a lone post from the thread that made
+ * it (mp-stream.c), and keeps the order of frames itself. */
 
 #define READ_CHUNK (64 * 1024)
 
@@ -35,7 +37,9 @@ struct _MpFrames
   GSource *in_source;
   gboolean ended;           /* func was called with kind 0 */
 
-  /* Writing: the bytes queued, from out_offset on, and the source waiting for room. */
+  /* Writing: the bytes queued, from out_offset on, and the source waiting for room, all
+   * guarded by out_lock. */
+  GMutex out_lock;
   GByteArray *out;
   gsize out_offset;
   GSource *out_source;
@@ -190,7 +194,7 @@ mp_frames_read_now (MpFrames *self)
   read_available (self);
 }
 
-/* Writes what it can without blocking. */
+/* Writes what it can without blocking. With out_lock held. */
 static void
 write_available (MpFrames *self)
 {
@@ -230,15 +234,19 @@ on_writable (int           fd,
              gpointer      data)
 {
   MpFrames *self = data;
+  gboolean more;
 
+  g_mutex_lock (&self->out_lock);
   write_available (self);
-  if (self->out->len > 0)
-    return G_SOURCE_CONTINUE;
+  more = self->out->len > 0;
+  if (!more)
+    g_clear_pointer (&self->out_source, g_source_unref);
+  g_mutex_unlock (&self->out_lock);
 
-  g_clear_pointer (&self->out_source, g_source_unref);
-  return G_SOURCE_REMOVE;
+  return more ? G_SOURCE_CONTINUE : G_SOURCE_REMOVE;
 }
 
+/* With out_lock held. */
 static void
 watch_writable (MpFrames *self)
 {
@@ -265,27 +273,37 @@ mp_frames_send (MpFrames *self,
   g_return_if_fail (kind != 0);
   g_return_if_fail (size < MP_FRAMES_MAX_LENGTH);
 
-  if (self->failed)
-    return;
-
-  g_byte_array_append (self->out, header, sizeof header);
-  g_byte_array_append (self->out, data, size);
-  if (self->out_source == NULL)
-    write_available (self);
-  watch_writable (self);
+  g_mutex_lock (&self->out_lock);
+  if (!self->failed)
+    {
+      g_byte_array_append (self->out, header, sizeof header);
+      g_byte_array_append (self->out, data, size);
+      if (self->out_source == NULL)
+        write_available (self);
+      watch_writable (self);
+    }
+  g_mutex_unlock (&self->out_lock);
 }
 
 gboolean
 mp_frames_is_flushed (MpFrames *self)
 {
-  return self->failed || self->out->len == 0;
+  gboolean flushed;
+
+  g_mutex_lock (&self->out_lock);
+  flushed = self->failed || self->out->len == 0;
+  g_mutex_unlock (&self->out_lock);
+
+  return flushed;
 }
 
 void
 mp_frames_flush_sync (MpFrames *self,
                       gint64    end_time)
 {
+  g_mutex_lock (&self->out_lock);
   write_available (self);
+  g_mutex_unlock (&self->out_lock);
   while (!mp_frames_is_flushed (self))
     {
       struct pollfd pfd = { .fd = self->fd, .events = POLLOUT };
@@ -295,7 +313,9 @@ mp_frames_flush_sync (MpFrames *self,
         return;
       if (poll (&pfd, 1, (int) MIN (left / 1000 + 1, 1000)) < 0 && errno != EINTR)
         return;
+      g_mutex_lock (&self->out_lock);
       write_available (self);
+      g_mutex_unlock (&self->out_lock);
     }
 }
 
@@ -312,6 +332,7 @@ mp_frames_new (int           fd,
   self->func = func;
   self->user_data = user_data;
   self->in = g_byte_array_sized_new (READ_CHUNK);
+  g_mutex_init (&self->out_lock);
   self->out = g_byte_array_sized_new (READ_CHUNK);
 
   self->in_source = g_unix_fd_source_new (fd, G_IO_IN | G_IO_HUP | G_IO_ERR);
@@ -337,6 +358,7 @@ mp_frames_free (MpFrames *self)
     }
   g_byte_array_unref (self->in);
   g_byte_array_unref (self->out);
+  g_mutex_clear (&self->out_lock);
   g_main_context_unref (self->context);
   close (self->fd);
   g_free (self);

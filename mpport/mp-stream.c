@@ -237,6 +237,11 @@ struct _MpStream
   /* Bursts that reached the body cap, oldest first (MpStreamBurst, owned): the flush sends
    * them before out_posts. */
   GQueue out_full;
+  /* The flush took the outbox and is writing it (no post may be written before it), and
+   * when a post was last written (monotonic): a lone post is written by its poster
+   * (link_sink_post()). Guarded by lock. */
+  gboolean flushing;
+  gint64 last_write;
   GArray *out_closes;
   gboolean flush_scheduled;
   /* Credits to send: (id, cost) pairs. Guarded by lock; sent by the flush. */
@@ -264,7 +269,8 @@ struct _MpStream
    * of their own once both Hellos agreed. direct: set by the filter at the other side's
    * Hello (atomic); offered_fd: the server's end of the socket it offered, until then;
    * direct_fd: the end to use, handed from the filter to the worker thread (both guarded
-   * by lock). frames: worker thread only, from stream_begin() to the connection's end. */
+   * by lock). frames: from stream_begin() to the connection's end; set and cleared by the
+   * worker thread under lock, read by others under lock. */
   int direct;
   int offered_fd;
   int direct_fd;
@@ -551,6 +557,7 @@ stream_flush_cb (gpointer data)
   self->out_closes = g_array_new (FALSE, FALSE, sizeof (guint64));
   self->out_credits = g_array_new (FALSE, FALSE, sizeof (guint64));
   self->flush_scheduled = FALSE;
+  self->flushing = TRUE;
   send = self->connection != NULL;
   g_mutex_unlock (&self->lock);
 
@@ -579,6 +586,11 @@ stream_flush_cb (gpointer data)
                g_variant_new ("(@at)",
                               g_variant_new_fixed_array (G_VARIANT_TYPE_UINT64, closes->data,
                                                          closes->len, sizeof (guint64))));
+
+  g_mutex_lock (&self->lock);
+  self->flushing = FALSE;
+  self->last_write = g_get_monotonic_time ();
+  g_mutex_unlock (&self->lock);
 
   return G_SOURCE_REMOVE;
 }
@@ -882,6 +894,53 @@ send_post (MpStreamLink *link,
   g_mutex_unlock (&self->lock);
 }
 
+/* A post made this long (µs) after the last write is written by its poster at once, if
+ * nothing else waits to be written: a lone post (a request, an answer) then costs no wake-up
+ * of the worker thread. Posts made closer together are gathered into bursts by the worker
+ * thread, as before, so that a fast producer is not slowed by a write per post. */
+#define MP_STREAM_LONE_GAP 20
+
+/* With the stream's lock held (which orders the stream's writes), on the direct path: a
+ * Post frame with the one post @data (in normal form, or NULL) for @link, written now. */
+static void
+write_lone_post_locked (MpStreamLink *link,
+                        GVariant     *data)
+{
+  MpStream *self = link->stream;
+  gsize size = data != NULL ? g_variant_get_size (data) : 0;
+  const char *table[] = { data != NULL ? g_variant_get_type_string (data) : "", NULL };
+  guint32 zero = 0, end = (guint32) size;
+  g_autoptr(GVariant) body = NULL;
+  g_autoptr(GBytes) bytes = NULL;
+
+  link->in_flight += MP_STREAM_COST_OVERHEAD + (guint) size;
+  body = g_variant_ref_sink (g_variant_new ("(@at@au^as@au@ay@au@at)",
+                                            g_variant_new_fixed_array (G_VARIANT_TYPE_UINT64,
+                                                                       &link->id, 1, 8),
+                                            g_variant_new_fixed_array (G_VARIANT_TYPE_UINT32,
+                                                                       &zero, 1, 4),
+                                            table,
+                                            g_variant_new_fixed_array (G_VARIANT_TYPE_UINT32,
+                                                                       &end, 1, 4),
+                                            g_variant_new_fixed_array (G_VARIANT_TYPE_BYTE,
+                                                                       data != NULL ? g_variant_get_data (data) : NULL,
+                                                                       size, 1),
+                                            g_variant_new_fixed_array (G_VARIANT_TYPE_UINT32,
+                                                                       &zero, 1, 4),
+                                            g_variant_new_fixed_array (G_VARIANT_TYPE_UINT64,
+                                                                       NULL, 0, 8)));
+#if G_BYTE_ORDER == G_BIG_ENDIAN
+  {
+    GVariant *swapped = g_variant_take_ref (g_variant_byteswap (body));
+
+    g_variant_unref (body);
+    body = swapped;
+  }
+#endif
+  bytes = g_variant_get_data_as_bytes (body);
+  mp_frames_send (self->frames, FRAME_POST, bytes);
+}
+
 /* The relay's sink, in the thread that posted @message on the application's end, with the
  * relay's side locked, nothing queued at it and no message of it being dispatched: the
  * post goes to the outbox at once, or, while the port's window is full, to the backlog
@@ -897,6 +956,7 @@ link_sink_post (MpPipeSink *sink,
   MpStreamLink *link = (MpStreamLink *) ((char *) sink - G_STRUCT_OFFSET (MpStreamLink, sink));
   MpStream *self = link->stream;
   gboolean taken = FALSE;
+  gint64 now;
 
   g_mutex_lock (&self->lock);
   if (!self->closing)
@@ -904,6 +964,13 @@ link_sink_post (MpPipeSink *sink,
       if (link->backlog.length > 0 || link->in_flight >= MP_STREAM_WINDOW)
         g_queue_push_tail (&link->backlog,
                            mp_message_new_take (data != NULL ? g_variant_ref (data) : NULL, NULL));
+      else if (self->frames != NULL && !self->flush_scheduled && !self->flushing &&
+               self->out_posts.ports->len == 0 && self->out_full.length == 0 &&
+               (now = g_get_monotonic_time ()) - self->last_write >= MP_STREAM_LONE_GAP)
+        {
+          write_lone_post_locked (link, data);
+          self->last_write = now;
+        }
       else
         outbox_append_locked (link, data, NULL, 0);
       taken = TRUE;
@@ -2057,6 +2124,7 @@ on_connection_closed (GDBusConnection *connection,
 {
   MpStream *self = data;
   g_autoptr(GPtrArray) relays = g_ptr_array_new_with_free_func (g_object_unref);
+  MpFrames *frames;
   GHashTableIter iter;
   gpointer value;
 
@@ -2081,7 +2149,10 @@ on_connection_closed (GDBusConnection *connection,
   for (guint i = 0; i < relays->len; i++)
     mp_message_port_close (g_ptr_array_index (relays, i));
 
-  g_clear_pointer (&self->frames, mp_frames_free);
+  g_mutex_lock (&self->lock);
+  frames = g_steal_pointer (&self->frames);
+  g_mutex_unlock (&self->lock);
+  g_clear_pointer (&frames, mp_frames_free);
 
   if (self->linger_source != NULL)
     {
@@ -2290,7 +2361,13 @@ stream_begin_cb (gpointer data)
       if (self->ended)
         close (direct_fd);
       else
-        self->frames = mp_frames_new (direct_fd, mp_worker_context (), on_frame, self);
+        {
+          MpFrames *frames = mp_frames_new (direct_fd, mp_worker_context (), on_frame, self);
+
+          g_mutex_lock (&self->lock);
+          self->frames = frames;
+          g_mutex_unlock (&self->lock);
+        }
     }
 
   for (guint i = 0; i < links->len; i++)

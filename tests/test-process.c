@@ -2368,6 +2368,87 @@ test_protocol_no_offer (Raw           *raw,
 typedef void (*ChildTest) (Fixture       *f,
                            gconstpointer  data);
 
+/* Two threads post on the stream's port at once, each its own numbered echoes; every
+ * seventh of one thread's carries a port of a new channel. A post without ports leaves from
+ * its poster's thread when nothing waits ahead of it at the relay, a post with ports takes
+ * the relay (and the posts after it, until it is sent): each thread's echoes come back once,
+ * in its order, with its ports where they were. */
+typedef struct
+{
+  MpMessagePort *port;
+  guint32 thread;
+  guint32 n;
+} MixedPoster;
+
+static gpointer
+mixed_poster (gpointer data)
+{
+  MixedPoster *poster = data;
+
+  for (guint32 i = 0; i < poster->n; i++)
+    {
+      GVariant *echo = g_variant_new ("(sv)", "echo",
+                                      g_variant_new ("(uu)", poster->thread, i));
+
+      if (poster->thread == 1 && i % 7 == 0)
+        {
+          g_autoptr(MpMessageChannel) channel = mp_message_channel_new ();
+
+          post_with_port (poster->port, echo, mp_message_channel_get_port2 (channel));
+        }
+      else
+        {
+          g_autoptr(GError) error = NULL;
+
+          g_assert_true (mp_message_port_post (poster->port, echo, &error));
+          g_assert_no_error (error);
+        }
+    }
+
+  return NULL;
+}
+
+static void
+test_mixed_posters (Fixture       *f,
+                    gconstpointer  data)
+{
+  const guint32 n = scaled (20000);
+  MixedPoster posters[2] = { { f->rec.port, 0, n }, { f->rec.port, 1, n } };
+  GThread *threads[2];
+  guint32 next[2] = { 0, 0 };
+
+  /* Once the stream is up, so that posts can leave from the posters' threads. */
+  wait_stream_up (f);
+  mp_message_port_start (f->rec.port);
+  for (guint t = 0; t < 2; t++)
+    threads[t] = g_thread_new ("mixed-poster", mixed_poster, &posters[t]);
+  for (guint t = 0; t < 2; t++)
+    g_thread_join (threads[t]);
+
+  WAIT_FOR (f->context, f->rec.received->len == 2 * n);
+  spin_context (f->context, QUIET_MSEC);
+  g_assert_cmpuint (f->rec.received->len, ==, 2 * n);
+  for (guint i = 0; i < f->rec.received->len; i++)
+    {
+      MpMessage *message = g_ptr_array_index (f->rec.received, i);
+      const char *command;
+      g_autoptr(GVariant) arg = NULL;
+      guint32 thread, seq;
+
+      g_variant_get (mp_message_get_data (message), "(&sv)", &command, &arg);
+      g_assert_cmpstr (command, ==, "echo");
+      g_variant_get (arg, "(uu)", &thread, &seq);
+      g_assert_cmpuint (thread, <, 2);
+      g_assert_cmpuint (seq, ==, next[thread]);
+      next[thread]++;
+      g_assert_cmpuint (mp_message_get_ports (message)->len, ==,
+                        thread == 1 && seq % 7 == 0 ? 1 : 0);
+    }
+
+  mp_message_port_close (f->rec.port);
+  wait_child_success (f);
+}
+
 /* The cases with a child, registered under the run's path. */
 static const struct
 {
@@ -2381,6 +2462,7 @@ static const struct
   { "close/by-child", test_close_by_child },
   { "close/by-exit", test_close_by_exit },
   { "receive-async", test_receive_async },
+  { "mixed-posters", test_mixed_posters },
   { "transfer/to-child", test_transfer_to_child },
   { "transfer/from-child", test_transfer_from_child },
   { "transfer/round-trip", test_transfer_round_trip },
