@@ -1,18 +1,49 @@
-/* mp-bench.h: what mp-bench.c's harness shares with the scenarios kept in other files
- * (xproc.c): implementations, samples, the counting main loop, the baselines' sink
+/* mp-bench.h: what mp-bench's files share: implementations, samples, scenarios, and the
+ * harness (harness.c) they measure with: the clock, a latch, the measured region and its
+ * heap allocations, the counting main loop, the baselines' sink
  *
  * SPDX-License-Identifier: LGPL-2.1-or-later
+ *
+ * The map of the files is at the top of mp-bench.c.
  */
 
 #pragma once
 
+#include <stdlib.h>   /* __GLIBC__, for COUNT_ALLOCS */
+
 #include <gio/gio.h>
+#include <mpport/mpport.h>
 
 G_BEGIN_DECLS
 
 #define BASELINE_BUDGET       1024      /* messages per dispatch, as MP_MESSAGE_PORT_DISPATCH_BUDGET */
 #define PINGPONG_WARMUP       1000      /* round trips before the measured ones */
 #define TIMEOUT_SECONDS       120
+
+/* GCC says which sanitizer is on with __SANITIZE_*__, clang with __has_feature (nested: GCC
+ * before 14 cannot even parse __has_feature (x) in an #if). */
+#if defined(__SANITIZE_THREAD__)
+#define BENCH_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature (thread_sanitizer)
+#define BENCH_TSAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define BENCH_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature (address_sanitizer)
+#define BENCH_ASAN 1
+#endif
+#endif
+
+/* 1 where harness.c counts heap allocations: glibc's, and not under ASan or TSan, which
+ * interpose the allocator themselves (the tables and the JSON say so when it is 0). */
+#if defined(__GLIBC__) && !defined(BENCH_ASAN) && !defined(BENCH_TSAN)
+#define COUNT_ALLOCS 1
+#else
+#define COUNT_ALLOCS 0
+#endif
 
 typedef enum {
   IMPL_MPPORT,
@@ -26,7 +57,9 @@ typedef enum {
   N_IMPLS
 } Impl;
 
+/* In mp-bench.c. Names: --impls, the JSON, the RESULT lines; labels: the tables. */
 extern const char *const impl_names[N_IMPLS];
+extern const char *const impl_labels[N_IMPLS];
 
 /* One measurement. */
 typedef struct
@@ -62,10 +95,29 @@ typedef void (*DeliverFunc) (GVariant *data,
 /* This program, for the child processes. */
 extern char *self_exe;
 
+/* The options the harness reads; main() (mp-bench.c) parses them all before any run. */
+extern double opt_scale;          /* --scale: see scaled () */
+extern gboolean opt_callgrind;    /* --callgrind: see measure_begin () */
+
 gint64   now_ns         (void);
 guint64  scaled         (guint64       count);
 int      compare_double (gconstpointer a,
                          gconstpointer b);
+
+/* A latch: count up, wait for a target. Also used as a one-shot gate (target 1). */
+typedef struct
+{
+  GMutex mutex;
+  GCond cond;
+  guint count;
+} Latch;
+
+void     latch_init     (Latch         *latch);
+void     latch_clear    (Latch         *latch);
+void     latch_add      (Latch         *latch);
+/* The process fails if @target is not reached within TIMEOUT_SECONDS. */
+void     latch_wait     (Latch         *latch,
+                         guint          target);
 
 /* The measured region: heap allocations of this process in it (every thread) end up in
  * measured_allocs; under --callgrind only it is counted. Main thread only. */
@@ -89,6 +141,9 @@ void     loop_run_until (Loop           *loop,
                          const gboolean *done);
 void     loop_flush     (Loop           *loop);
 void     loop_free      (Loop           *loop);
+
+/* The calling thread's Loop, from loop_new () to loop_free (); NULL before and after. */
+extern _Thread_local Loop *thread_loop;
 
 /* The baselines' receiving object: a "message" (GVariant) signal, emitted once per message
  * with g_signal_emit (sink, sink_message_signal, 0, data). */
@@ -127,5 +182,13 @@ void bench_receiver_on_signal (GDBusConnection *connection,
 
 /* A GSpawnChildSetupFunc: the child gets SIGTERM when the sample's process dies. */
 void     die_with_parent (gpointer data);
+
+/* In mp-bench.c: spawns @argv (stderr inherited) and reads the RESULT line of the sample it
+ * ran (mp-bench --raw, or bench/peers/scenarios.mjs) into @out. */
+void     run_child_sample (const char *const *argv,
+                           GSpawnFlags        flags,
+                           const Scenario    *scenario,
+                           Impl               impl,
+                           Sample            *out);
 
 G_END_DECLS

@@ -24,7 +24,7 @@ import {
   workerData,
 } from 'node:worker_threads';
 
-// As in bench/mp-bench.c.
+// As in bench/mp-bench.h, scenario-tput.c and scenario-bcast.c.
 const FANIN_PRODUCERS = 4;
 const BCAST_RECEIVERS = 4;
 const PINGPONG_WARMUP = 1000;
