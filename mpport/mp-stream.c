@@ -45,9 +45,17 @@
  * GDBus marshalling, no hop through GDBus's thread. The D-Bus connection stays beside it,
  * for the handshake and as the stream's life line.
  *
- * Threads: the relays, the outbox's flush, the connection's set-up and its "closed", and the
- * direct path run on mpport's worker thread; the filter runs in GDBus's worker thread. The table of ports and
- * the outbox are shared by the two, under the stream's lock; no user code runs on either. */
+ * A post without transfers made while its relay holds nothing skips the relay: the
+ * relay's sink (link_sink_post(), MpPipeSink in mp-pipe-private.h) puts it in the outbox
+ * from the posting thread, which also writes a lone post at once on the direct path. The
+ * worker thread then only writes; a burst's posts for one port reach the application's
+ * inbox under one lock (mp_pipe_side_send_all()).
+ *
+ * Threads: the relays, the outbox's flush, the connection's set-up and its "closed", and
+ * the direct path's reading run on mpport's worker thread; the filter runs in GDBus's
+ * worker thread; the sink runs in any thread that posts. The table of ports, the outbox,
+ * the ports' flow-control counts and backlogs are shared under the stream's lock (taken
+ * after a side's lock, never before one); no user code runs under it. */
 
 typedef struct _MpStream MpStream;
 
