@@ -1,4 +1,4 @@
-/* mp-frames-private.h: length-prefixed frames over a socket, on mpport's worker thread
+/* mp-frames-private.h: length-prefixed frames over a socket
  *
  * SPDX-License-Identifier: LGPL-2.1-or-later
  */
@@ -16,7 +16,8 @@ G_BEGIN_DECLS
 
 typedef struct _MpFrames MpFrames;
 
-/* Called on the context given to mp_frames_new() for each frame read, in order: @kind and
+/* Called for each frame read, in order, with the reading lock held (on the context given
+ * to mp_frames_new(), or in the thread of mp_frames_try_read()): @kind and
  * its @body (transfer none, 8-byte aligned). At the end of the stream, or when the socket
  * fails or sends a frame that breaks the format, it is called once more with @kind 0, @body
  * %NULL and @error (transfer none; %NULL for a clean end of stream); nothing follows. */
@@ -25,15 +26,32 @@ typedef void (*MpFramesFunc) (guint8        kind,
                               const GError *error,
                               gpointer      user_data);
 
-/* Reads and writes frames on the connected stream socket @fd (taken: closed with the
- * object), both on @context's thread (mpport's worker thread), which must not be the
- * application's. @func may free nothing of @self; mp_frames_free() stops it. */
+/* Reads and writes frames on the connected stream socket @fd (taken: closed by
+ * mp_frames_close()), watched on @context (mpport's worker thread's); one reference.
+ * @func may close nothing of @self; mp_frames_close() stops it. */
 MpFrames *mp_frames_new        (int            fd,
                                 GMainContext  *context,
                                 MpFramesFunc   func,
                                 gpointer       user_data);
-/* Stops reading, drops what was not written, closes the socket. The context's thread. */
-void      mp_frames_free       (MpFrames      *self);
+/* Stops reading (after a read in progress on another thread), drops what was not written,
+ * closes the socket, and drops the caller's reference. The context's thread. */
+void      mp_frames_close      (MpFrames      *self);
+MpFrames *mp_frames_ref        (MpFrames      *self);
+/* Frees what mp_frames_close() left, at the last reference. Any thread. */
+void      mp_frames_unref      (MpFrames      *self);
+
+/* Asked by the context's thread when the socket is readable: TRUE if another thread is
+ * about to read it (mp_frames_try_read()), and the context's thread should let it, and ask
+ * again a millisecond later if the socket is still readable. */
+typedef gboolean (*MpFramesDeferFunc) (gpointer user_data);
+
+void      mp_frames_set_defer  (MpFrames          *self,
+                                MpFramesDeferFunc  defer);
+/* Reads and hands over what the socket has, on the calling thread, unless a read is in
+ * progress elsewhere (then FALSE). Any thread, outside @func. */
+gboolean  mp_frames_try_read   (MpFrames      *self);
+/* The socket, to watch for reading on another context. */
+int       mp_frames_get_fd     (MpFrames      *self);
 
 /* Queues a frame of @kind with @body and writes what it can without blocking; the rest is
  * written as the socket takes it. Any thread; the caller keeps the frames in order. */

@@ -25,8 +25,12 @@
 
 #define READ_CHUNK (64 * 1024)
 
+/* How long the context's thread leaves the reading to another before it looks again. */
+#define MP_FRAMES_DEFER_MSEC 1
+
 struct _MpFrames
 {
+  gatomicrefcount ref_count;
   int fd;
   GMainContext *context;    /* strong */
   MpFramesFunc func;
@@ -36,6 +40,13 @@ struct _MpFrames
   GByteArray *in;
   GSource *in_source;
   gboolean ended;           /* func was called with kind 0 */
+  /* Reading may also come from another thread (mp_frames_try_read()): everything above
+   * and what follows is guarded by in_lock, held while func runs. The context's source
+   * asks defer before it reads; if told to, it stops watching for resume_source's time. */
+  GMutex in_lock;
+  MpFramesDeferFunc defer;
+  GSource *resume_source;
+  gboolean closed;          /* mp_frames_close() ran */
 
   /* Writing: the bytes queued, from out_offset on, and the source waiting for room, all
    * guarded by out_lock. */
@@ -178,12 +189,63 @@ read_available (MpFrames *self)
     }
 }
 
+static gboolean on_readable (int           fd,
+                             GIOCondition  condition,
+                             gpointer      data);
+
+/* With in_lock held. */
+static void
+watch_readable (MpFrames *self)
+{
+  self->in_source = g_unix_fd_source_new (self->fd, G_IO_IN | G_IO_HUP | G_IO_ERR);
+  g_source_set_static_name (self->in_source, "MpFrames in");
+  g_source_set_callback (self->in_source, G_SOURCE_FUNC (on_readable), self, NULL);
+  g_source_attach (self->in_source, self->context);
+}
+
+static gboolean
+on_resume (gpointer data)
+{
+  MpFrames *self = data;
+
+  g_mutex_lock (&self->in_lock);
+  g_clear_pointer (&self->resume_source, g_source_unref);
+  if (!self->closed && !self->ended && self->in_source == NULL)
+    watch_readable (self);
+  g_mutex_unlock (&self->in_lock);
+
+  return G_SOURCE_REMOVE;
+}
+
 static gboolean
 on_readable (int           fd,
              GIOCondition  condition,
              gpointer      data)
 {
-  read_available (data);
+  MpFrames *self = data;
+
+  /* Someone else reads for now: stop watching (a level-triggered watch would wake this
+   * thread again at once) and look again later. */
+  if (self->defer != NULL && self->defer (self->user_data))
+    {
+      g_mutex_lock (&self->in_lock);
+      if (self->in_source != NULL && self->resume_source == NULL)
+        {
+          g_source_destroy (self->in_source);
+          g_clear_pointer (&self->in_source, g_source_unref);
+          self->resume_source = g_timeout_source_new (MP_FRAMES_DEFER_MSEC);
+          g_source_set_static_name (self->resume_source, "MpFrames resume");
+          g_source_set_callback (self->resume_source, on_resume, self, NULL);
+          g_source_attach (self->resume_source, self->context);
+        }
+      g_mutex_unlock (&self->in_lock);
+      return G_SOURCE_REMOVE;
+    }
+
+  g_mutex_lock (&self->in_lock);
+  if (!self->closed)
+    read_available (self);
+  g_mutex_unlock (&self->in_lock);
 
   return G_SOURCE_CONTINUE;   /* end() destroys the source */
 }
@@ -191,7 +253,37 @@ on_readable (int           fd,
 void
 mp_frames_read_now (MpFrames *self)
 {
-  read_available (self);
+  g_mutex_lock (&self->in_lock);
+  if (!self->closed)
+    read_available (self);
+  g_mutex_unlock (&self->in_lock);
+}
+
+gboolean
+mp_frames_try_read (MpFrames *self)
+{
+  if (!g_mutex_trylock (&self->in_lock))
+    return FALSE;
+  if (!self->closed)
+    read_available (self);
+  g_mutex_unlock (&self->in_lock);
+
+  return TRUE;
+}
+
+void
+mp_frames_set_defer (MpFrames          *self,
+                     MpFramesDeferFunc  defer)
+{
+  g_mutex_lock (&self->in_lock);
+  self->defer = defer;
+  g_mutex_unlock (&self->in_lock);
+}
+
+int
+mp_frames_get_fd (MpFrames *self)
+{
+  return self->fd;
 }
 
 /* Writes what it can without blocking. With out_lock held. */
@@ -327,39 +419,74 @@ mp_frames_new (int           fd,
 {
   MpFrames *self = g_new0 (MpFrames, 1);
 
+  g_atomic_ref_count_init (&self->ref_count);
   self->fd = fd;
   self->context = g_main_context_ref (context);
   self->func = func;
   self->user_data = user_data;
+  g_mutex_init (&self->in_lock);
   self->in = g_byte_array_sized_new (READ_CHUNK);
   g_mutex_init (&self->out_lock);
   self->out = g_byte_array_sized_new (READ_CHUNK);
 
-  self->in_source = g_unix_fd_source_new (fd, G_IO_IN | G_IO_HUP | G_IO_ERR);
-  g_source_set_static_name (self->in_source, "MpFrames in");
-  g_source_set_callback (self->in_source, G_SOURCE_FUNC (on_readable), self, NULL);
-  g_source_attach (self->in_source, context);
+  g_mutex_lock (&self->in_lock);
+  watch_readable (self);
+  g_mutex_unlock (&self->in_lock);
+
+  return self;
+}
+
+MpFrames *
+mp_frames_ref (MpFrames *self)
+{
+  g_atomic_ref_count_inc (&self->ref_count);
 
   return self;
 }
 
 void
-mp_frames_free (MpFrames *self)
+mp_frames_unref (MpFrames *self)
 {
+  if (!g_atomic_ref_count_dec (&self->ref_count))
+    return;
+
+  g_assert (self->closed);
+  g_byte_array_unref (self->in);
+  g_byte_array_unref (self->out);
+  g_mutex_clear (&self->in_lock);
+  g_mutex_clear (&self->out_lock);
+  g_main_context_unref (self->context);
+  g_free (self);
+}
+
+void
+mp_frames_close (MpFrames *self)
+{
+  /* After a read in progress on another thread, and before any other starts. */
+  g_mutex_lock (&self->in_lock);
+  self->closed = TRUE;
   if (self->in_source != NULL)
     {
       g_source_destroy (self->in_source);
-      g_source_unref (self->in_source);
+      g_clear_pointer (&self->in_source, g_source_unref);
     }
+  if (self->resume_source != NULL)
+    {
+      g_source_destroy (self->resume_source);
+      g_clear_pointer (&self->resume_source, g_source_unref);
+    }
+  g_mutex_unlock (&self->in_lock);
+
+  g_mutex_lock (&self->out_lock);
   if (self->out_source != NULL)
     {
       g_source_destroy (self->out_source);
-      g_source_unref (self->out_source);
+      g_clear_pointer (&self->out_source, g_source_unref);
     }
-  g_byte_array_unref (self->in);
-  g_byte_array_unref (self->out);
-  g_mutex_clear (&self->out_lock);
-  g_main_context_unref (self->context);
+  self->failed = TRUE;
   close (self->fd);
-  g_free (self);
+  self->fd = -1;
+  g_mutex_unlock (&self->out_lock);
+
+  mp_frames_unref (self);
 }

@@ -283,6 +283,18 @@ struct _MpStream
   int offered_fd;
   int direct_fd;
   MpFrames *frames;
+  /* The direct path is also read on the context of the application's end of port 0, once
+   * it is started there (stream_attach_app_reader()): a post then reaches the application
+   * with no hop through the worker thread. app_reader and app_context (strong): worker
+   * thread only. app_polling: the context is in its poll, so its thread will read when the
+   * socket is readable; app_reads: how often it did (both atomic). deferring and
+   * deferred_reads: the worker thread's, while it leaves the reading to that thread. */
+  GSource *app_reader;
+  GMainContext *app_context;
+  int app_polling;
+  int app_reads;
+  gboolean deferring;
+  int deferred_reads;
 
   /* Worker thread only. ended: the connection closed. */
   guint64 next_id;
@@ -347,6 +359,7 @@ stream_unref (gpointer data)
   g_async_queue_unref (self->grant_queue);
   g_assert (self->grant_source == NULL);
   g_assert (self->frames == NULL);
+  g_assert (self->app_reader == NULL);
   if (self->offered_fd >= 0)
     close (self->offered_fd);
   if (self->direct_fd >= 0)
@@ -2157,10 +2170,18 @@ on_connection_closed (GDBusConnection *connection,
   for (guint i = 0; i < relays->len; i++)
     mp_message_port_close (g_ptr_array_index (relays, i));
 
+  /* The application's context stops watching the socket before it is closed (a read in
+   * progress there ends first: mp_frames_close() waits for it). */
+  if (self->app_reader != NULL)
+    {
+      g_source_destroy (self->app_reader);
+      g_clear_pointer (&self->app_reader, g_source_unref);
+      g_clear_pointer (&self->app_context, g_main_context_unref);
+    }
   g_mutex_lock (&self->lock);
   frames = g_steal_pointer (&self->frames);
   g_mutex_unlock (&self->lock);
-  g_clear_pointer (&frames, mp_frames_free);
+  g_clear_pointer (&frames, mp_frames_close);
 
   if (self->linger_source != NULL)
     {
@@ -2343,6 +2364,145 @@ on_frame (guint8        kind,
 
 /* The other side's Hello came (handle_hello()): the direct path opens if both agreed, and
  * the ports start sending. */
+/* The reader on the application's context: a GSource watching the direct path's socket.
+ * Its prepare() and check() bracket the context's poll, so the worker thread knows when
+ * this thread sleeps in it and will wake for the socket (app_polling). */
+typedef struct
+{
+  GSource parent;
+  MpStream *stream;   /* strong */
+  gpointer tag;
+} AppReader;
+
+static gboolean
+app_reader_prepare (GSource *source,
+                    gint    *timeout)
+{
+  g_atomic_int_set (&((AppReader *) source)->stream->app_polling, 1);
+  *timeout = -1;
+
+  return FALSE;
+}
+
+static gboolean
+app_reader_check (GSource *source)
+{
+  AppReader *reader = (AppReader *) source;
+
+  g_atomic_int_set (&reader->stream->app_polling, 0);
+
+  return (g_source_query_unix_fd (source, reader->tag) & (G_IO_IN | G_IO_HUP | G_IO_ERR)) != 0;
+}
+
+static gboolean
+app_reader_dispatch (GSource     *source,
+                     GSourceFunc  callback,
+                     gpointer     user_data)
+{
+  MpStream *self = ((AppReader *) source)->stream;
+  MpFrames *frames;
+
+  g_atomic_int_set (&self->app_polling, 0);
+  g_mutex_lock (&self->lock);
+  frames = self->frames != NULL ? mp_frames_ref (self->frames) : NULL;
+  g_mutex_unlock (&self->lock);
+
+  /* The worker thread may be reading: it hands over what it reads, and this source comes
+   * back while the socket stays readable. */
+  if (frames != NULL)
+    {
+      if (mp_frames_try_read (frames))
+        g_atomic_int_inc (&self->app_reads);
+      mp_frames_unref (frames);
+    }
+
+  return G_SOURCE_CONTINUE;
+}
+
+static void
+app_reader_finalize (GSource *source)
+{
+  g_clear_pointer (&((AppReader *) source)->stream, stream_unref);
+}
+
+static GSourceFuncs app_reader_funcs = {
+  .prepare = app_reader_prepare,
+  .check = app_reader_check,
+  .dispatch = app_reader_dispatch,
+  .finalize = app_reader_finalize,
+};
+
+/* Worker thread: once the application's end of port 0 is started on a context of its own,
+ * that context reads the direct path too. */
+static void
+stream_attach_app_reader (MpStream *self)
+{
+  MpStreamLink *link;
+  MpPipeSide *side = NULL;
+  GMainContext *context = NULL;
+  guint64 first = 0;
+  AppReader *reader;
+
+  g_mutex_lock (&self->lock);
+  link = g_hash_table_lookup (self->links, &first);
+  if (link != NULL && self->frames != NULL)
+    side = link->fed;   /* links are freed on this thread only */
+  g_mutex_unlock (&self->lock);
+  if (side == NULL || !mp_pipe_side_test (side, MP_SIDE_ATTACHED))
+    return;
+
+  g_mutex_lock (&side->mutex);
+  if (side->source != NULL && g_source_get_context (side->source) != NULL)
+    context = g_main_context_ref (g_source_get_context (side->source));
+  g_mutex_unlock (&side->mutex);
+  if (context == NULL || context == mp_worker_context ())
+    {
+      g_clear_pointer (&context, g_main_context_unref);
+      return;
+    }
+
+  /* The context is held until the stream ends: destroying the source from this thread
+   * must never race with its context's finalization. */
+  reader = (AppReader *) g_source_new (&app_reader_funcs, sizeof (AppReader));
+  reader->stream = stream_ref (self);
+  reader->tag = g_source_add_unix_fd (&reader->parent, mp_frames_get_fd (self->frames),
+                                      G_IO_IN | G_IO_HUP | G_IO_ERR);
+  g_source_set_static_name (&reader->parent, "MpStream application reader");
+  self->app_context = context;
+  self->app_reader = &reader->parent;
+  g_source_attach (self->app_reader, context);
+}
+
+/* The worker thread's question before it reads the direct path (MpFramesDeferFunc): it
+ * leaves the reading to the application's context while that context's thread sleeps in
+ * its poll (it wakes for the socket and reads), and takes it back if that thread did not
+ * read since the last time it was left to it (its context is busy or no longer iterated). */
+static gboolean
+stream_defer_read (gpointer data)
+{
+  MpStream *self = data;
+  int reads;
+
+  if (self->app_reader == NULL)
+    stream_attach_app_reader (self);
+  if (self->app_reader == NULL || !g_atomic_int_get (&self->app_polling))
+    {
+      self->deferring = FALSE;
+      return FALSE;
+    }
+
+  reads = g_atomic_int_get (&self->app_reads);
+  if (self->deferring && reads == self->deferred_reads)
+    {
+      self->deferring = FALSE;
+      return FALSE;
+    }
+  self->deferring = TRUE;
+  self->deferred_reads = reads;
+
+  return TRUE;
+}
+
 static gboolean
 stream_begin_cb (gpointer data)
 {
@@ -2372,6 +2532,7 @@ stream_begin_cb (gpointer data)
         {
           MpFrames *frames = mp_frames_new (direct_fd, mp_worker_context (), on_frame, self);
 
+          mp_frames_set_defer (frames, stream_defer_read);
           g_mutex_lock (&self->lock);
           self->frames = frames;
           g_mutex_unlock (&self->lock);
@@ -2459,6 +2620,41 @@ mp_stream_connection_flags (MpStreamFlags flags)
   return result;
 }
 
+/* GLib 2.74 keeps the description of a GVariant type (its GVariantTypeInfo) only while a
+ * value of that type exists, in a table under a global lock: each Post built or read
+ * alone made and freed the descriptions of its tuple and columns again, most of the
+ * 100 000 instructions a round trip cost (callgrind, xproc-pingpong). Values of the
+ * bodies' types, kept for the life of the process, keep them. */
+static void
+keep_body_types (void)
+{
+  static gsize kept = 0;
+
+  if (g_once_init_enter (&kept))
+    {
+      const char *const none[] = { NULL };
+      GVariant *post = g_variant_new ("(@at@au^as@au@ay@au@at)",
+                                      g_variant_new_fixed_array (G_VARIANT_TYPE_UINT64, NULL, 0, 8),
+                                      g_variant_new_fixed_array (G_VARIANT_TYPE_UINT32, NULL, 0, 4),
+                                      none,
+                                      g_variant_new_fixed_array (G_VARIANT_TYPE_UINT32, NULL, 0, 4),
+                                      g_variant_new_fixed_array (G_VARIANT_TYPE_BYTE, NULL, 0, 1),
+                                      g_variant_new_fixed_array (G_VARIANT_TYPE_UINT32, NULL, 0, 4),
+                                      g_variant_new_fixed_array (G_VARIANT_TYPE_UINT64, NULL, 0, 8));
+      GVariant *close = g_variant_new ("(@at)", g_variant_new_fixed_array (G_VARIANT_TYPE_UINT64,
+                                                                          NULL, 0, 8));
+      GVariant *credit = g_variant_new ("(@a(tt))", g_variant_new_array (G_VARIANT_TYPE ("(tt)"),
+                                                                        NULL, 0));
+
+      g_assert (g_variant_is_of_type (post, G_VARIANT_TYPE (MP_STREAM_POST_TYPE)));
+      /* Deliberately never freed (the type descriptions are what is kept). */
+      g_variant_ref_sink (post);
+      g_variant_ref_sink (close);
+      g_variant_ref_sink (credit);
+      g_once_init_leave (&kept, 1);
+    }
+}
+
 /* A stream with port 0 in its table: the application's end is returned in @port. */
 static MpStream *
 stream_new (gboolean        server,
@@ -2467,6 +2663,8 @@ stream_new (gboolean        server,
   MpStream *self = g_new0 (MpStream, 1);
   MpPipe *pipe = mp_pipe_new ();
   MpStreamLink *link;
+
+  keep_body_types ();
 
   g_atomic_ref_count_init (&self->ref_count);
   self->server = server;
