@@ -96,4 +96,20 @@ void                  mp_stream_receive_frame    (MpStream             *self,
 gboolean              mp_stream_is_broken        (MpStream             *self);
 void                  mp_stream_free_detached    (MpStream             *self);
 
+/* The serialized Post body (MP_STREAM_POST_TYPE, little-endian, normal form) of @n posts
+ * given as its columns, written directly rather than through GVariant's builders (which
+ * cost tens of thousands of instructions for a lone post): the same bytes as
+ * g_variant_get_data() of the tuple GVariant would give (tests/test-wire.c compares). */
+GBytes               *mp_stream_encode_post      (guint                 n,
+                                                  const guint64        *ports,
+                                                  const guint32        *types,
+                                                  const char *const    *table,
+                                                  guint                 n_table,
+                                                  const guint32        *ends,
+                                                  const guint8         *payloads,
+                                                  gsize                 payloads_size,
+                                                  const guint32        *counts,
+                                                  const guint64        *transfers,
+                                                  guint                 n_transfers);
+
 G_END_DECLS

@@ -167,6 +167,123 @@ burst_to_body (MpStreamBurst *burst)
                         fixed_array (burst->transfers, G_VARIANT_TYPE_UINT64));
 }
 
+/* GVariant's framing: the size of the offsets of a container whose body takes
+ * @body_size bytes and has @n_offsets framing offsets (gvariant-serialiser.c's
+ * gvs_calculate_total_size() and gvs_get_offset_size()). */
+static guint
+framing_offset_size (gsize body_size,
+                     gsize n_offsets)
+{
+  if (body_size + n_offsets == 0)
+    return 0;
+  if (body_size + n_offsets <= G_MAXUINT8)
+    return 1;
+  if (body_size + 2 * n_offsets <= G_MAXUINT16)
+    return 2;
+  if (body_size + 4 * n_offsets <= G_MAXUINT32)
+    return 4;
+  return 8;
+}
+
+static void
+append_le (GByteArray *out,
+           guint64     value,
+           guint       size)
+{
+  guint8 bytes[8];
+
+  for (guint i = 0; i < size; i++)
+    bytes[i] = (guint8) (value >> (8 * i));
+  g_byte_array_append (out, bytes, size);
+}
+
+static void
+append_padding (GByteArray *out,
+                guint       alignment)
+{
+  static const guint8 zeros[8] = { 0, };
+
+  g_byte_array_append (out, zeros, (alignment - out->len % alignment) % alignment);
+}
+
+/* Appends @n little-endian values of @size bytes each, aligned to @size. */
+static void
+append_fixed (GByteArray    *out,
+              gconstpointer  values,
+              gsize          n,
+              guint          size)
+{
+  append_padding (out, size);
+#if G_BYTE_ORDER == G_LITTLE_ENDIAN
+  g_byte_array_append (out, values, n * size);
+#else
+  for (gsize i = 0; i < n; i++)
+    append_le (out, size == 8 ? ((const guint64 *) values)[i] : ((const guint32 *) values)[i],
+               size);
+#endif
+}
+
+GBytes *
+mp_stream_encode_post (guint                n,
+                       const guint64       *ports,
+                       const guint32       *types,
+                       const char *const   *table,
+                       guint                n_table,
+                       const guint32       *ends,
+                       const guint8        *payloads,
+                       gsize                payloads_size,
+                       const guint32       *counts,
+                       const guint64       *transfers,
+                       guint                n_transfers)
+{
+  GByteArray *out = g_byte_array_sized_new (64 + n * 20 + payloads_size + n_transfers * 8);
+  gsize member_ends[6];
+  gsize start, strings_size = 0;
+  guint offset_size;
+
+  /* The members in order, each aligned to its own alignment from the tuple's start; the end
+   * of each but the last is a framing offset of the tuple. */
+  append_fixed (out, ports, n, 8);
+  member_ends[0] = out->len;
+  append_fixed (out, types, n, 4);
+  member_ends[1] = out->len;
+
+  /* as: the strings with their NULs, then the end of each, relative to the array's start,
+   * in the size its whole size calls for. */
+  start = out->len;
+  for (guint i = 0; i < n_table; i++)
+    strings_size += strlen (table[i]) + 1;
+  offset_size = framing_offset_size (strings_size, n_table);
+  for (guint i = 0; i < n_table; i++)
+    g_byte_array_append (out, (const guint8 *) table[i], strlen (table[i]) + 1);
+  {
+    gsize end = 0;
+
+    for (guint i = 0; i < n_table; i++)
+      {
+        end += strlen (table[i]) + 1;
+        append_le (out, end, offset_size);
+      }
+  }
+  member_ends[2] = out->len;
+  g_assert (out->len - start == strings_size + (gsize) n_table * offset_size);
+
+  append_fixed (out, ends, n, 4);
+  member_ends[3] = out->len;
+  g_byte_array_append (out, payloads, payloads_size);
+  member_ends[4] = out->len;
+  append_fixed (out, counts, n, 4);
+  member_ends[5] = out->len;
+  append_fixed (out, transfers, n_transfers, 8);
+
+  /* The tuple's framing offsets, the first member's last. */
+  offset_size = framing_offset_size (out->len, G_N_ELEMENTS (member_ends));
+  for (guint i = G_N_ELEMENTS (member_ends); i > 0; i--)
+    append_le (out, member_ends[i - 1], offset_size);
+
+  return g_byte_array_free_to_bytes (out);
+}
+
 /* Flow control, receiving side (docs/wire.md): what arrived on one port and what its
  * application took since. The feed is hooked on the side whose inbox the port's posts land
  * in (the application's end), which reports every message taken out of it; once a quarter
@@ -554,6 +671,32 @@ send_data (MpStream   *self,
   mp_frames_send (self->frames, kind, bytes);
 }
 
+/* Sends @burst as one Post: on the direct path written directly (mp_stream_encode_post()),
+ * as a signal through GVariant. Worker thread. */
+static void
+send_burst (MpStream      *self,
+            MpStreamBurst *burst)
+{
+  g_autoptr(GBytes) body = NULL;
+
+  if (self->frames == NULL)
+    {
+      send_data (self, MP_STREAM_POST, FRAME_POST, burst_to_body (burst));
+      return;
+    }
+
+  body = mp_stream_encode_post (burst->ports->len, (const guint64 *) (gpointer) burst->ports->data,
+                                (const guint32 *) (gpointer) burst->types->data,
+                                (const char *const *) burst->type_table->pdata,
+                                burst->type_table->len,
+                                (const guint32 *) (gpointer) burst->ends->data,
+                                burst->payloads->data, burst->payloads->len,
+                                (const guint32 *) (gpointer) burst->n_transfers->data,
+                                (const guint64 *) (gpointer) burst->transfers->data,
+                                burst->transfers->len);
+  mp_frames_send (self->frames, FRAME_POST, body);
+}
+
 /* The flush: everything in the outbox, as one Post signal (or a few, for big posts) and
  * then one Close signal. Runs once per main-loop iteration of the worker thread that left
  * something in the outbox, after the relays (it has a lower priority): a burst of posts on
@@ -596,11 +739,11 @@ stream_flush_cb (gpointer data)
   while ((burst = g_queue_pop_head (&full)) != NULL)
     {
       if (send)
-        send_data (self, MP_STREAM_POST, FRAME_POST, burst_to_body (burst));
+        send_burst (self, burst);
       burst_free (burst);
     }
   if (send && posts.ports->len > 0)
-    send_data (self, MP_STREAM_POST, FRAME_POST, burst_to_body (&posts));
+    send_burst (self, &posts);
   burst_clear (&posts);
   if (send && closes->len > 0)
     send_data (self, MP_STREAM_CLOSE, FRAME_CLOSE,
@@ -929,37 +1072,15 @@ write_lone_post_locked (MpStreamLink *link,
 {
   MpStream *self = link->stream;
   gsize size = data != NULL ? g_variant_get_size (data) : 0;
-  const char *table[] = { data != NULL ? g_variant_get_type_string (data) : "", NULL };
+  const char *table[] = { data != NULL ? g_variant_get_type_string (data) : "" };
   guint32 zero = 0, end = (guint32) size;
-  g_autoptr(GVariant) body = NULL;
-  g_autoptr(GBytes) bytes = NULL;
+  g_autoptr(GBytes) body = NULL;
 
   link->in_flight += MP_STREAM_COST_OVERHEAD + (guint) size;
-  body = g_variant_ref_sink (g_variant_new ("(@at@au^as@au@ay@au@at)",
-                                            g_variant_new_fixed_array (G_VARIANT_TYPE_UINT64,
-                                                                       &link->id, 1, 8),
-                                            g_variant_new_fixed_array (G_VARIANT_TYPE_UINT32,
-                                                                       &zero, 1, 4),
-                                            table,
-                                            g_variant_new_fixed_array (G_VARIANT_TYPE_UINT32,
-                                                                       &end, 1, 4),
-                                            g_variant_new_fixed_array (G_VARIANT_TYPE_BYTE,
-                                                                       data != NULL ? g_variant_get_data (data) : NULL,
-                                                                       size, 1),
-                                            g_variant_new_fixed_array (G_VARIANT_TYPE_UINT32,
-                                                                       &zero, 1, 4),
-                                            g_variant_new_fixed_array (G_VARIANT_TYPE_UINT64,
-                                                                       NULL, 0, 8)));
-#if G_BYTE_ORDER == G_BIG_ENDIAN
-  {
-    GVariant *swapped = g_variant_take_ref (g_variant_byteswap (body));
-
-    g_variant_unref (body);
-    body = swapped;
-  }
-#endif
-  bytes = g_variant_get_data_as_bytes (body);
-  mp_frames_send (self->frames, FRAME_POST, bytes);
+  body = mp_stream_encode_post (1, &link->id, &zero, table, 1, &end,
+                                data != NULL ? g_variant_get_data (data) : NULL, size,
+                                &zero, NULL, 0);
+  mp_frames_send (self->frames, FRAME_POST, body);
 }
 
 /* The relay's sink, in the thread that posted @message on the application's end, with the
@@ -1571,8 +1692,24 @@ error_free0 (gpointer error)
     g_error_free (error);
 }
 
-/* A Post signal: its columns checked against each other, then each post decoded and
- * handled in order. */
+/* A Post's columns (MP_STREAM_POST_TYPE), as read from its body. */
+typedef struct
+{
+  const guint64 *ports;
+  const guint32 *types;
+  const guint32 *ends;
+  const guint32 *counts;
+  const guint64 *transfers;
+  const char **table;     /* n_table strings */
+  GBytes *payloads;       /* the ay column */
+  gsize n, n_types, n_ends, n_counts, n_transfers, n_table;
+} PostColumns;
+
+static void handle_columns (MpStream    *self,
+                            PostColumns *columns);
+
+/* A Post read through GVariant: whatever bytes it was given, GVariant reads some value of
+ * the type (the default one for a part that is not well formed). */
 static void
 handle_burst (MpStream *self,
               GVariant *body)
@@ -1586,23 +1723,158 @@ handle_burst (MpStream *self,
   g_autoptr(GVariant) transfers_v = g_variant_get_child_value (body, 6);
   g_autoptr(GBytes) payloads = g_variant_get_data_as_bytes (payloads_v);
   g_autofree const char **table = NULL;
+  PostColumns columns = { 0, };
+
+  columns.ports = g_variant_get_fixed_array (ports_v, &columns.n, sizeof (guint64));
+  columns.types = g_variant_get_fixed_array (types_v, &columns.n_types, sizeof (guint32));
+  columns.ends = g_variant_get_fixed_array (ends_v, &columns.n_ends, sizeof (guint32));
+  columns.counts = g_variant_get_fixed_array (counts_v, &columns.n_counts, sizeof (guint32));
+  columns.transfers = g_variant_get_fixed_array (transfers_v, &columns.n_transfers,
+                                                 sizeof (guint64));
+  table = g_variant_get_strv (table_v, &columns.n_table);
+  columns.table = table;
+  columns.payloads = payloads;
+
+  handle_columns (self, &columns);
+}
+
+/* GVariant's framing: the size of a container's offsets, from its whole size
+ * (gvariant-serialiser.c's gvs_get_offset_size()). */
+static guint
+read_offset_size (gsize size)
+{
+  if (size > G_MAXUINT32)
+    return 8;
+  if (size > G_MAXUINT16)
+    return 4;
+  if (size > G_MAXUINT8)
+    return 2;
+  return size > 0 ? 1 : 0;
+}
+
+static gsize
+read_le (const guint8 *p,
+         guint         size)
+{
+  guint64 value = 0;
+
+  for (guint i = 0; i < size; i++)
+    value |= (guint64) p[i] << (8 * i);
+
+  return (gsize) value;
+}
+
+/* Reads a Post body serialized as mp_stream_encode_post() writes it, in the calling
+ * thread and without GVariant (whose reading of a small Post costs more than all the rest
+ * of its delivery). It accepts only a body in normal form that reads unambiguously: its
+ * framing offsets in order and in bounds, padding zero, each fixed-size column a whole
+ * number of elements, each string NUL-terminated, without another NUL, UTF-8. Then
+ * GVariant would read the same columns. Anything else returns FALSE, and the body is read
+ * through GVariant (handle_burst()), which decides. @strings gets the table. */
+static gboolean
+parse_post (GBytes      *body,
+            PostColumns *columns,
+            GPtrArray   *strings)
+{
+#if G_BYTE_ORDER == G_LITTLE_ENDIAN
+  static const guint alignments[7] = { 8, 4, 1, 4, 1, 4, 8 };
+  static const guint element_sizes[7] = { 8, 4, 0, 4, 1, 4, 8 };
+  gsize n;
+  const guint8 *d = g_bytes_get_data (body, &n);
+  guint osz = read_offset_size (n);
+  gsize body_end, starts[7], ends[7], previous = 0;
+
+  if (osz == 0 || n < 6 * (gsize) osz || ((gsize) d & 7) != 0)
+    return FALSE;
+  body_end = n - 6 * (gsize) osz;
+  for (guint i = 0; i < 7; i++)
+    {
+      gsize start = (previous + alignments[i] - 1) / alignments[i] * alignments[i];
+      gsize end = i < 6 ? read_le (d + n - (i + 1) * (gsize) osz, osz) : body_end;
+
+      if (start > end || end > body_end)
+        return FALSE;
+      for (gsize j = previous; j < start; j++)
+        if (d[j] != 0)
+          return FALSE;
+      if (element_sizes[i] > 1 && (end - start) % element_sizes[i] != 0)
+        return FALSE;
+      starts[i] = start;
+      ends[i] = end;
+      previous = end;
+    }
+
+  columns->ports = (const guint64 *) (gconstpointer) (d + starts[0]);
+  columns->n = (ends[0] - starts[0]) / 8;
+  columns->types = (const guint32 *) (gconstpointer) (d + starts[1]);
+  columns->n_types = (ends[1] - starts[1]) / 4;
+  columns->ends = (const guint32 *) (gconstpointer) (d + starts[3]);
+  columns->n_ends = (ends[3] - starts[3]) / 4;
+  columns->counts = (const guint32 *) (gconstpointer) (d + starts[5]);
+  columns->n_counts = (ends[5] - starts[5]) / 4;
+  columns->transfers = (const guint64 *) (gconstpointer) (d + starts[6]);
+  columns->n_transfers = (ends[6] - starts[6]) / 8;
+
+  /* The strings: their ends (relative to the array) after them, in the size the array's
+   * own size calls for; the last end is where the offsets start. */
+  {
+    const guint8 *a = d + starts[2];
+    gsize size = ends[2] - starts[2];
+    guint asz = read_offset_size (size);
+    gsize last, count, from = 0;
+
+    if (size > 0)
+      {
+        if (size < asz)
+          return FALSE;
+        last = read_le (a + size - asz, asz);
+        if (last > size - asz || (size - last) % asz != 0)
+          return FALSE;
+        count = (size - last) / asz;
+        for (gsize j = 0; j < count; j++)
+          {
+            gsize to = read_le (a + last + j * asz, asz);
+
+            if (to <= from || to > last || a[to - 1] != '\0' ||
+                memchr (a + from, '\0', to - from - 1) != NULL ||
+                !g_utf8_validate ((const char *) a + from, (gssize) (to - from - 1), NULL))
+              return FALSE;
+            g_ptr_array_add (strings, (gpointer) (a + from));
+            from = to;
+          }
+        if (from != last)
+          return FALSE;
+      }
+  }
+  columns->table = (const char **) strings->pdata;
+  columns->n_table = strings->len;
+  columns->payloads = g_bytes_new_from_bytes (body, starts[4], ends[4] - starts[4]);
+
+  return TRUE;
+#else
+  return FALSE;
+#endif
+}
+
+/* A Post: its columns checked against each other, then each post decoded and handled in
+ * order. */
+static void
+handle_columns (MpStream    *self,
+                PostColumns *columns)
+{
+  const guint64 *ports = columns->ports, *transfers = columns->transfers;
+  const guint32 *types = columns->types, *ends = columns->ends, *counts = columns->counts;
+  const char **table = columns->table;
+  GBytes *payloads = columns->payloads;
+  gsize n = columns->n, n_types = columns->n_types, n_ends = columns->n_ends;
+  gsize n_counts = columns->n_counts, n_transfers = columns->n_transfers;
+  gsize n_table = columns->n_table, size;
+  const guint8 *bytes = g_bytes_get_data (payloads, &size);
   g_autoptr(GPtrArray) table_errors = NULL;
   LinkCache cache = { 0, };
-  const guint64 *ports, *transfers;
-  const guint32 *types, *ends, *counts;
-  const guint8 *bytes;
-  gsize n, n_types, n_ends, n_counts, n_transfers, n_table, size;
   guint64 total_transfers = 0;
   guint32 start = 0;
   gsize next_transfer = 0;
-
-  ports = g_variant_get_fixed_array (ports_v, &n, sizeof (guint64));
-  types = g_variant_get_fixed_array (types_v, &n_types, sizeof (guint32));
-  ends = g_variant_get_fixed_array (ends_v, &n_ends, sizeof (guint32));
-  counts = g_variant_get_fixed_array (counts_v, &n_counts, sizeof (guint32));
-  transfers = g_variant_get_fixed_array (transfers_v, &n_transfers, sizeof (guint64));
-  bytes = g_bytes_get_data (payloads, &size);
-  table = g_variant_get_strv (table_v, &n_table);
 
   /* A sender never sends an empty burst; and a frame whose framing is broken reads as
    * empty columns: that must not pass for a Post that carried nothing. */
@@ -2344,6 +2616,19 @@ on_frame (guint8        kind,
    * would walk every byte of its payloads (GLib checks arrays element by element), which
    * cost more than the rest of its decoding; a Post that is not in normal form reads as
    * columns that do not add up, or as posts that are each checked for their own type. */
+  if (kind == FRAME_POST)
+    {
+      g_autoptr(GPtrArray) strings = g_ptr_array_new ();
+      PostColumns columns = { 0, };
+
+      if (parse_post (body, &columns, strings))
+        {
+          handle_columns (self, &columns);
+          g_bytes_unref (columns.payloads);
+          return;
+        }
+    }
+
   value = g_variant_ref_sink (g_variant_new_from_bytes (G_VARIANT_TYPE (type), body, FALSE));
   if (kind != FRAME_POST && !g_variant_is_normal_form (value))
     {

@@ -10,6 +10,7 @@
 #include <mpport/mpport.h>
 #include <string.h>
 
+#include "mp-stream-private.h"
 #include "mp-wire-private.h"
 
 #include "mp-test-util.h"
@@ -889,6 +890,78 @@ test_decode_garbage (void)
   g_rand_free (rand);
 }
 
+/* A Post body written by mp_stream_encode_post() is byte for byte what GVariant makes of
+ * the same columns: bursts of 1 to 300 posts, type tables of 1 to 40 strings (long ones
+ * make the strings' framing offsets two bytes wide), payloads of 0 bytes to 80 KiB (the
+ * tuple's offsets one, two and four bytes wide), with and without transfers. */
+static void
+test_encode_post (void)
+{
+  static const guint sizes[] = { 1, 2, 5, 40, 300 };
+  static const gsize payload_sizes[] = { 0, 3, 200, 4000, 80000 };
+
+  for (guint s = 0; s < G_N_ELEMENTS (sizes); s++)
+    for (guint p = 0; p < G_N_ELEMENTS (payload_sizes); p++)
+      for (guint with_transfers = 0; with_transfers < 2; with_transfers++)
+        {
+          guint n = sizes[s];
+          guint n_table = 1 + (n + p) % 40;
+          g_autofree guint64 *ports = g_new (guint64, n);
+          g_autofree guint32 *types = g_new (guint32, n);
+          g_autofree guint32 *ends = g_new (guint32, n);
+          g_autofree guint32 *counts = g_new0 (guint32, n);
+          g_autofree guint8 *payloads = g_malloc (payload_sizes[p] + 1);
+          g_autoptr(GPtrArray) table = g_ptr_array_new_with_free_func (g_free);
+          g_autoptr(GArray) transfers = g_array_new (FALSE, FALSE, sizeof (guint64));
+          g_autoptr(GVariant) expected = NULL;
+          g_autoptr(GBytes) got = NULL;
+
+          for (guint t = 0; t < n_table; t++)
+            g_ptr_array_add (table, g_strnfill ((t * 37 + p * 11) % (t % 3 == 0 ? 200 : 9), 'a' + t % 26));
+          g_ptr_array_add (table, NULL);
+          for (gsize i = 0; i < payload_sizes[p]; i++)
+            payloads[i] = (guint8) g_test_rand_int ();
+          for (guint i = 0; i < n; i++)
+            {
+              ports[i] = g_test_rand_int () % 3 == 0 ? G_GUINT64_CONSTANT (0x123456789abc) + i : i;
+              types[i] = i % n_table;
+              ends[i] = (guint32) (payload_sizes[p] * (i + 1) / n);
+              if (with_transfers && i % 3 == 1)
+                {
+                  counts[i] = 1 + i % 4;
+                  for (guint k = 0; k < counts[i]; k++)
+                    {
+                      guint64 id = 2 * (transfers->len + 1);
+
+                      g_array_append_val (transfers, id);
+                    }
+                }
+            }
+
+          expected = g_variant_ref_sink (g_variant_new ("(@at@au^as@au@ay@au@at)",
+                                                        g_variant_new_fixed_array (G_VARIANT_TYPE_UINT64, ports, n, 8),
+                                                        g_variant_new_fixed_array (G_VARIANT_TYPE_UINT32, types, n, 4),
+                                                        (const char *const *) table->pdata,
+                                                        g_variant_new_fixed_array (G_VARIANT_TYPE_UINT32, ends, n, 4),
+                                                        g_variant_new_fixed_array (G_VARIANT_TYPE_BYTE, payloads, payload_sizes[p], 1),
+                                                        g_variant_new_fixed_array (G_VARIANT_TYPE_UINT32, counts, n, 4),
+                                                        g_variant_new_fixed_array (G_VARIANT_TYPE_UINT64, transfers->data, transfers->len, 8)));
+          got = mp_stream_encode_post (n, ports, types, (const char *const *) table->pdata, n_table,
+                                       ends, payloads, payload_sizes[p], counts,
+                                       (const guint64 *) (gpointer) transfers->data, transfers->len);
+#if G_BYTE_ORDER == G_BIG_ENDIAN
+          {
+            GVariant *swapped = g_variant_take_ref (g_variant_byteswap (expected));
+
+            g_variant_unref (expected);
+            expected = swapped;
+          }
+#endif
+          g_assert_cmpmem (g_bytes_get_data (got, NULL), g_bytes_get_size (got),
+                           g_variant_get_data (expected), g_variant_get_size (expected));
+        }
+}
+
 int
 main (int    argc,
       char **argv)
@@ -917,6 +990,7 @@ main (int    argc,
   g_test_add_func ("/mpport/wire/decode/bad-posts-in-order", test_decode_bad_posts);
   g_test_add_func ("/mpport/wire/decode/no-retention", test_decode_no_retention);
   g_test_add_func ("/mpport/wire/decode/garbage", test_decode_garbage);
+  g_test_add_func ("/mpport/wire/encode-post", test_encode_post);
 
   return g_test_run ();
 }
