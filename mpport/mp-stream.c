@@ -329,6 +329,11 @@ typedef struct
   /* Hooked on the relay's side while the link is started: a post made while nothing waits
    * ahead of it goes to the outbox from the posting thread (link_sink_post()). */
   MpPipeSink sink;
+  /* Posts without transfers that the sink took while the window was full, encoded as they
+   * will be sent (a burst of this port only, from held_next on; held.ports is NULL until
+   * first used): older than every post in backlog. Guarded by stream->lock. */
+  MpStreamBurst held;
+  guint held_next;
   /* The relay closed while posts waited for credit: the Close goes after them. Worker
    * thread only. */
   gboolean close_after_backlog;
@@ -617,6 +622,8 @@ link_free (MpStreamLink *link)
   feed_unref (link->feed);
 
   g_queue_clear_full (&link->backlog, (GDestroyNotify) mp_message_unref);
+  if (link->held.ports != NULL)
+    burst_clear (&link->held);
   g_object_unref (link->relay);
   stream_unref (link->stream);
   g_free (link);
@@ -920,6 +927,13 @@ link_finish (MpStreamLink *link)
   link_free (link);
 }
 
+/* Posts waiting in @link's held burst. With the stream's lock held. */
+static guint
+held_length (MpStreamLink *link)
+{
+  return link->held.ports != NULL ? link->held.ports->len - link->held_next : 0;
+}
+
 static void
 on_relay_close (MpMessagePort *relay,
                 gpointer       data)
@@ -929,7 +943,7 @@ on_relay_close (MpMessagePort *relay,
 
   g_mutex_lock (&link->stream->lock);
   gone = link->remote_closed || link->stream->closing;
-  waiting = link->backlog.length > 0;
+  waiting = link->backlog.length > 0 || held_length (link) > 0;
   g_mutex_unlock (&link->stream->lock);
 
   /* The application's end closed: its Close goes after the posts that wait for credit. */
@@ -990,6 +1004,24 @@ outbox_make_room_locked (MpStream *self,
   g_queue_push_tail (&self->out_full, full);
 }
 
+/* With the stream's lock held, the stream not closing: a post of @link (its payload's type
+ * string and serialized bytes) joins the outbox, and its cost the port's flight. */
+static void
+outbox_append_raw_locked (MpStreamLink  *link,
+                          const char    *type_string,
+                          gconstpointer  data,
+                          gsize          size,
+                          const guint64 *ids,
+                          guint          n_ids)
+{
+  MpStream *self = link->stream;
+
+  outbox_make_room_locked (self, size, n_ids);
+  link->in_flight += MP_STREAM_COST_OVERHEAD + (guint) size;
+  burst_append (&self->out_posts, link->id, type_string, data, size, ids, n_ids);
+  stream_schedule_flush_locked (self);
+}
+
 /* With the stream's lock held, the stream not closing: @normal (the payload's normal form,
  * or NULL for a NULL post) joins the outbox for @link, and its cost the port's flight. */
 static void
@@ -998,15 +1030,47 @@ outbox_append_locked (MpStreamLink  *link,
                       const guint64 *ids,
                       guint          n_ids)
 {
-  MpStream *self = link->stream;
-  gsize size = normal != NULL ? g_variant_get_size (normal) : 0;
+  outbox_append_raw_locked (link, normal != NULL ? g_variant_get_type_string (normal) : "",
+                            normal != NULL ? g_variant_get_data (normal) : NULL,
+                            normal != NULL ? g_variant_get_size (normal) : 0, ids, n_ids);
+}
 
-  outbox_make_room_locked (self, size, n_ids);
-  link->in_flight += MP_STREAM_COST_OVERHEAD + (guint) size;
-  burst_append (&self->out_posts, link->id,
-                normal != NULL ? g_variant_get_type_string (normal) : "",
-                normal != NULL ? g_variant_get_data (normal) : NULL, size, ids, n_ids);
-  stream_schedule_flush_locked (self);
+/* With the stream's lock held: @data (normal form, or NULL) waits in @link's held burst. */
+static void
+held_append_locked (MpStreamLink *link,
+                    GVariant     *data)
+{
+  if (link->held.ports == NULL)
+    burst_init (&link->held);
+  burst_append (&link->held, link->id, data != NULL ? g_variant_get_type_string (data) : "",
+                data != NULL ? g_variant_get_data (data) : NULL,
+                data != NULL ? g_variant_get_size (data) : 0, NULL, 0);
+}
+
+/* With the stream's lock held: the held posts go to the outbox, oldest first, as far as the
+ * window allows. */
+static void
+held_release_locked (MpStreamLink *link)
+{
+  MpStreamBurst *held = &link->held;
+
+  while (held_length (link) > 0 && link->in_flight < MP_STREAM_WINDOW)
+    {
+      guint i = link->held_next++;
+      guint32 start = i > 0 ? g_array_index (held->ends, guint32, i - 1) : 0;
+      guint32 end = g_array_index (held->ends, guint32, i);
+      guint32 type = g_array_index (held->types, guint32, i);
+
+      outbox_append_raw_locked (link, g_ptr_array_index (held->type_table, type),
+                                held->payloads->data + start, end - start, NULL, 0);
+    }
+  if (held->ports != NULL && held_length (link) == 0)
+    {
+      /* Emptied: made anew, so that its memory goes with the burst it held. */
+      burst_clear (held);
+      held->ports = NULL;
+      link->held_next = 0;
+    }
 }
 
 /* Worker thread: puts @message, posted by the application on the other end of @link's
@@ -1103,9 +1167,11 @@ link_sink_post (MpPipeSink *sink,
   g_mutex_lock (&self->lock);
   if (!self->closing)
     {
-      if (link->backlog.length > 0 || link->in_flight >= MP_STREAM_WINDOW)
+      if (link->backlog.length > 0)
         g_queue_push_tail (&link->backlog,
                            mp_message_new_take (data != NULL ? g_variant_ref (data) : NULL, NULL));
+      else if (held_length (link) > 0 || link->in_flight >= MP_STREAM_WINDOW)
+        held_append_locked (link, data);
       else if (self->frames != NULL && !self->flush_scheduled && !self->flushing &&
                self->out_posts.ports->len == 0 && self->out_full.length == 0 &&
                (now = g_get_monotonic_time ()) - self->last_write >= MP_STREAM_LONE_GAP)
@@ -1133,7 +1199,8 @@ relay_sink (MpMessage *message,
   gboolean wait;
 
   g_mutex_lock (&link->stream->lock);
-  wait = link->backlog.length > 0 || link->in_flight >= MP_STREAM_WINDOW;
+  wait = link->backlog.length > 0 || held_length (link) > 0 ||
+         link->in_flight >= MP_STREAM_WINDOW;
   if (wait)
     g_queue_push_tail (&link->backlog, mp_message_ref (message));
   g_mutex_unlock (&link->stream->lock);
@@ -1160,10 +1227,12 @@ link_apply_credit (MpStreamLink *link,
   if (!over)
     {
       link->in_flight -= credit;
+      if (!self->closing)
+        held_release_locked (link);
       /* The posts without transfers go in one locked section (their payloads are mostly in
        * normal form already: made by the post's check); the first with ports, or one that
        * cannot travel, is left to send_post() below. */
-      while (link->in_flight < MP_STREAM_WINDOW && !self->closing &&
+      while (link->in_flight < MP_STREAM_WINDOW && !self->closing && held_length (link) == 0 &&
              (message = g_queue_peek_head (&link->backlog)) != NULL &&
              (message->ports == NULL || message->ports->len == 0))
         {
@@ -1187,7 +1256,8 @@ link_apply_credit (MpStreamLink *link,
   for (;;)
     {
       g_mutex_lock (&self->lock);
-      message = link->in_flight < MP_STREAM_WINDOW ? g_queue_peek_head (&link->backlog) : NULL;
+      message = link->in_flight < MP_STREAM_WINDOW && held_length (link) == 0 ?
+                g_queue_peek_head (&link->backlog) : NULL;
       if (message != NULL)
         mp_message_ref (message);
       g_mutex_unlock (&self->lock);
@@ -1199,7 +1269,7 @@ link_apply_credit (MpStreamLink *link,
     }
 
   g_mutex_lock (&self->lock);
-  waiting = link->backlog.length > 0;
+  waiting = link->backlog.length > 0 || held_length (link) > 0;
   g_mutex_unlock (&self->lock);
   if (!waiting && link->close_after_backlog)
     link_finish (link);
@@ -2211,7 +2281,7 @@ stream_pending (MpStream *self)
     {
       MpStreamLink *link = value;
 
-      pending += link->backlog.length;
+      pending += link->backlog.length + held_length (link);
       g_ptr_array_add (relays, g_object_ref (link->relay));
     }
   g_mutex_unlock (&self->lock);
