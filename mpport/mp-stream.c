@@ -409,13 +409,12 @@ struct _MpStream
    * it is started there (stream_attach_app_reader()): a post then reaches the application
    * with no hop through the worker thread. app_reader and app_context (strong): worker
    * thread only. app_polling: the context is in its poll, so its thread will read when the
-   * socket is readable; app_reads: how often it did (both atomic). deferring and
-   * deferred_reads: the worker thread's, while it leaves the reading to that thread. */
+   * socket is readable; app_reads: how often it did (both atomic). deferred_reads:
+   * app_reads when the worker thread last looked (worker thread only). */
   GSource *app_reader;
   GMainContext *app_context;
   int app_polling;
   int app_reads;
-  gboolean deferring;
   int deferred_reads;
 
   /* Worker thread only. ended: the connection closed. */
@@ -452,7 +451,9 @@ static void stream_break (MpStream   *self,
                           const char *format,
                           ...) G_GNUC_PRINTF (2, 3);
 static void streams_forget (MpStream *self);
-static void link_start (MpStreamLink *link);
+static void link_start (MpStreamLink *link,
+                        gboolean      with_sink);
+static void link_install_sink (MpStreamLink *link);
 
 static MpStream *
 stream_ref (MpStream *self)
@@ -979,7 +980,9 @@ adopt_port (MpStream      *self,
   g_hash_table_insert (self->links, &link->id, link);
   g_mutex_unlock (&self->lock);
 
-  link_start (link);
+  /* Without its sink until the post that names it is in the outbox (send_post()): a post
+   * made on it meanwhile from another thread must not overtake that post. */
+  link_start (link, FALSE);
 
   return id;
 }
@@ -1120,6 +1123,19 @@ send_post (MpStreamLink *link,
   if (!self->closing && !drop)
     outbox_append_locked (link, normal, ids, n_ids);
   g_mutex_unlock (&self->lock);
+
+  /* The post that names the adopted ports is in the outbox: posts on them may now skip
+   * their relays. (Links are freed on this thread only; one may have finished already.) */
+  for (guint i = 0; i < n_ids && !drop; i++)
+    {
+      MpStreamLink *adopted;
+
+      g_mutex_lock (&self->lock);
+      adopted = g_hash_table_lookup (self->links, &ids[i]);
+      g_mutex_unlock (&self->lock);
+      if (adopted != NULL && adopted->started && !adopted->finished)
+        link_install_sink (adopted);
+    }
 }
 
 /* A post made this long (µs) after the last write is written by its poster at once, if
@@ -1196,12 +1212,22 @@ relay_sink (MpMessage *message,
             gpointer   data)
 {
   MpStreamLink *link = data;
+  g_autoptr(GVariant) normal = NULL;
+  gboolean plain = message->ports == NULL || message->ports->len == 0;
   gboolean wait;
+
+  /* A post without transfers that must wait, and has only held posts ahead of it, waits
+   * encoded with them (its payload is in normal form already: made by the post's check). */
+  if (plain && message->data != NULL)
+    normal = mp_wire_encode_payload (message->data, NULL);
 
   g_mutex_lock (&link->stream->lock);
   wait = link->backlog.length > 0 || held_length (link) > 0 ||
          link->in_flight >= MP_STREAM_WINDOW;
-  if (wait)
+  if (wait && plain && link->backlog.length == 0 && (message->data == NULL || normal != NULL) &&
+      !link->stream->closing)
+    held_append_locked (link, normal);
+  else if (wait)
     g_queue_push_tail (&link->backlog, mp_message_ref (message));
   g_mutex_unlock (&link->stream->lock);
 
@@ -1367,23 +1393,31 @@ static GSourceFuncs grant_source_funcs = {
   .finalize = grant_source_finalize,
 };
 
+/* Worker thread: from now on, posts on the application's end of @link may skip its relay
+ * (link_sink_post()). */
+static void
+link_install_sink (MpStreamLink *link)
+{
+  MpPipeSide *side = mp_message_port_get_side (link->relay);
+
+  link->sink.post = link_sink_post;
+  g_mutex_lock (&side->mutex);
+  mp_pipe_side_set_sink_locked (side, &link->sink);
+  g_mutex_unlock (&side->mutex);
+}
+
 /* Worker thread: starts relaying @link (in the table). A relay that closed before it could
  * start never emits "close": it is finished here. */
 static void
-link_start (MpStreamLink *link)
+link_start (MpStreamLink *link,
+            gboolean      with_sink)
 {
   if (link->started || link->finished)
     return;
   link->started = TRUE;
   mp_message_port_set_sink (link->relay, relay_sink, link);
-  {
-    MpPipeSide *side = mp_message_port_get_side (link->relay);
-
-    link->sink.post = link_sink_post;
-    g_mutex_lock (&side->mutex);
-    mp_pipe_side_set_sink_locked (side, &link->sink);
-    g_mutex_unlock (&side->mutex);
-  }
+  if (with_sink)
+    link_install_sink (link);
   link->close_id = g_signal_connect (link->relay, "close", G_CALLBACK (on_relay_close), link);
   mp_message_port_start (link->relay);
   /* On this thread, a started port has a context until its own dispatch retires it. */
@@ -1415,7 +1449,7 @@ start_links_cb (gpointer data)
 
       /* Links are freed on this thread only: @link stays valid. */
       if (link != NULL)
-        link_start (link);
+        link_start (link, TRUE);
     }
 
   g_array_unref (start->ids);
@@ -2836,26 +2870,22 @@ static gboolean
 stream_defer_read (gpointer data)
 {
   MpStream *self = data;
+  gboolean active;
   int reads;
 
   if (self->app_reader == NULL)
     stream_attach_app_reader (self);
-  if (self->app_reader == NULL || !g_atomic_int_get (&self->app_polling))
-    {
-      self->deferring = FALSE;
-      return FALSE;
-    }
+  if (self->app_reader == NULL)
+    return FALSE;
 
+  /* It reads each time its context iterates, busy or asleep: leave it the reading if it is
+   * asleep in its poll (it wakes for the socket) or read since the last look (it keeps up).
+   * Otherwise its context is busy elsewhere or no longer iterated, and this thread reads. */
   reads = g_atomic_int_get (&self->app_reads);
-  if (self->deferring && reads == self->deferred_reads)
-    {
-      self->deferring = FALSE;
-      return FALSE;
-    }
-  self->deferring = TRUE;
+  active = reads != self->deferred_reads;
   self->deferred_reads = reads;
 
-  return TRUE;
+  return active || g_atomic_int_get (&self->app_polling);
 }
 
 static gboolean
@@ -2895,7 +2925,7 @@ stream_begin_cb (gpointer data)
     }
 
   for (guint i = 0; i < links->len; i++)
-    link_start (g_ptr_array_index (links, i));
+    link_start (g_ptr_array_index (links, i), TRUE);
 
   return G_SOURCE_REMOVE;
 }
@@ -2980,7 +3010,7 @@ mp_stream_connection_flags (MpStreamFlags flags)
  * alone made and freed the descriptions of its tuple and columns again, most of the
  * 100 000 instructions a round trip cost (callgrind, xproc-pingpong). Values of the
  * bodies' types, kept for the life of the process, keep them. */
-static GVariant *kept_bodies[3];   /* reachable, so that no leak checker minds them */
+static GVariant *volatile kept_bodies[3];   /* reachable (volatile: the stores stay), so that no leak checker minds them */
 
 static void
 keep_body_types (void)
