@@ -372,6 +372,9 @@ struct _MpStream
    * (link_sink_post()). Guarded by lock. */
   gboolean flushing;
   gint64 last_write;
+  /* app_reads at the last write: a post made after the application's context read
+   * something (an answer to a request) is lone however soon it comes. */
+  int last_write_reads;
   GArray *out_closes;
   gboolean flush_scheduled;
   /* Credits to send: (id, cost) pairs. Guarded by lock; sent by the flush. */
@@ -762,6 +765,7 @@ stream_flush_cb (gpointer data)
   g_mutex_lock (&self->lock);
   self->flushing = FALSE;
   self->last_write = g_get_monotonic_time ();
+  self->last_write_reads = g_atomic_int_get (&self->app_reads);
   g_mutex_unlock (&self->lock);
 
   return G_SOURCE_REMOVE;
@@ -1138,10 +1142,11 @@ send_post (MpStreamLink *link,
     }
 }
 
-/* A post made this long (µs) after the last write is written by its poster at once, if
- * nothing else waits to be written: a lone post (a request, an answer) then costs no wake-up
- * of the worker thread. Posts made closer together are gathered into bursts by the worker
- * thread, as before, so that a fast producer is not slowed by a write per post. */
+/* A post made this long (µs) after the last write, or after the application's context
+ * read something since (an answer), is written by its poster at once if nothing else waits
+ * to be written: a lone post (a request, an answer) then costs no wake-up of the worker
+ * thread. Posts made closer together without reading in between are gathered into bursts
+ * by the worker thread, so that a fast producer is not slowed by a write per post. */
 #define MP_STREAM_LONE_GAP 20
 
 /* With the stream's lock held (which orders the stream's writes), on the direct path: a
@@ -1179,6 +1184,7 @@ link_sink_post (MpPipeSink *sink,
   MpStream *self = link->stream;
   gboolean taken = FALSE;
   gint64 now;
+  int reads;
 
   g_mutex_lock (&self->lock);
   if (!self->closing)
@@ -1190,10 +1196,12 @@ link_sink_post (MpPipeSink *sink,
         held_append_locked (link, data);
       else if (self->frames != NULL && !self->flush_scheduled && !self->flushing &&
                self->out_posts.ports->len == 0 && self->out_full.length == 0 &&
-               (now = g_get_monotonic_time ()) - self->last_write >= MP_STREAM_LONE_GAP)
+               ((reads = g_atomic_int_get (&self->app_reads)) != self->last_write_reads ||
+                (now = g_get_monotonic_time ()) - self->last_write >= MP_STREAM_LONE_GAP))
         {
           write_lone_post_locked (link, data);
-          self->last_write = now;
+          self->last_write = g_get_monotonic_time ();
+          self->last_write_reads = reads;
         }
       else
         outbox_append_locked (link, data, NULL, 0);
