@@ -19,9 +19,8 @@ MpMessagePort *mp_message_port_new_for_side (MpPipeSide *side,
 MpPipeSide    *mp_message_port_get_side     (MpMessagePort *self);
 
 /* Receives what the port would emit as "message", in its place: the message is borrowed,
- * as a handler's is. */
-typedef void (*MpMessagePortSink) (MpMessage *message,
-                                   gpointer   data);
+ * as a handler's is. Kept with its side's rarely used parts (MpPipeWaiters). */
+typedef MpPipeDeliverFunc MpMessagePortSink;
 
 void           mp_message_port_set_sink     (MpMessagePort     *self,
                                              MpMessagePortSink  sink,

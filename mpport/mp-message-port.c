@@ -87,11 +87,6 @@ struct _MpMessagePort
   /* Priority of the source. Written only by set_priority() (from the owning thread, as
    * GObject setters are), read anywhere. Atomic. */
   int priority;
-
-  /* Takes the messages in place of "message" (mp_message_port_set_sink()): a stream's relay
-   * (mp-stream.c). Set before start(); from then on only unset, on the port's thread. */
-  MpMessagePortSink sink;
-  gpointer sink_data;
 };
 
 G_DEFINE_FINAL_TYPE (MpMessagePort, mp_message_port, G_TYPE_OBJECT)
@@ -157,6 +152,8 @@ mp_port_source_dispatch (GSource     *source,
   while (side->source == source)
     {
       MpMessage *message;
+      MpPipeDeliverFunc deliver;
+      gpointer deliver_data;
 
       if (mp_pipe_side_test (side, MP_SIDE_CLOSE_PENDING))
         {
@@ -196,14 +193,16 @@ mp_port_source_dispatch (GSource     *source,
           continue;
         }
 
+      deliver = side->waiters != NULL ? side->waiters->deliver : NULL;
+      deliver_data = deliver != NULL ? side->waiters->deliver_data : NULL;
       g_mutex_unlock (&side->mutex);
 
       /* An entry for a message from another process that could not be decoded takes that
        * message's place, in order, and its share of the budget. */
       if (G_UNLIKELY (mp_message_is_error (message)))
         g_signal_emit (self, signals[SIGNAL_MESSAGE_ERROR], 0, message->error);
-      else if (self->sink != NULL)
-        self->sink (message, self->sink_data);
+      else if (deliver != NULL)
+        deliver (message, deliver_data);
       else
         g_signal_emit (self, signals[SIGNAL_MESSAGE], 0, message);
       mp_message_unref (message);
@@ -334,7 +333,7 @@ mp_message_port_finalize (GObject *object)
     mp_pipe_side_notify_peer_closed (side);
   mp_pipe_deferred_release (&deferred);
 
-  mp_pipe_unref (side->pipe);
+  mp_pipe_unref (mp_pipe_side_get_pipe (side));
 
   G_OBJECT_CLASS (mp_message_port_parent_class)->finalize (object);
 }
@@ -548,12 +547,11 @@ mp_message_port_new_for_side (MpPipeSide *side,
   self->side = side;
   self->detached = !owner;
   if (!mp_pipe_side_is_inert (side))   /* the inert pipe is never freed: no reference */
-    mp_pipe_ref (side->pipe);
+    mp_pipe_ref (mp_pipe_side_get_pipe (side));
 
   return self;
 }
 
-/* The side @self views. Immutable: callable under any lock. */
 /* Before start(), on the thread that will start the port; unset (NULL) on that thread at
  * any time. */
 void
@@ -561,12 +559,24 @@ mp_message_port_set_sink (MpMessagePort     *self,
                           MpMessagePortSink  sink,
                           gpointer           data)
 {
-  g_return_if_fail (MP_IS_MESSAGE_PORT (self));
-  g_return_if_fail (sink == NULL || !self->started);
+  MpPipeSide *side;
 
-  self->sink = sink;
-  self->sink_data = data;
+  g_return_if_fail (MP_IS_MESSAGE_PORT (self));
+
+  side = self->side;
+  g_mutex_lock (&side->mutex);
+  g_warn_if_fail (sink == NULL || !self->started);
+  if (side->waiters == NULL && sink != NULL)
+    side->waiters = g_new0 (MpPipeWaiters, 1);
+  if (side->waiters != NULL)
+    {
+      side->waiters->deliver = sink;
+      side->waiters->deliver_data = data;
+    }
+  g_mutex_unlock (&side->mutex);
 }
+
+/* The side @self views. Immutable: callable under any lock. */
 
 MpPipeSide *
 mp_message_port_get_side (MpMessagePort *self)
@@ -616,7 +626,7 @@ check_transfer_list (MpMessagePort        *self,
                                _("The transfer list contains the source port"));
           return FALSE;
         }
-      if (port->side == self->side->peer)
+      if (port->side == mp_pipe_side_get_peer (self->side))
         {
           g_set_error_literal (error, MP_ERROR, MP_ERROR_DATA_CLONE,
                                _("The transfer list contains the peer of the source port"));
@@ -662,7 +672,7 @@ post_with_transfer (MpMessagePort        *self,
 {
   g_autofree MpMessagePort **sorted = g_new (MpMessagePort *, n_transfer);
   g_autofree MpPipeSide **locks = g_new (MpPipeSide *, n_transfer + 1);
-  MpPipeSide *to = self->side->peer;
+  MpPipeSide *to = mp_pipe_side_get_peer (self->side);
   MpPipeDeferred deferred = MP_PIPE_DEFERRED_INIT;
   g_autofree MpPipeSide **travelling = g_new (MpPipeSide *, n_transfer);
   MpSendResult result = MP_SEND_REFUSED;
@@ -845,7 +855,7 @@ mp_message_port_post_message (MpMessagePort        *self,
 
   /* Towards another process (the peer is a stream's relay, mp-stream.c): a message that
    * cannot travel fails here, with MP_ERROR_DATA_CLONE, rather than being lost later. */
-  if (G_UNLIKELY (mp_pipe_side_test (self->side->peer, MP_SIDE_REMOTE)))
+  if (G_UNLIKELY (mp_pipe_side_test (mp_pipe_side_get_peer (self->side), MP_SIDE_REMOTE)))
     {
       GVariant *normal = data != NULL ? mp_wire_encode_payload (data, error) : NULL;
 
@@ -1162,7 +1172,7 @@ mp_message_port_is_peer_closed (MpMessagePort *self)
   side = self->side;
   return is_detached (self) ||
          mp_pipe_side_test (side, MP_SIDE_PEER_CLOSED) ||
-         mp_pipe_side_test (side->peer, MP_SIDE_CLOSED);
+         mp_pipe_side_test (mp_pipe_side_get_peer (side), MP_SIDE_CLOSED);
 }
 
 /**

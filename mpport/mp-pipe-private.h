@@ -36,11 +36,18 @@ typedef enum {
   MP_SIDE_REMOTE        = 1 << 6,
   /* waiters->feed is set: what receivers take out of this side is reported to it. */
   MP_SIDE_FED           = 1 << 7,
+  /* The side is its pipe's sides[1] (set by mp_pipe_new(), never changed): the pipe and
+   * the peer are found from it, rather than kept in two pointers per side. */
+  MP_SIDE_SECOND        = 1 << 8,
 } MpSideState;
 
 typedef struct _MpPipeWaiters MpPipeWaiters;
 typedef struct _MpPipeFeed    MpPipeFeed;
 typedef struct _MpPipeSink    MpPipeSink;
+
+/* Takes a message the side's owner would emit as "message" (borrowed, as a handler's). */
+typedef void (*MpPipeDeliverFunc) (MpMessage *message,
+                                   gpointer   data);
 
 typedef struct _MpPipe     MpPipe;
 typedef struct _MpPipeSide MpPipeSide;
@@ -81,9 +88,7 @@ struct _MpPipeSide
    * side, else NULL. An edge of the transit graph, guarded by the transit lock. */
   MpPipeSide *transit_at;
 
-  /* Immutable after mp_pipe_new(). */
-  MpPipeSide *peer;
-  MpPipe *pipe;
+  /* The pipe and the peer: mp_pipe_side_get_pipe(), mp_pipe_side_get_peer(). */
 };
 
 struct _MpPipe
@@ -92,6 +97,23 @@ struct _MpPipe
   /* Each port object holds one reference, whether it owns its side or was detached. */
   gatomicrefcount ref_count;
 };
+
+/* Any thread: MP_SIDE_SECOND never changes. */
+static inline MpPipe *
+mp_pipe_side_get_pipe (MpPipeSide *side)
+{
+  guint index = (g_atomic_int_get (&side->state) & MP_SIDE_SECOND) != 0;
+
+  return (MpPipe *) (gpointer) ((char *) (side - index) - G_STRUCT_OFFSET (MpPipe, sides));
+}
+
+static inline MpPipeSide *
+mp_pipe_side_get_peer (MpPipeSide *side)
+{
+  guint index = (g_atomic_int_get (&side->state) & MP_SIDE_SECOND) != 0;
+
+  return &mp_pipe_side_get_pipe (side)->sides[1 - index];
+}
 
 /* A pending receive: an mp_message_port_receive_async() (async) or a blocking
  * mp_message_port_receive_timeout() (sync, on the waiting thread's stack). It gets its result
@@ -171,6 +193,10 @@ struct _MpPipeWaiters
   MpPipeFeed *feed;
   /* The side's sink hook, or NULL (only on a MP_SIDE_REMOTE side). */
   MpPipeSink *sink;
+  /* What the owner's dispatch hands its messages to instead of emitting "message"
+   * (mp_message_port_set_sink(): a stream's relay), or NULL. */
+  MpPipeDeliverFunc deliver;
+  gpointer deliver_data;
 };
 
 /* What a locked section leaves for the caller to do once every lock is released: messages to

@@ -27,8 +27,7 @@ mp_pipe_new (void)
 
       g_mutex_init (&side->mutex);
       g_queue_init (&side->inbox);
-      side->peer = &self->sides[1 - i];
-      side->pipe = self;
+      side->state = i == 1 ? MP_SIDE_SECOND : 0;
     }
 
   return self;
@@ -96,7 +95,7 @@ mp_pipe_get_inert_side (void)
 gboolean
 mp_pipe_side_is_inert (MpPipeSide *side)
 {
-  return side->pipe == g_atomic_pointer_get (&inert_pipe);
+  return mp_pipe_side_get_pipe (side) == g_atomic_pointer_get (&inert_pipe);
 }
 
 /* The transit graph. A transferred port travels as a new owner object inside its message;
@@ -389,7 +388,7 @@ mp_pipe_side_reach_peer_close_locked (MpPipeSide     *side,
 void
 mp_pipe_side_notify_peer_closed (MpPipeSide *side)
 {
-  MpPipeSide *peer = side->peer;
+  MpPipeSide *peer = mp_pipe_side_get_peer (side);
   MpMessage *marker;
   MpPipeDeferred deferred = MP_PIPE_DEFERRED_INIT;
 
@@ -471,7 +470,7 @@ gboolean
 mp_pipe_side_send_to_sink (MpPipeSide *from,
                            GVariant   *data)
 {
-  MpPipeSide *to = from->peer;
+  MpPipeSide *to = mp_pipe_side_get_peer (from);
   gboolean taken = FALSE;
 
   g_mutex_lock (&to->mutex);
@@ -491,7 +490,7 @@ mp_pipe_side_send_all (MpPipeSide  *from,
                        MpMessage  **messages,
                        guint        n_messages)
 {
-  MpPipeSide *to = from->peer;
+  MpPipeSide *to = mp_pipe_side_get_peer (from);
   MpPipeDeferred deferred = MP_PIPE_DEFERRED_INIT;
   guint n_refused = 0;
 
@@ -522,7 +521,7 @@ gboolean
 mp_pipe_side_send (MpPipeSide *from,
                    MpMessage  *message)
 {
-  MpPipeSide *to = from->peer;
+  MpPipeSide *to = mp_pipe_side_get_peer (from);
   MpPipeDeferred deferred = MP_PIPE_DEFERRED_INIT;
   MpSendResult result;
 

@@ -595,7 +595,7 @@ link_new (MpStream      *stream,
   g_mutex_unlock (&side->mutex);
 
   /* And what the application takes from the other end is counted. */
-  link->fed = side->peer;
+  link->fed = mp_pipe_side_get_peer (side);
   g_mutex_lock (&link->fed->mutex);
   mp_pipe_side_set_feed_locked (link->fed, &link->feed->parent);
   g_mutex_unlock (&link->fed->mutex);
