@@ -377,14 +377,12 @@ received_port (Recorder *rec,
   return g_ptr_array_index (ports, 0);
 }
 
-/* 100 000 messages each way: the child echoes every one; all come back once, in order. Our
- * close then reaches the child, which exits with 0. */
+/* Starts the stream's port, posts @n echo commands, checks that the child's @n echoes came
+ * back once, in order, then closes: the child ends with 0 and nothing more arrives. */
 static void
-test_echo (Fixture       *f,
-           gconstpointer  data)
+echo_and_close (Fixture *f,
+                guint32  n)
 {
-  const guint32 n = scaled (100000);
-
   mp_message_port_start (f->rec.port);
   post_seqs (f->rec.port, "echo", 0, n);
 
@@ -394,6 +392,15 @@ test_echo (Fixture       *f,
   mp_message_port_close (f->rec.port);
   wait_child_success (f);
   g_assert_cmpuint (f->rec.received->len, ==, n);
+}
+
+/* 100 000 messages each way: the child echoes every one; all come back once, in order. Our
+ * close then reaches the child, which exits with 0. */
+static void
+test_echo (Fixture       *f,
+           gconstpointer  data)
+{
+  echo_and_close (f, scaled (100000));
 }
 
 /* 100 000 messages posted by the child in one go arrive once, in order. */
@@ -831,14 +838,7 @@ test_path (Fixture       *f,
   spin_context (f->context, QUIET_MSEC);
   g_assert_cmpint (count_sockets (pid), ==, mode->child_sockets);
 
-  mp_message_port_start (f->rec.port);
-  post_seqs (f->rec.port, "echo", 0, n);
-  WAIT_FOR (f->context, f->rec.received->len == n);
-  assert_seqs (&f->rec, 0, "echo", n);
-
-  mp_message_port_close (f->rec.port);
-  wait_child_success (f);
-  g_assert_cmpuint (f->rec.received->len, ==, n);
+  echo_and_close (f, n);
 }
 
 /* ------------------------------------------------------------------------------------------
