@@ -96,6 +96,7 @@ enum {
   PROP_CONTEXT,
   PROP_CLOSED,
   PROP_PRIORITY,
+  PROP_HIGH_WATER_MARK,
   N_PROPS
 };
 
@@ -137,6 +138,7 @@ mp_port_source_dispatch (GSource     *source,
   MpMessagePort *self = ((MpPortSource *) source)->port;
   MpPipeSide *side = self->side;
   GSource *retired = NULL;
+  gboolean retiring = FALSE;
   gboolean emit_close = FALSE;
   guint budget = MP_MESSAGE_PORT_DISPATCH_BUDGET;
 
@@ -212,9 +214,15 @@ mp_port_source_dispatch (GSource     *source,
     }
 
   /* Closed, or transferred away (maybe by a handler just now, maybe from another thread,
-   * which then woke us for this): the source retires itself, here on its own thread. */
-  if (side->source != source && self->source == source)
-    retired = g_steal_pointer (&self->source);
+   * which then woke us for this): the source retires itself, here on its own thread. The
+   * port may already hold a new source (a cancelled async post gave the port its side back
+   * and it was started again): then that one is the port's and this one just goes. */
+  if (side->source != source)
+    {
+      retiring = TRUE;
+      if (self->source == source)
+        retired = g_steal_pointer (&self->source);
+    }
   g_mutex_unlock (&side->mutex);
 
   if (emit_close)
@@ -226,10 +234,11 @@ mp_port_source_dispatch (GSource     *source,
   if (retired != NULL)
     {
       /* The context is ours only as long as the source is attached to it: forget it now
-       * (it is alive while we dispatch it). GLib holds the source through this dispatch;
-       * the port goes with its finalize. */
+       * (it is alive while we dispatch it), unless a new start() set another. GLib holds
+       * the source through this dispatch; the port goes with its finalize. */
       g_mutex_lock (&side->mutex);
-      self->context = NULL;
+      if (self->source == NULL)
+        self->context = NULL;
       g_mutex_unlock (&side->mutex);
       /* Notified here, on the owning thread, for a port that closed. Not for one transferred
        * away (that object emits nothing more) nor when start() set it (start() emits nothing
@@ -237,10 +246,9 @@ mp_port_source_dispatch (GSource     *source,
       if (emit_close)
         g_object_notify_by_pspec (G_OBJECT (self), properties[PROP_CONTEXT]);
       g_source_unref (retired);
-      return G_SOURCE_REMOVE;
     }
 
-  return G_SOURCE_CONTINUE;
+  return retiring ? G_SOURCE_REMOVE : G_SOURCE_CONTINUE;
 }
 
 static void
@@ -360,6 +368,10 @@ mp_message_port_get_property (GObject    *object,
       g_value_set_int (value, mp_message_port_get_priority (self));
       break;
 
+    case PROP_HIGH_WATER_MARK:
+      g_value_set_uint (value, mp_message_port_get_high_water_mark (self));
+      break;
+
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
     }
@@ -377,6 +389,10 @@ mp_message_port_set_property (GObject      *object,
     {
     case PROP_PRIORITY:
       mp_message_port_set_priority (self, g_value_get_int (value));
+      break;
+
+    case PROP_HIGH_WATER_MARK:
+      mp_message_port_set_high_water_mark (self, g_value_get_uint (value));
       break;
 
     default:
@@ -443,6 +459,30 @@ mp_message_port_class_init (MpMessagePortClass *klass)
     g_param_spec_int ("priority", NULL, NULL,
                       G_MININT, G_MAXINT, G_PRIORITY_DEFAULT,
                       G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | G_PARAM_EXPLICIT_NOTIFY);
+
+  /**
+   * MpMessagePort:high-water-mark: (getter get_high_water_mark) (setter set_high_water_mark)
+   *
+   * How many messages may be queued at this port before posts towards it made with
+   * [method@Mp.MessagePort.post_message_async] wait for room: the number of messages
+   * posted by the peer and not yet delivered or received (see
+   * [method@Mp.MessagePort.get_n_queued]), at or above which such a post waits. 0, the
+   * default, means no limit, as on the Web.
+   *
+   * [method@Mp.MessagePort.post_message] never waits and never fails for fullness. The
+   * mark travels with the port when it is transferred within the process; a port
+   * transferred to another process arrives there without one. When the peer is in
+   * another process (see [ctor@Mp.MessagePort.new_for_stream_sync]), the mark holds there
+   * too: that process learns it, and how many messages this one took, over the stream,
+   * and its async posts wait for that room. Set it from any thread; the notification is
+   * emitted on the calling thread.
+   *
+   * Since: 1.0
+   */
+  properties[PROP_HIGH_WATER_MARK] =
+    g_param_spec_uint ("high-water-mark", NULL, NULL,
+                       0, G_MAXUINT, 0,
+                       G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | G_PARAM_EXPLICIT_NOTIFY);
 
   g_object_class_install_properties (object_class, N_PROPS, properties);
 
@@ -663,11 +703,12 @@ compare_sides (gconstpointer a,
  * listed ports and the destination are locked together (in address order), so either every
  * port was open and is handed to a new object travelling in the message, or nothing changed
  * and @error is set. */
-static gboolean
+static MpSendResult
 post_with_transfer (MpMessagePort        *self,
                     GVariant             *data,
                     MpMessagePort *const *transfer,
                     guint                 n_transfer,
+                    MpPostWaiter         *waiter,
                     GError              **error)
 {
   g_autofree MpMessagePort **sorted = g_new (MpMessagePort *, n_transfer);
@@ -684,7 +725,7 @@ post_with_transfer (MpMessagePort        *self,
   if (!check_transfer_list (self, transfer, n_transfer, sorted, error))
     {
       g_clear_pointer (&data, g_variant_unref);
-      return FALSE;
+      return MP_SEND_REFUSED;
     }
 
   /* Made before locking (no GObject construction under a lock); they stay detached, and so
@@ -693,6 +734,8 @@ post_with_transfer (MpMessagePort        *self,
   for (guint i = 0; i < n_transfer; i++)
     g_ptr_array_add (created, mp_message_port_new_for_side (transfer[i]->side, FALSE));
   message = mp_message_new_take (data, created);
+  if (waiter != NULL)
+    waiter->message = message;
 
   for (guint i = 0; i < n_transfer; i++)
     {
@@ -750,7 +793,7 @@ post_with_transfer (MpMessagePort        *self,
               g_atomic_int_set (&((MpMessagePort *) g_ptr_array_index (created, i))->detached,
                                 FALSE);
             }
-          result = mp_pipe_side_send_locked (to, message, &deferred);
+          result = mp_pipe_side_post_locked (to, message, waiter, &deferred);
         }
 
       for (guint i = n_transfer + 1; i > 0; i--)
@@ -762,7 +805,7 @@ post_with_transfer (MpMessagePort        *self,
       mp_message_drop (message);
       g_set_error_literal (error, MP_ERROR, MP_ERROR_DATA_CLONE,
                            _("The destination port travels in a message queued at a port of the transfer list: the message could never be received"));
-      return FALSE;
+      return MP_SEND_REFUSED;
     }
 
   if (!valid)
@@ -770,21 +813,65 @@ post_with_transfer (MpMessagePort        *self,
       mp_message_drop (message);
       g_set_error_literal (error, MP_ERROR, MP_ERROR_DATA_CLONE,
                            _("The transfer list contains a port that is closed or was already transferred"));
-      return FALSE;
+      return MP_SEND_REFUSED;
     }
 
   mp_pipe_deferred_release (&deferred);
-  if (result != MP_SEND_QUEUED)
+  if (result != MP_SEND_QUEUED && result != MP_SEND_WAITING)
     mp_message_drop (message);
 
   if (result == MP_SEND_REFUSED)
+    g_set_error_literal (error, MP_ERROR, MP_ERROR_INVALID_STATE,
+                         _("The port is closed"));
+
+  return result;
+}
+
+typedef enum {
+  POST_FAILED,   /* error set */
+  POST_SENT,     /* taken by the relay's sink: done */
+  POST_GO_ON,    /* to be queued */
+} PostCheck;
+
+/* What every post checks first: @self is usable, and, towards another process, *@data can
+ * travel (it is replaced by its normal form, and may leave for the stream at once). */
+static PostCheck
+post_check (MpMessagePort  *self,
+            GVariant      **data,
+            guint           n_transfer,
+            gboolean        needs_room,
+            GError        **error)
+{
+  if (is_detached (self))
+    {
+      g_set_error_literal (error, MP_ERROR, MP_ERROR_INVALID_STATE,
+                           _("The port was transferred away"));
+      return POST_FAILED;
+    }
+  if (mp_pipe_side_test (self->side, MP_SIDE_CLOSED_HERE))
     {
       g_set_error_literal (error, MP_ERROR, MP_ERROR_INVALID_STATE,
                            _("The port is closed"));
-      return FALSE;
+      return POST_FAILED;
     }
 
-  return TRUE;
+  /* Towards another process (the peer is a stream's relay, mp-stream.c): a message that
+   * cannot travel fails here, with MP_ERROR_DATA_CLONE, rather than being lost later. */
+  if (G_UNLIKELY (mp_pipe_side_test (mp_pipe_side_get_peer (self->side), MP_SIDE_REMOTE)))
+    {
+      GVariant *normal = *data != NULL ? mp_wire_encode_payload (*data, error) : NULL;
+
+      if (*data != NULL && normal == NULL)
+        return POST_FAILED;
+      /* What travels is the normal form: the relay need not make it again. */
+      g_clear_pointer (data, g_variant_unref);
+      *data = normal;
+      /* Nothing ahead of it at the relay: it goes to the stream from this thread. */
+      if (n_transfer == 0 && mp_pipe_side_send_to_sink (self->side, *data, needs_room))
+        return POST_SENT;
+    }
+
+  return POST_GO_ON;
 }
 
 /**
@@ -840,37 +927,19 @@ mp_message_port_post_message (MpMessagePort        *self,
   g_return_val_if_fail (transfer != NULL || n_transfer == 0, FALSE);
   g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
 
-  if (is_detached (self))
+  switch (post_check (self, &data, n_transfer, FALSE, error))
     {
-      g_set_error_literal (error, MP_ERROR, MP_ERROR_INVALID_STATE,
-                           _("The port was transferred away"));
+    case POST_FAILED:
       return FALSE;
-    }
-  if (mp_pipe_side_test (self->side, MP_SIDE_CLOSED_HERE))
-    {
-      g_set_error_literal (error, MP_ERROR, MP_ERROR_INVALID_STATE,
-                           _("The port is closed"));
-      return FALSE;
-    }
-
-  /* Towards another process (the peer is a stream's relay, mp-stream.c): a message that
-   * cannot travel fails here, with MP_ERROR_DATA_CLONE, rather than being lost later. */
-  if (G_UNLIKELY (mp_pipe_side_test (mp_pipe_side_get_peer (self->side), MP_SIDE_REMOTE)))
-    {
-      GVariant *normal = data != NULL ? mp_wire_encode_payload (data, error) : NULL;
-
-      if (data != NULL && normal == NULL)
-        return FALSE;
-      /* What travels is the normal form: the relay need not make it again. */
-      g_clear_pointer (&data, g_variant_unref);
-      data = normal;
-      /* Nothing ahead of it at the relay: it goes to the stream from this thread. */
-      if (n_transfer == 0 && mp_pipe_side_send_to_sink (self->side, data))
-        return TRUE;
+    case POST_SENT:
+      return TRUE;
+    case POST_GO_ON:
+      break;
     }
 
   if (n_transfer > 0)
-    return post_with_transfer (self, g_steal_pointer (&data), transfer, n_transfer, error);
+    return post_with_transfer (self, g_steal_pointer (&data), transfer, n_transfer, NULL,
+                               error) != MP_SEND_REFUSED;
 
   if (!mp_pipe_side_send (self->side, mp_message_new_take (g_steal_pointer (&data), NULL)))
     {
@@ -909,6 +978,465 @@ mp_message_port_post (MpMessagePort  *self,
   return mp_message_port_post_message (self, message, NULL, 0, error);
 }
 
+/* An async post that waits for room at its destination (see mp-pipe.c, "Flow control"): a
+ * source on the poster's context, woken once the post went into the inbox or failed, whose
+ * dispatch completes the task. Owned by its context from the moment it is attached; its
+ * destroy-notify takes it out of the destination's queue if it is still there (its context
+ * was finalized: the post stays, as a sync post would, with nobody to tell). */
+typedef struct
+{
+  MpWakeableSource parent;
+  MpPostWaiter head;          /* head.source == this source */
+  /* The side the post waits at; alive as long as the task, which holds the port. */
+  MpPipeSide *to;
+  GTask *task;                /* strong until the dispatch completes it */
+  /* The transfer-list objects (strong), in the order of the message's ports, or NULL: a
+   * cancelled post gives them their sides back. */
+  GPtrArray *transfer;
+  GCancellable *cancellable;  /* strong, or NULL */
+  gulong cancelled_id;
+} MpPortPost;
+
+static GError *
+post_cancelled_error (void)
+{
+  return g_error_new_literal (G_IO_ERROR, G_IO_ERROR_CANCELLED, _("The post was cancelled"));
+}
+
+static gboolean
+port_post_dispatch (GSource     *source,
+                    GSourceFunc  callback,
+                    gpointer     user_data)
+{
+  MpPortPost *post = (MpPortPost *) source;
+  g_autoptr(GTask) task = NULL;
+  GError *error;
+
+  mp_wakeable_source_set_pending (source, FALSE);
+
+  g_mutex_lock (&post->to->mutex);
+  if (post->head.queued || post->task == NULL)
+    {
+      g_mutex_unlock (&post->to->mutex);
+      return G_SOURCE_CONTINUE;
+    }
+  error = g_steal_pointer (&post->head.error);
+  task = g_steal_pointer (&post->task);
+  g_mutex_unlock (&post->to->mutex);
+
+  /* Later than the task was made, on its context: GTask calls back at once. */
+  if (error != NULL)
+    g_task_return_error (task, error);
+  else
+    g_task_return_boolean (task, TRUE);
+
+  return G_SOURCE_REMOVE;
+}
+
+static void
+port_post_finalize (GSource *source)
+{
+  mp_wakeable_source_finalize (source);
+}
+
+static GSourceFuncs port_post_funcs = {
+  .prepare = mp_wakeable_source_prepare,
+  .check = mp_wakeable_source_check,
+  .dispatch = port_post_dispatch,
+  .finalize = port_post_finalize,
+};
+
+/* After the dispatch, or when the context is finalized first. */
+static void
+port_post_destroyed (gpointer data)
+{
+  MpPortPost *post = data;
+  MpPipeSide *to = post->to;
+
+  g_mutex_lock (&to->mutex);
+  if (post->head.queued)
+    mp_pipe_side_forget_waiter_locked (to, &post->head);
+  g_clear_error (&post->head.error);
+  g_mutex_unlock (&to->mutex);
+
+  /* Never inside a handler of this cancellable on this thread: it waits out a handler
+   * running on another thread, which may use the waiter. */
+  if (post->cancelled_id != 0)
+    g_cancellable_disconnect (post->cancellable, post->cancelled_id);
+  g_clear_object (&post->cancellable);
+  g_clear_pointer (&post->transfer, g_ptr_array_unref);
+  g_clear_object (&post->task);   /* may finalize the port, and so the side */
+}
+
+/* Runs in the thread that cancels, inside g_cancellable_cancel() (or in the poster, for a
+ * cancellable cancelled while it queued the post). A post still waiting is withdrawn and
+ * fails with G_IO_ERROR_CANCELLED; its transfer list gets its sides back. One that already
+ * went into the inbox stays posted. */
+static void
+port_post_cancelled (GCancellable *cancellable,
+                     gpointer      data)
+{
+  MpPortPost *post = data;
+  guint n = post->transfer != NULL ? post->transfer->len : 0;
+  g_autofree MpPipeSide **locks = g_new (MpPipeSide *, n + 1);
+  MpMessage *message;
+
+  for (guint i = 0; i < n; i++)
+    locks[i] = ((MpMessagePort *) g_ptr_array_index (post->transfer, i))->side;
+  locks[n] = post->to;
+  qsort (locks, n + 1, sizeof (MpPipeSide *), compare_sides);
+
+  for (guint i = 0; i <= n; i++)
+    g_mutex_lock (&locks[i]->mutex);
+
+  message = mp_pipe_side_withdraw_locked (post->to, &post->head, post_cancelled_error ());
+  /* The objects made for the transfer were never seen: the listed ones own their sides
+   * again, unstarted (their sources retired when the post detached them). */
+  for (guint i = 0; message != NULL && i < n; i++)
+    {
+      MpMessagePort *listed = g_ptr_array_index (post->transfer, i);
+      MpMessagePort *made = g_ptr_array_index (message->ports, i);
+
+      g_assert (made->side == listed->side);
+      g_atomic_int_set (&made->detached, TRUE);
+      g_atomic_int_set (&listed->detached, FALSE);
+      listed->started = FALSE;
+    }
+
+  for (guint i = n + 1; i > 0; i--)
+    g_mutex_unlock (&locks[i - 1]->mutex);
+
+  if (message != NULL)
+    mp_message_drop (message);
+}
+
+/* Never called: the dispatch does not use the callback slot, which only carries the
+ * destroy-notify. */
+static gboolean
+port_post_unused_callback (gpointer user_data)
+{
+  g_assert_not_reached ();
+  return G_SOURCE_REMOVE;
+}
+
+/* A waiter for @task's post (not queued), attached to the task's context, which is the
+ * calling thread's thread-default one. The caller holds one reference on the source. */
+static MpPortPost *
+port_post_new (MpMessagePort        *self,
+               GTask                *task,
+               MpMessagePort *const *transfer,
+               guint                 n_transfer)
+{
+  GSource *source = mp_wakeable_source_new (&port_post_funcs, sizeof (MpPortPost),
+                                            g_task_get_context (task));
+  MpPortPost *post = (MpPortPost *) source;
+
+  post->head.link.data = &post->head;
+  post->head.source = source;
+  post->to = mp_pipe_side_get_peer (self->side);
+  post->task = g_object_ref (task);
+  if (n_transfer > 0)
+    {
+      post->transfer = g_ptr_array_new_full (n_transfer, g_object_unref);
+      for (guint i = 0; i < n_transfer; i++)
+        g_ptr_array_add (post->transfer, g_object_ref (transfer[i]));
+    }
+  g_source_set_static_name (source, "MpMessagePort post");
+  g_source_set_priority (source, G_PRIORITY_DEFAULT);
+  g_source_set_callback (source, port_post_unused_callback, post, port_post_destroyed);
+  g_source_attach (source, g_task_get_context (task));
+
+  return post;
+}
+
+/* Watches @cancellable for @post, which was just queued (or not: then it does nothing). */
+static void
+port_post_watch (MpPortPost   *post,
+                 GCancellable *cancellable)
+{
+  if (cancellable == NULL)
+    return;
+
+  post->cancellable = g_object_ref (cancellable);
+  post->cancelled_id = g_cancellable_connect (cancellable, G_CALLBACK (port_post_cancelled),
+                                              post, NULL);
+  /* Cancelled before the handler was connected (g_cancellable_connect() then ran it at once:
+   * harmless twice). */
+}
+
+/**
+ * mp_message_port_post_message_async:
+ * @self: a port
+ * @message: (nullable): the payload; a floating reference is sunk
+ * @transfer: (array length=n_transfer) (nullable): ports to transfer with the message
+ * @n_transfer: the number of ports in @transfer
+ * @cancellable: (nullable): a #GCancellable, or %NULL
+ * @callback: (scope async): called once the message is queued at the peer, or the post
+ *   failed
+ * @user_data: (closure callback): data for @callback
+ *
+ * Posts @message to the peer of @self like [method@Mp.MessagePort.post_message], but waits
+ * for room when the peer has a [property@Mp.MessagePort:high-water-mark]: the message is
+ * queued at once if the peer holds fewer messages than its mark and no earlier post waits;
+ * otherwise it waits, in order behind the posts that already wait (from any thread), and is
+ * queued when the peer's receiver takes messages out. @callback runs on the calling thread's
+ * thread-default [struct@GLib.MainContext] once the message is queued (or the post failed),
+ * never inside this call; call [method@Mp.MessagePort.post_message_finish] there.
+ *
+ * Callable from any thread that iterates its thread-default context. Order: the posts of
+ * @self, sync and async, are delivered in the order they were made: a
+ * [method@Mp.MessagePort.post_message] made while async posts wait queues behind them
+ * (without waiting itself).
+ *
+ * The transfer list is checked and its ports are detached at once, as by
+ * [method@Mp.MessagePort.post_message]. Cancelling @cancellable while the post waits
+ * withdraws this message, and only it: the post fails with %G_IO_ERROR_CANCELLED and the
+ * ports of its transfer list belong to their objects again, open and unstarted (a started
+ * one must be started again), with every message that reached them meanwhile. Cancelling
+ * once the message is queued changes nothing: the post succeeds.
+ *
+ * Since: 1.0
+ */
+void
+mp_message_port_post_message_async (MpMessagePort        *self,
+                                    GVariant             *message,
+                                    MpMessagePort *const *transfer,
+                                    guint                 n_transfer,
+                                    GCancellable         *cancellable,
+                                    GAsyncReadyCallback   callback,
+                                    gpointer              user_data)
+{
+  g_autoptr(GVariant) data = message != NULL ? g_variant_ref_sink (message) : NULL;
+  g_autoptr(GTask) task = NULL;
+  GError *error = NULL;
+  MpPipeSide *to;
+  MpPortPost *post;
+  MpSendResult result;
+
+  g_return_if_fail (MP_IS_MESSAGE_PORT (self));
+  g_return_if_fail (transfer != NULL || n_transfer == 0);
+  g_return_if_fail (cancellable == NULL || G_IS_CANCELLABLE (cancellable));
+
+  task = g_task_new (self, cancellable, callback, user_data);
+  g_task_set_source_tag (task, mp_message_port_post_message_async);
+  /* Once queued, a post succeeds whatever the cancellable says. */
+  g_task_set_check_cancellable (task, FALSE);
+
+  if (g_cancellable_set_error_if_cancelled (cancellable, &error))
+    {
+      g_task_return_error (task, error);
+      return;
+    }
+
+  switch (post_check (self, &data, n_transfer, TRUE, &error))
+    {
+    case POST_FAILED:
+      g_task_return_error (task, error);
+      return;
+    case POST_SENT:
+      g_task_return_boolean (task, TRUE);
+      return;
+    case POST_GO_ON:
+      break;
+    }
+
+  to = mp_pipe_side_get_peer (self->side);
+  if (n_transfer == 0)
+    {
+      MpMessage *queued = mp_message_new_take (g_steal_pointer (&data), NULL);
+      MpPipeDeferred deferred = MP_PIPE_DEFERRED_INIT;
+
+      /* Room (the common case): queued at once, with no waiter made. */
+      g_mutex_lock (&to->mutex);
+      result = mp_pipe_side_has_room_locked (to) ? mp_pipe_side_send_locked (to, queued, &deferred)
+                                                 : MP_SEND_WAITING;
+      g_mutex_unlock (&to->mutex);
+      mp_pipe_deferred_release (&deferred);
+
+      if (result != MP_SEND_WAITING)
+        {
+          if (result != MP_SEND_QUEUED)
+            mp_message_drop (queued);
+          if (result == MP_SEND_REFUSED)
+            g_task_return_new_error (task, MP_ERROR, MP_ERROR_INVALID_STATE, "%s",
+                                     _("The port is closed"));
+          else
+            g_task_return_boolean (task, TRUE);
+          return;
+        }
+
+      post = port_post_new (self, task, NULL, 0);
+      post->head.message = queued;
+      g_mutex_lock (&to->mutex);
+      result = mp_pipe_side_post_locked (to, queued, &post->head, &deferred);
+      g_mutex_unlock (&to->mutex);
+      mp_pipe_deferred_release (&deferred);
+      if (result != MP_SEND_QUEUED && result != MP_SEND_WAITING)
+        mp_message_drop (queued);
+    }
+  else
+    {
+      post = port_post_new (self, task, transfer, n_transfer);
+      result = post_with_transfer (self, g_steal_pointer (&data), transfer, n_transfer,
+                                   &post->head, &error);
+    }
+
+  if (result == MP_SEND_WAITING)
+    {
+      port_post_watch (post, cancellable);
+      if (g_cancellable_is_cancelled (cancellable))
+        port_post_cancelled (cancellable, post);
+    }
+  else
+    {
+      /* Not queued: the source delivers the result at once. */
+      g_mutex_lock (&to->mutex);
+      if (result == MP_SEND_REFUSED && error == NULL)
+        error = g_error_new_literal (MP_ERROR, MP_ERROR_INVALID_STATE, _("The port is closed"));
+      post->head.error = g_steal_pointer (&error);
+      mp_wakeable_source_wake (post->head.source);
+      g_mutex_unlock (&to->mutex);
+    }
+
+  g_source_unref ((GSource *) post);
+}
+
+/**
+ * mp_message_port_post_message_finish:
+ * @self: a port
+ * @result: the result passed to the callback
+ * @error: return location for a #GError
+ *
+ * Finishes [method@Mp.MessagePort.post_message_async]. Call it from the callback, on the
+ * thread that made the post. It fails with
+ * %MP_ERROR_INVALID_STATE if @self was closed by its own code or transferred away (when the
+ * post was made, or while it waited: the message is then dropped), with
+ * %MP_ERROR_DATA_CLONE for a transfer list or a message that
+ * [method@Mp.MessagePort.post_message] would refuse, with %MP_ERROR_CLOSED if the peer
+ * closed while the post waited for room (room will never come; the message is dropped),
+ * and with %G_IO_ERROR_CANCELLED if it was cancelled while it waited. A post made when the
+ * peer was already closed succeeds and drops the message, as
+ * [method@Mp.MessagePort.post_message] does.
+ *
+ * Returns: %TRUE if the message was queued at the peer (or dropped because the peer was
+ *   closed), %FALSE with @error set otherwise
+ *
+ * Since: 1.0
+ */
+gboolean
+mp_message_port_post_message_finish (MpMessagePort  *self,
+                                     GAsyncResult   *result,
+                                     GError        **error)
+{
+  g_return_val_if_fail (MP_IS_MESSAGE_PORT (self), FALSE);
+  g_return_val_if_fail (g_task_is_valid (result, self), FALSE);
+  g_return_val_if_fail (g_task_get_source_tag (G_TASK (result)) ==
+                        mp_message_port_post_message_async, FALSE);
+  g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+  return g_task_propagate_boolean (G_TASK (result), error);
+}
+
+/**
+ * mp_message_port_get_high_water_mark: (get-property high-water-mark)
+ * @self: a port
+ *
+ * Gets the [property@Mp.MessagePort:high-water-mark] of @self. Callable from any thread.
+ *
+ * Returns: the mark, or 0 for none
+ *
+ * Since: 1.0
+ */
+guint
+mp_message_port_get_high_water_mark (MpMessagePort *self)
+{
+  MpPipeSide *side;
+  guint mark;
+
+  g_return_val_if_fail (MP_IS_MESSAGE_PORT (self), 0);
+
+  side = self->side;
+  g_mutex_lock (&side->mutex);
+  mark = mp_pipe_side_get_high_water_mark_locked (side);
+  g_mutex_unlock (&side->mutex);
+
+  return mark;
+}
+
+/**
+ * mp_message_port_set_high_water_mark: (set-property high-water-mark)
+ * @self: a port
+ * @mark: the new mark, or 0 for none
+ *
+ * Sets the [property@Mp.MessagePort:high-water-mark] of @self. Posts that wait go in at once
+ * as far as a raised mark allows (all of them with 0); with a lowered one, new async posts
+ * wait until the queue is below it. Callable from any thread; "notify::high-water-mark" is
+ * emitted on the calling thread. Does nothing on a port that was transferred away or made
+ * without a channel.
+ *
+ * Since: 1.0
+ */
+void
+mp_message_port_set_high_water_mark (MpMessagePort *self,
+                                     guint          mark)
+{
+  MpPipeSide *side;
+  gboolean changed = FALSE;
+
+  g_return_if_fail (MP_IS_MESSAGE_PORT (self));
+
+  side = self->side;
+  if (mp_pipe_side_is_inert (side))
+    return;
+
+  g_mutex_lock (&side->mutex);
+  if (!is_detached (self) && mp_pipe_side_get_high_water_mark_locked (side) != mark)
+    {
+      mp_pipe_side_set_high_water_mark_locked (side, mark);
+      changed = TRUE;
+    }
+  g_mutex_unlock (&side->mutex);
+
+  if (changed)
+    g_object_notify_by_pspec (G_OBJECT (self), properties[PROP_HIGH_WATER_MARK]);
+}
+
+/**
+ * mp_message_port_get_n_queued:
+ * @self: a port
+ *
+ * Counts the messages queued at @self: posted by its peer and not yet delivered or received
+ * (the message a [signal@Mp.MessagePort::message] handler is running for is no longer
+ * queued). Posts that wait for room (see [property@Mp.MessagePort:high-water-mark]) are not
+ * counted. Callable from any thread; by the time it returns, other threads may have changed
+ * it.
+ *
+ * Returns: the number of queued messages; 0 for a closed port or one transferred away
+ *
+ * Since: 1.0
+ */
+guint
+mp_message_port_get_n_queued (MpMessagePort *self)
+{
+  MpPipeSide *side;
+  guint n = 0;
+
+  g_return_val_if_fail (MP_IS_MESSAGE_PORT (self), 0);
+
+  side = self->side;
+  g_mutex_lock (&side->mutex);
+  if (!is_detached (self))
+    {
+      n = side->inbox.length;
+      /* The peer's close marker, if queued, is last. */
+      if (n > 0 && mp_message_is_close_marker (side->inbox.tail->data))
+        n--;
+    }
+  g_mutex_unlock (&side->mutex);
+
+  return n;
+}
+
 /**
  * mp_message_port_start:
  * @self: a port
@@ -930,6 +1458,7 @@ mp_message_port_start (MpMessagePort *self)
   MpPipeSide *side;
   GMainContext *context;
   GSource *source;
+  GSource *old_source = NULL;
   gboolean attached = FALSE;
 
   g_return_if_fail (MP_IS_MESSAGE_PORT (self));
@@ -949,6 +1478,10 @@ mp_message_port_start (MpMessagePort *self)
   g_mutex_lock (&side->mutex);
   if (!is_detached (self) && !self->started && !mp_pipe_side_test (side, MP_SIDE_CLOSED))
     {
+      /* A source from before a cancelled async post took the side away and gave it back
+       * may not have retired yet: it will, on its own (side->source is not it); the port
+       * drops its reference. */
+      old_source = g_steal_pointer (&self->source);
       self->started = TRUE;
       self->context = context;
       self->source = source;   /* takes our reference */
@@ -966,6 +1499,8 @@ mp_message_port_start (MpMessagePort *self)
       g_source_destroy (source);
       g_source_unref (source);
     }
+  if (old_source != NULL)
+    g_source_unref (old_source);
 
   g_main_context_unref (context);
 }

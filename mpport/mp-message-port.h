@@ -86,6 +86,25 @@ gboolean      mp_message_port_post         (MpMessagePort        *self,
                                             GVariant             *message,
                                             GError              **error);
 MP_AVAILABLE_IN_ALL
+void          mp_message_port_post_message_async  (MpMessagePort        *self,
+                                                   GVariant             *message,
+                                                   MpMessagePort *const *transfer,
+                                                   guint                 n_transfer,
+                                                   GCancellable         *cancellable,
+                                                   GAsyncReadyCallback   callback,
+                                                   gpointer              user_data);
+MP_AVAILABLE_IN_ALL
+gboolean      mp_message_port_post_message_finish (MpMessagePort        *self,
+                                                   GAsyncResult         *result,
+                                                   GError              **error);
+MP_AVAILABLE_IN_ALL
+guint         mp_message_port_get_high_water_mark (MpMessagePort        *self);
+MP_AVAILABLE_IN_ALL
+void          mp_message_port_set_high_water_mark (MpMessagePort        *self,
+                                                   guint                 mark);
+MP_AVAILABLE_IN_ALL
+guint         mp_message_port_get_n_queued     (MpMessagePort        *self);
+MP_AVAILABLE_IN_ALL
 void          mp_message_port_start        (MpMessagePort        *self);
 MP_AVAILABLE_IN_ALL
 void          mp_message_port_close        (MpMessagePort        *self);

@@ -42,6 +42,7 @@ typedef enum {
 } MpSideState;
 
 typedef struct _MpPipeWaiters MpPipeWaiters;
+typedef struct _MpPostWaiter  MpPostWaiter;
 typedef struct _MpPipeFeed    MpPipeFeed;
 typedef struct _MpPipeSink    MpPipeSink;
 
@@ -163,6 +164,10 @@ struct _MpPipeFeed
    * the close marker nor for what a close drops. It must not block nor take a lock. */
   void (*consumed) (MpPipeFeed *feed,
                     MpMessage  *message);
+  /* Called with the side's lock held when the side's high-water mark changed to @mark. The
+   * same rules. */
+  void (*mark_changed) (MpPipeFeed *feed,
+                        guint       mark);
 };
 
 /* A hook on a MP_SIDE_REMOTE side through which a post can leave at once, in the poster's
@@ -197,6 +202,42 @@ struct _MpPipeWaiters
    * (mp_message_port_set_sink(): a stream's relay), or NULL. */
   MpPipeDeliverFunc deliver;
   gpointer deliver_data;
+  /* Flow control (mp_pipe_side_set_high_water_mark_locked()): the mark, or 0 for none, and
+   * the posts that wait for room, oldest first: MpMessage links of async posts (each with its
+   * MpPostWaiter in post_waiters, in the same order) and of sync posts made behind them.
+   * posting is non-empty only while the inbox holds at least high_water_mark messages: what
+   * takes a message out of the inbox, or raises the mark, moves posts in
+   * (mp_pipe_side_admit_locked()). */
+  guint high_water_mark;
+  GQueue posting;
+  GQueue post_waiters;
+  /* On a MP_SIDE_REMOTE side, whose messages go to a port of another process: that port's
+   * mark is high_water_mark, and what counts against it is the inbox plus what left it and
+   * that the other process's application has not taken yet: remote_sent (how many messages
+   * left the inbox, or went to the sink) minus remote_taken (how many the other side says
+   * it took, mp_pipe_side_set_remote_room_locked()). Both count modulo 2^32. */
+  guint remote_sent;
+  guint remote_taken;
+};
+
+/* An async post waiting for room at a side (mp_message_port_post_message_async()). The pipe
+ * sees only this head; the port's code embeds it. */
+struct _MpPostWaiter
+{
+  /* In waiters->post_waiters while queued. link.data == self. */
+  GList link;
+  /* The post: in waiters->posting while queued (the queue's), then no longer the waiter's
+   * business. */
+  MpMessage *message;
+  /* Guarded by the side's mutex, as is error. */
+  gboolean queued;
+  /* Set once as the waiter leaves the queue: NULL if the post went into the inbox, else why
+   * it did not (owned). */
+  GError *error;
+  /* An MpWakeableSource on the poster's context, woken once the waiter left the queue; its
+   * destroy-notify takes the waiter out of the queue (under the side's mutex) if it is still
+   * there, so it is alive while the waiter is queued. */
+  GSource *source;
 };
 
 /* What a locked section leaves for the caller to do once every lock is released: messages to
@@ -296,6 +337,7 @@ typedef enum {
   MP_SEND_QUEUED,
   MP_SEND_DROPPED,
   MP_SEND_REFUSED,
+  MP_SEND_WAITING,
 } MpSendResult;
 
 MpMessage  *mp_pipe_side_pop_locked         (MpPipeSide *side);
@@ -325,10 +367,29 @@ gboolean    mp_pipe_side_transit_add_locked  (MpPipeSide        *to,
 MpSendResult mp_pipe_side_send_locked        (MpPipeSide     *to,
                                               MpMessage      *message,
                                               MpPipeDeferred *deferred);
+MpSendResult mp_pipe_side_post_locked        (MpPipeSide     *to,
+                                              MpMessage      *message,
+                                              MpPostWaiter   *waiter,
+                                              MpPipeDeferred *deferred);
+MpMessage  *mp_pipe_side_withdraw_locked     (MpPipeSide     *to,
+                                              MpPostWaiter   *waiter,
+                                              GError         *error);
+void        mp_pipe_side_forget_waiter_locked (MpPipeSide   *to,
+                                               MpPostWaiter *waiter);
+gboolean    mp_pipe_side_has_room_locked     (MpPipeSide     *to);
+void        mp_pipe_side_set_high_water_mark_locked (MpPipeSide *side,
+                                                     guint       mark);
+guint       mp_pipe_side_get_high_water_mark_locked (MpPipeSide *side);
+void        mp_pipe_side_admit_locked        (MpPipeSide     *side);
+void        mp_pipe_side_make_remote_locked  (MpPipeSide     *side);
+gboolean    mp_pipe_side_set_remote_room_locked (MpPipeSide *side,
+                                                 guint       mark,
+                                                 guint       taken);
 gboolean    mp_pipe_side_send                (MpPipeSide     *from,
                                               MpMessage      *message);
 gboolean    mp_pipe_side_send_to_sink        (MpPipeSide     *from,
-                                              GVariant       *data);
+                                              GVariant       *data,
+                                              gboolean        needs_room);
 void        mp_pipe_side_send_all            (MpPipeSide     *from,
                                               MpMessage     **messages,
                                               guint           n_messages);

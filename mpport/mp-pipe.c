@@ -55,7 +55,9 @@ mp_pipe_unref (MpPipe *self)
       g_assert (side->source == NULL);
       g_assert (side->inbox.length == 0);
       g_assert (side->waiters == NULL || (side->waiters->waiting.length == 0 &&
-                                          side->waiters->completed.length == 0));
+                                          side->waiters->completed.length == 0 &&
+                                          side->waiters->posting.length == 0 &&
+                                          side->waiters->post_waiters.length == 0));
       g_assert (side->n_carrying == 0);
       g_assert (side->transit_at == NULL);
       g_free (side->waiters);
@@ -189,9 +191,252 @@ mp_pipe_side_pop_locked (MpPipeSide *side)
       g_mutex_unlock (&transit_lock);
     }
   if (!mp_message_is_close_marker (message))
-    mp_pipe_side_consumed_locked (side, message);
+    {
+      mp_pipe_side_consumed_locked (side, message);
+      /* Towards another process: it still counts against that port's mark. */
+      if (G_UNLIKELY (mp_pipe_side_test (side, MP_SIDE_REMOTE) && side->waiters != NULL))
+        side->waiters->remote_sent++;
+      /* Room for a post that waits. */
+      if (G_UNLIKELY (side->waiters != NULL && side->waiters->posting.length > 0))
+        mp_pipe_side_admit_locked (side);
+    }
 
   return message;
+}
+
+/* Flow control. A side with a high-water mark makes async posts wait while its inbox holds
+ * at least that many messages; such a post (MpPostWaiter) waits in the side's posting queue
+ * with its message, which is already committed (its transfer list detached, its transit
+ * edges added, see above) but not yet in the inbox. A sync post never waits: it goes to the
+ * inbox, or, while posts wait, behind them in the posting queue, which keeps each sender's
+ * order across sync and async posts. Every step that takes a message out of the inbox (under
+ * the side's lock) moves waiting posts in while the inbox is below the mark, oldest first,
+ * and wakes their waiters; so room is handed out in the order the posts began to wait, by
+ * the thread that made it, and no waiter is left sleeping while there is room. */
+
+/* Sets the result of @waiter, which was just taken out of the queue, and wakes its source. */
+static void
+post_waiter_resolve_locked (MpPostWaiter *waiter,
+                            GError       *error)
+{
+  g_assert (!waiter->queued && waiter->error == NULL);
+
+  waiter->error = error;
+  mp_wakeable_source_wake (waiter->source);
+}
+
+/* The waiter of @message if it is the oldest waiting post's, taken out of its queue. */
+static MpPostWaiter *
+post_waiter_pop_for_locked (MpPipeWaiters *waiters,
+                            MpMessage     *message)
+{
+  MpPostWaiter *waiter = waiters->post_waiters.head != NULL ? waiters->post_waiters.head->data
+                                                            : NULL;
+
+  if (waiter == NULL || waiter->message != message)
+    return NULL;
+
+  g_queue_unlink (&waiters->post_waiters, &waiter->link);
+  waiter->queued = FALSE;
+
+  return waiter;
+}
+
+static gboolean
+has_room (MpPipeSide *side)
+{
+  MpPipeWaiters *waiters = side->waiters;
+  guint mark = waiters->high_water_mark;
+  guint queued = side->inbox.length;
+
+  if (mark == 0)
+    return TRUE;
+  if (mp_pipe_side_test (side, MP_SIDE_REMOTE))
+    queued += waiters->remote_sent - waiters->remote_taken;
+
+  return queued < mark;
+}
+
+/* Moves waiting posts into the inbox of @side (its lock held) while there is room. */
+void
+mp_pipe_side_admit_locked (MpPipeSide *side)
+{
+  MpPipeWaiters *waiters = side->waiters;
+  gboolean moved = FALSE;
+
+  if (waiters == NULL)
+    return;
+
+  while (waiters->posting.length > 0 && has_room (side))
+    {
+      MpMessage *message = waiters->posting.head->data;
+      MpPostWaiter *waiter;
+
+      g_queue_unlink (&waiters->posting, &message->link);
+      waiter = post_waiter_pop_for_locked (waiters, message);
+      /* Nobody waits to receive: the inbox is not empty while posts wait (above). The
+       * transit edges and n_carrying already count the message. */
+      g_assert (!mp_pipe_side_has_waiters (side));
+      g_queue_push_tail_link (&side->inbox, &message->link);
+      moved = TRUE;
+      if (waiter != NULL)
+        post_waiter_resolve_locked (waiter, NULL);
+    }
+
+  if (moved)
+    mp_pipe_side_wake_locked (side);
+}
+
+void
+mp_pipe_side_set_high_water_mark_locked (MpPipeSide *side,
+                                         guint       mark)
+{
+  if (side->waiters == NULL)
+    {
+      if (mark == 0)
+        return;
+      side->waiters = g_new0 (MpPipeWaiters, 1);
+    }
+  side->waiters->high_water_mark = mark;
+  /* Raised (or removed): what waits may go in now. */
+  mp_pipe_side_admit_locked (side);
+  /* Fed from another process: the sender there must know. */
+  if (mp_pipe_side_test (side, MP_SIDE_FED) && side->waiters->feed->mark_changed != NULL)
+    side->waiters->feed->mark_changed (side->waiters->feed, mark);
+}
+
+/* Marks @side (its lock held) MP_SIDE_REMOTE: what is posted to it goes to a port of another
+ * process from now on. A mark it had (a port with a mark transferred to another process)
+ * no longer counts: posts to it wait for the room that port's process tells
+ * (mp_pipe_side_set_remote_room_locked()); what waited goes in. */
+void
+mp_pipe_side_make_remote_locked (MpPipeSide *side)
+{
+  mp_pipe_side_set_locked (side, MP_SIDE_REMOTE);
+  if (side->waiters != NULL)
+    {
+      side->waiters->high_water_mark = 0;
+      side->waiters->remote_sent = side->waiters->remote_taken = 0;
+      mp_pipe_side_admit_locked (side);
+    }
+}
+
+/* On the MP_SIDE_REMOTE @side (its lock held): the port of the other process has @mark and
+ * its application took @taken messages so far (modulo 2^32). What waits may go in as far as
+ * that leaves room. Returns FALSE, changing nothing, if @taken is more than ever left
+ * @side (a broken peer). */
+gboolean
+mp_pipe_side_set_remote_room_locked (MpPipeSide *side,
+                                     guint       mark,
+                                     guint       taken)
+{
+  MpPipeWaiters *waiters;
+
+  g_assert (mp_pipe_side_test (side, MP_SIDE_REMOTE));
+
+  if (side->waiters == NULL)
+    side->waiters = g_new0 (MpPipeWaiters, 1);
+  waiters = side->waiters;
+  if (taken - waiters->remote_taken > waiters->remote_sent - waiters->remote_taken)
+    return FALSE;
+
+  waiters->remote_taken = taken;
+  waiters->high_water_mark = mark;
+  mp_pipe_side_admit_locked (side);
+
+  return TRUE;
+}
+
+guint
+mp_pipe_side_get_high_water_mark_locked (MpPipeSide *side)
+{
+  return side->waiters != NULL ? side->waiters->high_water_mark : 0;
+}
+
+/* Takes @waiter's post back out of @to's posting queue (a cancelled post), with its transit
+ * edges, and gives the waiter @error (freed if the waiter is no longer queued): returns the
+ * message (transfer full), or NULL if the waiter is no longer queued. */
+MpMessage *
+mp_pipe_side_withdraw_locked (MpPipeSide   *to,
+                              MpPostWaiter *waiter,
+                              GError       *error)
+{
+  MpMessage *message = waiter->message;
+
+  if (!waiter->queued)
+    {
+      g_error_free (error);
+      return NULL;
+    }
+
+  g_queue_unlink (&to->waiters->post_waiters, &waiter->link);
+  waiter->queued = FALSE;
+  g_queue_unlink (&to->waiters->posting, &message->link);
+  if (message_carries_ports (message))
+    {
+      g_mutex_lock (&transit_lock);
+      transit_forget (to, message);
+      g_mutex_unlock (&transit_lock);
+    }
+  post_waiter_resolve_locked (waiter, error);
+
+  return message;
+}
+
+/* Takes @waiter (queued) out of @to's queue, leaving its post there as a sync post's: its
+ * poster's context is gone, with nobody left to tell. */
+void
+mp_pipe_side_forget_waiter_locked (MpPipeSide   *to,
+                                   MpPostWaiter *waiter)
+{
+  g_assert (waiter->queued);
+
+  g_queue_unlink (&to->waiters->post_waiters, &waiter->link);
+  waiter->queued = FALSE;
+}
+
+/* Whether a post to @to (its lock held) would go into the inbox without waiting. */
+gboolean
+mp_pipe_side_has_room_locked (MpPipeSide *to)
+{
+  return to->waiters == NULL || (to->waiters->posting.length == 0 && has_room (to));
+}
+
+/* Fails every waiting post of @side with a copy of @error (freed), and drops their messages
+ * (to @deferred). Sync posts behind them go into the inbox if @keep_sync, else are dropped
+ * too. */
+static void
+posting_end_locked (MpPipeSide     *side,
+                    GError         *error,
+                    gboolean        keep_sync,
+                    MpPipeDeferred *deferred)
+{
+  MpPipeWaiters *waiters = side->waiters;
+  GList *link;
+
+  while ((link = g_queue_pop_head_link (&waiters->posting)) != NULL)
+    {
+      MpMessage *message = link->data;
+      MpPostWaiter *waiter = post_waiter_pop_for_locked (waiters, message);
+
+      if (waiter == NULL && keep_sync)
+        {
+          g_queue_push_tail_link (&side->inbox, link);
+          continue;
+        }
+      if (message_carries_ports (message))
+        {
+          g_mutex_lock (&transit_lock);
+          transit_forget (side, message);
+          g_mutex_unlock (&transit_lock);
+        }
+      g_queue_push_tail_link (&deferred->messages, link);
+      if (waiter != NULL)
+        post_waiter_resolve_locked (waiter, g_error_copy (error));
+    }
+
+  g_assert (waiters->post_waiters.length == 0);
+  g_error_free (error);
 }
 
 void
@@ -357,6 +602,12 @@ mp_pipe_side_close_locked (MpPipeSide     *side,
           transit_forget (side, l->data);
       g_mutex_unlock (&transit_lock);
     }
+  /* Room will never come: waiting posts fail (MP_ERROR_CLOSED), and every post is dropped. */
+  if (G_UNLIKELY (side->waiters != NULL && side->waiters->posting.length > 0))
+    posting_end_locked (side,
+                        g_error_new_literal (MP_ERROR, MP_ERROR_CLOSED,
+                                             _("The other port of the channel was closed")),
+                        FALSE, deferred);
   if (mp_pipe_side_has_waiters (side))
     mp_pipe_side_fail_waiters_locked (side, mp_receive_closed_error (by_owner), deferred);
 
@@ -406,6 +657,14 @@ mp_pipe_side_notify_peer_closed (MpPipeSide *side)
       return;
     }
   mp_pipe_side_set_locked (peer, MP_SIDE_PEER_CLOSED);
+  /* @side's own code closed it (a side that reached our close never gets here): its async
+   * posts that wait fail (MP_ERROR_INVALID_STATE) and are dropped; its sync posts behind
+   * them were accepted, and go before the marker. */
+  if (G_UNLIKELY (peer->waiters != NULL && peer->waiters->posting.length > 0))
+    posting_end_locked (peer,
+                        g_error_new_literal (MP_ERROR, MP_ERROR_INVALID_STATE,
+                                             _("The port is closed")),
+                        TRUE, &deferred);
   if (mp_pipe_side_has_waiters (peer))
     {
       /* A waiting receive_async() means the inbox is empty: the marker is reached now. */
@@ -433,12 +692,40 @@ mp_pipe_side_send_locked (MpPipeSide     *to,
                           MpMessage      *message,
                           MpPipeDeferred *deferred)
 {
+  return mp_pipe_side_post_locked (to, message, NULL, deferred);
+}
+
+/* mp_pipe_side_send_locked() for a post that may wait for room: with @post_waiter (not queued,
+ * no result; its message is @message), a post that finds the inbox at @to's high-water mark
+ * or other posts waiting is queued with the waiter in the posting queue (WAITING: the message
+ * is the queue's). Without one, a sync post goes behind the posts that wait, if any (QUEUED),
+ * and never waits for room itself. */
+MpSendResult
+mp_pipe_side_post_locked (MpPipeSide     *to,
+                          MpMessage      *message,
+                          MpPostWaiter   *post_waiter,
+                          MpPipeDeferred *deferred)
+{
   int state = g_atomic_int_get (&to->state);
 
   if (state & MP_SIDE_CLOSED)
     return MP_SEND_DROPPED;
   if (state & MP_SIDE_PEER_CLOSED)
     return MP_SEND_REFUSED;
+
+  if (G_UNLIKELY (to->waiters != NULL &&
+                  (to->waiters->posting.length > 0 || (post_waiter != NULL && !has_room (to)))))
+    {
+      g_queue_push_tail_link (&to->waiters->posting, &message->link);
+      if (message_carries_ports (message))
+        to->n_carrying++;   /* the caller added its edges */
+      if (post_waiter == NULL)
+        return MP_SEND_QUEUED;
+      g_assert (post_waiter->message == message && !post_waiter->queued);
+      post_waiter->queued = TRUE;
+      g_queue_push_tail_link (&to->waiters->post_waiters, &post_waiter->link);
+      return MP_SEND_WAITING;
+    }
 
   if (mp_pipe_side_has_waiters (to))
     {
@@ -464,19 +751,26 @@ mp_pipe_side_send_locked (MpPipeSide     *to,
 
 /* Hands @data (a payload in its travelling normal form, or NULL) to the sink of @from's
  * peer (MP_SIDE_REMOTE) if nothing is ahead of it there: no queued message, none being
- * dispatched (not ARMED), the side open. Returns whether the sink took it; if not, the
+ * dispatched (not ARMED), no post waiting for room, the side open, and (@needs_room: an
+ * async post) the other process's port below its mark. Returns whether the sink took it; if not, the
  * caller posts it as usual. No message is made for a post the sink takes. */
 gboolean
 mp_pipe_side_send_to_sink (MpPipeSide *from,
-                           GVariant   *data)
+                           GVariant   *data,
+                           gboolean    needs_room)
 {
   MpPipeSide *to = mp_pipe_side_get_peer (from);
   gboolean taken = FALSE;
 
   g_mutex_lock (&to->mutex);
   if (!mp_pipe_side_test (to, MP_SIDE_ARMED | MP_SIDE_CLOSED | MP_SIDE_PEER_CLOSED) &&
-      to->inbox.length == 0 && to->waiters != NULL && to->waiters->sink != NULL)
-    taken = to->waiters->sink->post (to->waiters->sink, data);
+      to->inbox.length == 0 && to->waiters != NULL && to->waiters->sink != NULL &&
+      to->waiters->posting.length == 0 && (!needs_room || has_room (to)))
+    {
+      taken = to->waiters->sink->post (to->waiters->sink, data);
+      if (taken)
+        to->waiters->remote_sent++;
+    }
   g_mutex_unlock (&to->mutex);
 
   return taken;

@@ -42,6 +42,14 @@ G_BEGIN_DECLS
 #define MP_STREAM_CREDIT      "Credit"
 #define MP_STREAM_CREDIT_TYPE "(a(tt))"
 
+/* Room ([(port id, mark, taken), ...]): the sender's end of these ports has that high-water
+ * mark (0: none), and its application took that many messages of what arrived on them so far
+ * (modulo 2^32): the receiver's async posts on them wait while what it sent and was not
+ * taken, with what waits to leave, reaches the mark (docs/wire.md). Sent when the mark
+ * changes and, while there is one, as the application takes messages. */
+#define MP_STREAM_ROOM        "Room"
+#define MP_STREAM_ROOM_TYPE   "(a(tuu))"
+
 /* Flow control: a port's window, in cost, and the cost of a post besides its payload's
  * bytes. A sender keeps what it sent and was not granted back under the window (it may send
  * one post while under it, whatever its size); a receiver grants back what its application

@@ -305,6 +305,14 @@ typedef struct
   guint granted;
   /* Cost received so far. The filter's (GDBus's worker thread) only. */
   guint received;
+  /* The high-water mark of the fed side, and how many messages its application took (mod
+   * 2^32): atomic, written under the fed side's lock. What the worker thread last told the
+   * other side of them (a Room): taken_told atomic (read by the feed), mark_told the worker
+   * thread's. */
+  guint mark;
+  guint taken;
+  guint taken_told;
+  guint mark_told;
 } MpStreamFeed;
 
 typedef struct
@@ -321,6 +329,10 @@ typedef struct
   gboolean remote_closed;
   /* Credit the other side granted, not yet applied. Guarded by stream->lock. */
   guint credit_in;
+  /* The last Room the other side sent, not yet applied (room_in). Guarded by stream->lock. */
+  gboolean room_in;
+  guint room_mark;
+  guint room_taken;
   /* Flow control, sending side: the cost sent and not yet granted back, and the posts that
    * wait for credit (MpMessage, strong), oldest first. Guarded by stream->lock: the sink
    * reads them in the posting thread. Only the worker thread takes posts out of backlog. */
@@ -379,6 +391,8 @@ struct _MpStream
   gboolean flush_scheduled;
   /* Credits to send: (id, cost) pairs. Guarded by lock; sent by the flush. */
   GArray *out_credits;
+  /* Rooms to send: (id, mark, taken) as guint64 triples. Guarded by lock; sent by the flush. */
+  GArray *out_rooms;
   /* Ids of ports the other side granted credit to, for the worker thread to apply; a drain
    * is scheduled while it is not empty. Guarded by lock. */
   GArray *credited;
@@ -394,6 +408,10 @@ struct _MpStream
   GDBusConnection *connection;
   gulong closed_id;
   guint filter_id;
+
+  /* Both Hellos were seen and the data path chosen (stream_begin_cb() ran): data may be
+   * sent. Worker thread only. */
+  gboolean begun;
 
   /* Made by mp_stream_new_detached(): no connection, relays never start. Immutable. */
   gboolean detached;
@@ -481,6 +499,7 @@ stream_unref (gpointer data)
   g_queue_clear_full (&self->out_full, burst_free);
   g_array_unref (self->out_closes);
   g_array_unref (self->out_credits);
+  g_array_unref (self->out_rooms);
   g_array_unref (self->credited);
   g_async_queue_unref (self->grant_queue);
   g_assert (self->grant_source == NULL);
@@ -534,16 +553,13 @@ feed_unref (gpointer data)
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (MpStreamFeed, feed_unref)
 
-/* Any thread, under the lock of the fed side: @cost more was taken by the application. */
+/* Any thread: has the worker thread look at @feed (grant_source_dispatch()). */
 static void
-feed_add (MpStreamFeed *feed,
-          guint         cost)
+feed_queue (MpStreamFeed *feed)
 {
   MpStream *stream = feed->stream;
-  guint pending = (guint) g_atomic_int_add ((int *) &feed->pending, (int) cost) + cost;
 
-  if (pending >= MP_STREAM_WINDOW / 4 &&
-      g_atomic_int_compare_and_exchange (&feed->queued, 0, 1))
+  if (g_atomic_int_compare_and_exchange (&feed->queued, 0, 1))
     {
       GSource *source;
 
@@ -553,6 +569,35 @@ feed_add (MpStreamFeed *feed,
       if (source != NULL)
         mp_wakeable_source_wake (source);
     }
+}
+
+/* Any thread, under the lock of the fed side: @cost more was taken by the application,
+ * in one more message. */
+static void
+feed_add (MpStreamFeed *feed,
+          guint         cost)
+{
+  guint pending = (guint) g_atomic_int_add ((int *) &feed->pending, (int) cost) + cost;
+  guint taken = (guint) g_atomic_int_add ((int *) &feed->taken, 1) + 1;
+  guint mark = (guint) g_atomic_int_get (&feed->mark);
+
+  /* With a mark, the sender hears of every quarter of it taken (at least every message
+   * for a mark under 4): a sender whose posts wait has sent at least the mark, so once the
+   * application took all that arrived, at least that much is untold. */
+  if (pending >= MP_STREAM_WINDOW / 4 ||
+      (mark > 0 && taken - (guint) g_atomic_int_get (&feed->taken_told) >= MAX (mark / 4, 1)))
+    feed_queue (feed);
+}
+
+/* The pipe's hook: the fed side's mark changed (under its lock). */
+static void
+feed_mark_changed (MpPipeFeed *parent,
+                   guint       mark)
+{
+  MpStreamFeed *feed = (MpStreamFeed *) parent;
+
+  g_atomic_int_set (&feed->mark, mark);
+  feed_queue (feed);
 }
 
 static guint
@@ -585,19 +630,23 @@ link_new (MpStream      *stream,
 
   link->feed = g_new0 (MpStreamFeed, 1);
   link->feed->parent.consumed = feed_consumed;
+  link->feed->parent.mark_changed = feed_mark_changed;
   g_atomic_ref_count_init (&link->feed->ref_count);
   link->feed->stream = stream;
   link->feed->id = id;
 
-  /* From now on, posts towards the relay are checked and encoded as they are made. */
+  /* From now on, posts towards the relay are checked and encoded as they are made, and
+   * wait for the other process's room, not for a mark of this one. */
   g_mutex_lock (&side->mutex);
-  mp_pipe_side_set_locked (side, MP_SIDE_REMOTE);
+  mp_pipe_side_make_remote_locked (side);
   g_mutex_unlock (&side->mutex);
 
   /* And what the application takes from the other end is counted. */
   link->fed = mp_pipe_side_get_peer (side);
   g_mutex_lock (&link->fed->mutex);
   mp_pipe_side_set_feed_locked (link->fed, &link->feed->parent);
+  /* A mark set before: told once the link starts (link_start()). */
+  link->feed->mark = mp_pipe_side_get_high_water_mark_locked (link->fed);
   g_mutex_unlock (&link->fed->mutex);
 
   return link;
@@ -651,6 +700,7 @@ enum {
   FRAME_POST = 1,
   FRAME_CLOSE = 2,
   FRAME_CREDIT = 3,
+  FRAME_ROOM = 4,
 };
 
 /* Sends the body (floating) of a Post, Close or Credit: on the direct path if there is one,
@@ -720,6 +770,7 @@ stream_flush_cb (gpointer data)
   GQueue full;
   g_autoptr(GArray) closes = NULL;
   g_autoptr(GArray) credits = NULL;
+  g_autoptr(GArray) rooms = NULL;
   gboolean send;
 
   g_mutex_lock (&self->lock);
@@ -729,8 +780,10 @@ stream_flush_cb (gpointer data)
   burst_init (&self->out_posts);
   closes = g_steal_pointer (&self->out_closes);
   credits = g_steal_pointer (&self->out_credits);
+  rooms = g_steal_pointer (&self->out_rooms);
   self->out_closes = g_array_new (FALSE, FALSE, sizeof (guint64));
   self->out_credits = g_array_new (FALSE, FALSE, sizeof (guint64));
+  self->out_rooms = g_array_new (FALSE, FALSE, sizeof (guint64));
   self->flush_scheduled = FALSE;
   self->flushing = TRUE;
   send = self->connection != NULL;
@@ -746,6 +799,17 @@ stream_flush_cb (gpointer data)
         g_variant_builder_add (&builder, "(tt)", g_array_index (credits, guint64, i),
                                g_array_index (credits, guint64, i + 1));
       send_data (self, MP_STREAM_CREDIT, FRAME_CREDIT, g_variant_new ("(a(tt))", &builder));
+    }
+  if (send && rooms->len > 0)
+    {
+      GVariantBuilder builder;
+
+      g_variant_builder_init (&builder, G_VARIANT_TYPE ("a(tuu)"));
+      for (guint i = 0; i + 2 < rooms->len; i += 3)
+        g_variant_builder_add (&builder, "(tuu)", g_array_index (rooms, guint64, i),
+                               (guint32) g_array_index (rooms, guint64, i + 1),
+                               (guint32) g_array_index (rooms, guint64, i + 2));
+      send_data (self, MP_STREAM_ROOM, FRAME_ROOM, g_variant_new ("(a(tuu))", &builder));
     }
   while ((burst = g_queue_pop_head (&full)) != NULL)
     {
@@ -1326,6 +1390,8 @@ stream_drain_cb (gpointer data)
       guint64 id = g_array_index (ids, guint64, i);
       MpStreamLink *link;
       guint credit = 0;
+      gboolean room = FALSE;
+      guint mark = 0, taken = 0;
 
       g_mutex_lock (&self->lock);
       link = g_hash_table_lookup (self->links, &id);
@@ -1333,15 +1399,60 @@ stream_drain_cb (gpointer data)
         {
           credit = link->credit_in;
           link->credit_in = 0;
+          room = link->room_in;
+          mark = link->room_mark;
+          taken = link->room_taken;
+          link->room_in = FALSE;
         }
       g_mutex_unlock (&self->lock);
 
       /* Links are freed on this thread only: @link stays valid. */
       if (link != NULL && credit > 0 && !link->finished)
         link_apply_credit (link, credit);
+      if (link != NULL && room && !link->finished)
+        {
+          MpPipeSide *side = mp_message_port_get_side (link->relay);
+          gboolean valid;
+
+          g_mutex_lock (&side->mutex);
+          valid = mp_pipe_side_set_remote_room_locked (side, mark, taken);
+          g_mutex_unlock (&side->mutex);
+          if (!valid)
+            {
+              stream_break (self, "a Room for port %" G_GUINT64_FORMAT " that took more than was sent", id);
+              break;
+            }
+        }
     }
 
   return G_SOURCE_REMOVE;
+}
+
+/* Worker thread: tells the other side @feed's mark and how much its application took, if
+ * the mark changed or, while there is one, the application took more since last told. */
+static void
+feed_tell_room (MpStream     *self,
+                MpStreamFeed *feed)
+{
+  guint mark = (guint) g_atomic_int_get (&feed->mark);
+  guint taken = (guint) g_atomic_int_get (&feed->taken);
+
+  /* Before the data path is chosen nothing is sent: link_start() looks again. */
+  if (!self->begun ||
+      (mark == feed->mark_told && (mark == 0 || taken == (guint) g_atomic_int_get (&feed->taken_told))))
+    return;
+
+  feed->mark_told = mark;
+  g_atomic_int_set (&feed->taken_told, taken);
+  g_mutex_lock (&self->lock);
+  if (!self->closing)
+    {
+      guint64 triple[3] = { feed->id, mark, taken };
+
+      g_array_append_vals (self->out_rooms, triple, 3);
+      stream_schedule_flush_locked (self);
+    }
+  g_mutex_unlock (&self->lock);
 }
 
 /* The source that grants credit back: woken by the feeds (lock-free, from any thread). */
@@ -1388,6 +1499,7 @@ grant_source_dispatch (GSource     *source,
             }
           g_mutex_unlock (&self->lock);
         }
+      feed_tell_room (self, feed);
       feed_unref (feed);
     }
 
@@ -1427,6 +1539,9 @@ link_start (MpStreamLink *link,
   if (with_sink)
     link_install_sink (link);
   link->close_id = g_signal_connect (link->relay, "close", G_CALLBACK (on_relay_close), link);
+  /* A mark set on the application's end before the link started. */
+  if (g_atomic_int_get (&link->feed->mark) != 0)
+    feed_queue (link->feed);
   mp_message_port_start (link->relay);
   /* On this thread, a started port has a context until its own dispatch retires it. */
   if (mp_message_port_get_context (link->relay) == NULL)
@@ -2114,6 +2229,26 @@ handle_close (MpStream *self,
 
 /* The other side's application took @credit of what @id posted: applied on the worker
  * thread, which owns the sending side of the window. */
+/* With the lock held: has the worker thread apply what came for port @id (stream_drain_cb()). */
+static void
+stream_schedule_drain_locked (MpStream *self,
+                              guint64   id)
+{
+  g_array_append_val (self->credited, id);
+  if (!self->drain_scheduled && !self->detached)
+    {
+      /* An idle, never a call made here: on the direct path this runs on the worker
+       * thread itself, with the lock held. */
+      GSource *idle = g_idle_source_new ();
+
+      self->drain_scheduled = TRUE;
+      g_source_set_static_name (idle, "MpStream drain");
+      g_source_set_callback (idle, stream_drain_cb, stream_ref (self), stream_unref);
+      g_source_attach (idle, mp_worker_context ());
+      g_source_unref (idle);
+    }
+}
+
 static gboolean
 handle_credit (MpStream *self,
                guint64   id,
@@ -2140,19 +2275,38 @@ handle_credit (MpStream *self,
         link->credit_in = G_MAXUINT32;   /* more than was ever sent: the drain breaks it */
       else
         link->credit_in += (guint) credit;
-      g_array_append_val (self->credited, id);
-      if (!self->drain_scheduled && !self->detached)
-        {
-          /* An idle, never a call made here: on the direct path this runs on the worker
-           * thread itself, with the lock held. */
-          GSource *idle = g_idle_source_new ();
+      stream_schedule_drain_locked (self, id);
+    }
+  g_mutex_unlock (&self->lock);
 
-          self->drain_scheduled = TRUE;
-          g_source_set_static_name (idle, "MpStream drain");
-          g_source_set_callback (idle, stream_drain_cb, stream_ref (self), stream_unref);
-          g_source_attach (idle, mp_worker_context ());
-          g_source_unref (idle);
-        }
+  return TRUE;
+}
+
+/* The other side's port @id has @mark and its application took @taken: applied on the
+ * worker thread, which owns the relay. */
+static gboolean
+handle_room (MpStream *self,
+             guint64   id,
+             guint32   mark,
+             guint32   taken)
+{
+  MpStreamLink *link;
+
+  if (!id_known (self, id))
+    {
+      stream_break (self, "a Room for port %" G_GUINT64_FORMAT ", which does not exist", id);
+      return FALSE;
+    }
+
+  g_mutex_lock (&self->lock);
+  link = g_hash_table_lookup (self->links, &id);
+  if (link != NULL)
+    {
+      /* Cumulative: the last one says it all. */
+      link->room_in = TRUE;
+      link->room_mark = mark;
+      link->room_taken = taken;
+      stream_schedule_drain_locked (self, id);
     }
   g_mutex_unlock (&self->lock);
 
@@ -2210,6 +2364,28 @@ handle_data (MpStream   *self,
             return;
         }
     }
+  else if (g_strcmp0 (member, MP_STREAM_ROOM) == 0)
+    {
+      g_autoptr(GVariant) rooms = NULL;
+      gsize n_rooms;
+
+      if (!g_variant_is_of_type (body, G_VARIANT_TYPE (MP_STREAM_ROOM_TYPE)))
+        {
+          stream_break (self, "Room has type “%s”", g_variant_get_type_string (body));
+          return;
+        }
+      rooms = g_variant_get_child_value (body, 0);
+      n_rooms = g_variant_n_children (rooms);
+      for (gsize i = 0; i < n_rooms; i++)
+        {
+          guint64 id;
+          guint32 mark, taken;
+
+          g_variant_get_child (rooms, i, "(tuu)", &id, &mark, &taken);
+          if (!handle_room (self, id, mark, taken))
+            return;
+        }
+    }
 }
 
 static void
@@ -2233,7 +2409,7 @@ handle_message (MpStream     *self,
     }
 
   if (g_strcmp0 (member, MP_STREAM_POST) == 0 || g_strcmp0 (member, MP_STREAM_CLOSE) == 0 ||
-      g_strcmp0 (member, MP_STREAM_CREDIT) == 0)
+      g_strcmp0 (member, MP_STREAM_CREDIT) == 0 || g_strcmp0 (member, MP_STREAM_ROOM) == 0)
     {
       if (g_atomic_int_get (&self->direct))
         stream_break (self, "a %s signal on a stream whose data takes the direct path", member);
@@ -2718,6 +2894,10 @@ on_frame (guint8        kind,
       member = MP_STREAM_CREDIT;
       type = MP_STREAM_CREDIT_TYPE;
       break;
+    case FRAME_ROOM:
+      member = MP_STREAM_ROOM;
+      type = MP_STREAM_ROOM_TYPE;
+      break;
     default:
       stream_break (self, "a frame of unknown kind %u", kind);
       return;
@@ -2932,6 +3112,7 @@ stream_begin_cb (gpointer data)
         }
     }
 
+  self->begun = TRUE;
   for (guint i = 0; i < links->len; i++)
     link_start (g_ptr_array_index (links, i), TRUE);
 
@@ -2964,6 +3145,9 @@ on_connection_made (GObject      *object,
     g_source_set_static_name (source, "MpStream grants");
     g_source_attach (source, mp_worker_context ());
     g_atomic_pointer_set (&self->grant_source, source);
+    /* Feeds queued before it was there (a mark set on a port before the connection was
+     * up) woke nothing. */
+    mp_wakeable_source_wake (source);
   }
   self->closed_id = g_signal_connect (connection, "closed", G_CALLBACK (on_connection_closed),
                                       self);
@@ -3070,6 +3254,7 @@ stream_new (gboolean        server,
   g_queue_init (&self->out_full);
   self->out_closes = g_array_new (FALSE, FALSE, sizeof (guint64));
   self->out_credits = g_array_new (FALSE, FALSE, sizeof (guint64));
+  self->out_rooms = g_array_new (FALSE, FALSE, sizeof (guint64));
   self->credited = g_array_new (FALSE, FALSE, sizeof (guint64));
   self->grant_queue = g_async_queue_new_full (feed_unref);
   self->offered_fd = self->direct_fd = -1;

@@ -16,6 +16,9 @@
  *                        second port), sends X's second port back in ("nested", <u n>), then
  *                        posts ("seq", i) for i < n on Y's first port and closes the first
  *                        ports of X and Y
+ *   ("paced", <u n>)     posts ("seq", <u i>) for i = 0 .. n-1 with post_message_async(),
+ *                        each once the one before it was queued (so it waits for room while
+ *                        the parent's port is at its high-water mark)
  *   ("close", v)         closes the stream's port
  *   ("exit", <i code>)   calls exit () with that code at once, closing nothing (what it
  *                        posted is still sent: mpport flushes its streams at exit)
@@ -38,6 +41,43 @@ post_or_die (MpMessagePort        *port,
 
   if (!mp_message_port_post_message (port, data, ports, n_ports, &error))
     g_error ("process-peer: post failed: %s", error->message);
+}
+
+typedef struct
+{
+  MpMessagePort *port;   /* strong */
+  guint32 next;
+  guint32 n;
+} Paced;
+
+static void paced_post (Paced *paced);
+
+static void
+on_paced (GObject      *object,
+          GAsyncResult *result,
+          gpointer      data)
+{
+  Paced *paced = data;
+  g_autoptr(GError) error = NULL;
+
+  if (!mp_message_port_post_message_finish (MP_MESSAGE_PORT (object), result, &error))
+    g_error ("process-peer: paced post %u failed: %s", paced->next, error->message);
+  if (++paced->next < paced->n)
+    {
+      paced_post (paced);
+      return;
+    }
+  g_object_unref (paced->port);
+  g_free (paced);
+}
+
+static void
+paced_post (Paced *paced)
+{
+  mp_message_port_post_message_async (paced->port,
+                                      g_variant_new ("(sv)", "seq",
+                                                     g_variant_new_uint32 (paced->next)),
+                                      NULL, 0, NULL, on_paced, paced);
 }
 
 static void on_served_message (MpMessagePort *port,
@@ -138,6 +178,15 @@ on_message (MpMessagePort *port,
                      g_variant_new ("(sv)", "seq", g_variant_new_uint32 (i)), NULL, 0);
       mp_message_port_close (mp_message_channel_get_port1 (y));
       mp_message_port_close (mp_message_channel_get_port1 (x));
+    }
+  else if (g_str_equal (command, "paced"))
+    {
+      Paced *paced = g_new0 (Paced, 1);
+
+      paced->port = g_object_ref (port);
+      paced->n = g_variant_get_uint32 (arg);
+      if (paced->n > 0)
+        paced_post (paced);
     }
   else if (g_str_equal (command, "close"))
     mp_message_port_close (port);

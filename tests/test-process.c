@@ -420,6 +420,62 @@ test_burst (Fixture       *f,
   g_assert_false (f->rec.closed);
 }
 
+/* The high-water mark holds across the process boundary: with a mark of 8 on our port, the
+ * child's async posts wait once 8 are queued here (it learns the mark and what we took
+ * through Room messages); raising the mark lets exactly that many more in, removing it lets
+ * all of them in; then every one arrives once, in order. */
+static void
+test_paced (Fixture       *f,
+            gconstpointer  data)
+{
+  const guint32 n = 200;
+  const guint mark = 8;
+
+  mp_message_port_set_high_water_mark (f->rec.port, mark);
+  /* The Room that tells the child goes out from the worker thread: let it leave before the
+   * command (which a lone post may write at once). */
+  spin_context (f->context, 200);
+  post_command (f, "paced", g_variant_new_uint32 (n));
+
+  WAIT_FOR (f->context, mp_message_port_get_n_queued (f->rec.port) >= mark);
+  spin_context (f->context, QUIET_MSEC);
+  g_assert_cmpuint (mp_message_port_get_n_queued (f->rec.port), ==, mark);
+
+  mp_message_port_set_high_water_mark (f->rec.port, 2 * mark);
+  WAIT_FOR (f->context, mp_message_port_get_n_queued (f->rec.port) >= 2 * mark);
+  spin_context (f->context, QUIET_MSEC);
+  g_assert_cmpuint (mp_message_port_get_n_queued (f->rec.port), ==, 2 * mark);
+
+  mp_message_port_set_high_water_mark (f->rec.port, 0);
+  WAIT_FOR (f->context, mp_message_port_get_n_queued (f->rec.port) == n);
+
+  mp_message_port_start (f->rec.port);
+  WAIT_FOR (f->context, f->rec.received->len == n);
+  spin_context (f->context, QUIET_MSEC);
+  g_assert_cmpuint (f->rec.received->len, ==, n);
+  assert_seqs (&f->rec, 0, "seq", n);
+  g_assert_cmpuint (mp_message_port_get_n_queued (f->rec.port), ==, 0);
+}
+
+/* The same, with our application taking messages while the child posts: it is paced by
+ * what we take, and nothing is lost or reordered. */
+static void
+test_paced_consumed (Fixture       *f,
+                     gconstpointer  data)
+{
+  const guint32 n = scaled (20000);
+
+  mp_message_port_set_high_water_mark (f->rec.port, 4);
+  spin_context (f->context, 200);
+  mp_message_port_start (f->rec.port);
+  post_command (f, "paced", g_variant_new_uint32 (n));
+
+  WAIT_FOR (f->context, f->rec.received->len == n);
+  spin_context (f->context, QUIET_MSEC);
+  g_assert_cmpuint (f->rec.received->len, ==, n);
+  assert_seqs (&f->rec, 0, "seq", n);
+}
+
 /* We close right after posting: our "close" comes (not inside the close call), nothing is
  * delivered after it, and the child — which got the posts, then the close, and echoed into
  * a port whose peer is gone — exits with 0. */
@@ -2458,6 +2514,8 @@ static const struct
   { "echo", test_echo },
   { "burst", test_burst },
   { "flood", test_flood },
+  { "paced", test_paced },
+  { "paced/consumed", test_paced_consumed },
   { "close/by-parent", test_close_by_parent },
   { "close/by-child", test_close_by_child },
   { "close/by-exit", test_close_by_exit },
