@@ -69,6 +69,11 @@ mp_message_is_error (const MpMessage *self)
 void       mp_message_queue_drop        (GQueue    *messages);
 void       mp_message_drop              (MpMessage *message);
 
+/* The pipe side viewed by the @index-th port the message carries: what the pipe's transit
+ * graph (mp-pipe.c) needs of a travelling port, so that the pipe knows nothing of ports. */
+struct _MpPipeSide *mp_message_get_port_side (MpMessage *self,
+                                              guint      index);
+
 /* The va_list marshaller of the "message" signals (VOID:MpMessage). Unlike
  * g_cclosure_marshal_VOID__BOXEDv it hands C handlers the emitter's message without
  * copying it (g_boxed_copy() + g_boxed_free() go through GType's global rwlock and cost

@@ -6,7 +6,7 @@
 #include "config.h"
 
 #include "mp-message-private.h"
-#include "mp-message-port.h"
+#include "mp-message-port-private.h"
 
 /**
  * MpMessage:
@@ -323,4 +323,11 @@ mp_message_drop (MpMessage *message)
 
   g_queue_push_tail_link (&one, &message->link);
   mp_message_queue_drop (&one);
+}
+
+struct _MpPipeSide *
+mp_message_get_port_side (MpMessage *self,
+                          guint      index)
+{
+  return mp_message_port_get_side (g_ptr_array_index (self->ports, index));
 }

@@ -7,7 +7,6 @@
 
 #include "mp-error.h"
 #include "mp-i18n-private.h"
-#include "mp-message-port-private.h"
 #include "mp-pipe-private.h"
 
 /* A pipe is what a channel really is: two sides, each a locked inbox plus a state word. The
@@ -134,7 +133,7 @@ transit_forget (MpPipeSide *side,
 
   for (guint i = 0; i < message->ports->len; i++)
     {
-      MpPipeSide *travelling = mp_message_port_get_side (g_ptr_array_index (message->ports, i));
+      MpPipeSide *travelling = mp_message_get_port_side (message, i);
 
       g_assert (travelling->transit_at == side);
       travelling->transit_at = NULL;
