@@ -140,7 +140,7 @@ mp_port_source_dispatch (GSource     *source,
   GSource *retired = NULL;
   gboolean retiring = FALSE;
   gboolean emit_close = FALSE;
-  guint budget = MP_MESSAGE_PORT_DISPATCH_BUDGET;
+  guint budget;
 
   /* Order matters (see mp_pipe_side_wake_locked()): clear the pending flag before looking
    * at the inbox; ARMED stays set until the inbox is found empty, under the lock, so that
@@ -148,6 +148,13 @@ mp_port_source_dispatch (GSource     *source,
   mp_wakeable_source_set_pending (source, FALSE);
 
   g_mutex_lock (&side->mutex);
+
+  /* With a high-water mark, producers refill the queue as this dispatch takes from it: a
+   * dispatch takes at most one mark's worth, so that the context's other sources (a frame
+   * clock) come round as often as the queue holds. */
+  budget = mp_pipe_side_get_high_water_mark_locked (side);
+  if (budget == 0 || budget > MP_MESSAGE_PORT_DISPATCH_BUDGET)
+    budget = MP_MESSAGE_PORT_DISPATCH_BUDGET;
 
   /* One message at a time under the lock, so that receive() on other threads, a transfer
    * or a close() made by a handler all see the exact rest of the queue. */
@@ -493,8 +500,9 @@ mp_message_port_class_init (MpMessagePortClass *klass)
    *
    * Emitted for each message, in the order posted, on the thread iterating the port's
    * context, once [method@Mp.MessagePort.start] was called. One dispatch delivers at most
-   * 1024 messages (a [signal@Mp.MessagePort::message-error] counts as one), then yields to
-   * the main loop.
+   * 1024 messages, or the port's [property@Mp.MessagePort:high-water-mark] if it is lower
+   * (a [signal@Mp.MessagePort::message-error] counts as one), then yields to the main
+   * loop.
    *
    * @message belongs to the emission: take a reference to keep it. Its ports are unstarted.
    *
@@ -997,6 +1005,14 @@ typedef struct
   gulong cancelled_id;
 } MpPortPost;
 
+/* An async post to a closed peer: room will never come, and a producer loop must end. */
+static GError *
+peer_closed_error (void)
+{
+  return g_error_new_literal (MP_ERROR, MP_ERROR_CLOSED,
+                              _("The other port of the channel was closed"));
+}
+
 static GError *
 post_cancelled_error (void)
 {
@@ -1222,9 +1238,9 @@ mp_message_port_post_message_async (MpMessagePort        *self,
   /* Once queued, a post succeeds whatever the cancellable says. */
   g_task_set_check_cancellable (task, FALSE);
 
-  if (g_cancellable_set_error_if_cancelled (cancellable, &error))
+  if (g_cancellable_is_cancelled (cancellable))
     {
-      g_task_return_error (task, error);
+      g_task_return_error (task, post_cancelled_error ());
       return;
     }
 
@@ -1258,8 +1274,10 @@ mp_message_port_post_message_async (MpMessagePort        *self,
           if (result != MP_SEND_QUEUED)
             mp_message_drop (queued);
           if (result == MP_SEND_REFUSED)
-            g_task_return_new_error (task, MP_ERROR, MP_ERROR_INVALID_STATE, "%s",
-                                     _("The port is closed"));
+            g_task_return_error (task, g_error_new_literal (MP_ERROR, MP_ERROR_INVALID_STATE,
+                                                            _("The port is closed")));
+          else if (result == MP_SEND_DROPPED)
+            g_task_return_error (task, peer_closed_error ());
           else
             g_task_return_boolean (task, TRUE);
           return;
@@ -1293,6 +1311,8 @@ mp_message_port_post_message_async (MpMessagePort        *self,
       g_mutex_lock (&to->mutex);
       if (result == MP_SEND_REFUSED && error == NULL)
         error = g_error_new_literal (MP_ERROR, MP_ERROR_INVALID_STATE, _("The port is closed"));
+      else if (result == MP_SEND_DROPPED)
+        error = peer_closed_error ();
       post->head.error = g_steal_pointer (&error);
       mp_wakeable_source_wake (post->head.source);
       g_mutex_unlock (&to->mutex);
@@ -1314,12 +1334,12 @@ mp_message_port_post_message_async (MpMessagePort        *self,
  * %MP_ERROR_DATA_CLONE for a transfer list or a message that
  * [method@Mp.MessagePort.post_message] would refuse, with %MP_ERROR_CLOSED if the peer
  * closed while the post waited for room (room will never come; the message is dropped),
- * and with %G_IO_ERROR_CANCELLED if it was cancelled while it waited. A post made when the
- * peer was already closed succeeds and drops the message, as
- * [method@Mp.MessagePort.post_message] does.
+ * and with %G_IO_ERROR_CANCELLED if it was cancelled before it was queued. A post made
+ * when the peer is already closed fails with %MP_ERROR_CLOSED too, and drops the message:
+ * unlike [method@Mp.MessagePort.post_message], which succeeds then, an async post tells a
+ * producer loop that nobody will take what it posts.
  *
- * Returns: %TRUE if the message was queued at the peer (or dropped because the peer was
- *   closed), %FALSE with @error set otherwise
+ * Returns: %TRUE if the message was queued at the peer, %FALSE with @error set otherwise
  *
  * Since: 1.0
  */
@@ -1343,7 +1363,7 @@ mp_message_port_post_message_finish (MpMessagePort  *self,
  *
  * Gets the [property@Mp.MessagePort:high-water-mark] of @self. Callable from any thread.
  *
- * Returns: the mark, or 0 for none
+ * Returns: the mark, or 0 for none (and for a port transferred away)
  *
  * Since: 1.0
  */
@@ -1357,7 +1377,7 @@ mp_message_port_get_high_water_mark (MpMessagePort *self)
 
   side = self->side;
   g_mutex_lock (&side->mutex);
-  mark = mp_pipe_side_get_high_water_mark_locked (side);
+  mark = is_detached (self) ? 0 : mp_pipe_side_get_high_water_mark_locked (side);
   g_mutex_unlock (&side->mutex);
 
   return mark;
