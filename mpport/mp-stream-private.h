@@ -86,7 +86,8 @@ GDBusConnectionFlags  mp_stream_connection_flags (MpStreamFlags         flags);
 
 /* For the fuzzer and the decoder's tests: a stream with no connection, whose port 0's other
  * end is @port (transfer full). What mp_stream_receive() is given goes through the same
- * checks as what a connection reads, and what it delivers lands in @port and in the ports
+ * checks as what a connection reads, except those the worker thread makes later (a Credit
+ * or a Room for more than was sent: no drain runs), and what it delivers lands in @port and in the ports
  * that arrive (whose relays never start); a protocol violation only marks the stream broken
  * (no warning). mp_stream_free_detached() closes every port of the stream. */
 typedef struct _MpStream MpStream;
@@ -95,7 +96,7 @@ MpStream             *mp_stream_new_detached     (gboolean              server,
                                                   MpMessagePort       **port);
 void                  mp_stream_receive          (MpStream             *self,
                                                   GDBusMessage         *message);
-/* A frame of the direct path (@kind 1 Post, 2 Close, 3 Credit; @body its serialized
+/* A frame of the direct path (@kind 1 Post, 2 Close, 3 Credit, 4 Room; @body its serialized
  * body), as the socket would bring it; only after a Hello that asks for the path (a
  * boolean true from a client, a handle from a server), else it breaks the stream. */
 void                  mp_stream_receive_frame    (MpStream             *self,

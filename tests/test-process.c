@@ -65,6 +65,7 @@
 #define STREAM_POST_TYPE   "(atauasauayauat)"
 #define STREAM_CLOSE_TYPE  "(at)"
 #define STREAM_CREDIT_TYPE "(a(tt))"
+#define STREAM_ROOM_TYPE   "(a(tuu))"
 /* The cost of a post besides its payload's bytes (flow control). */
 #define STREAM_COST_OVERHEAD 64u
 
@@ -77,6 +78,7 @@
 #define FRAME_POST           1
 #define FRAME_CLOSE          2
 #define FRAME_CREDIT         3
+#define FRAME_ROOM           4
 #define FRAMES_MAX_LENGTH    (32u * 1024 * 1024)
 
 /* Set (to anything), it keeps mpport's streams in this process on D-Bus signals. */
@@ -1068,6 +1070,8 @@ frame_kind (const char *member)
     return FRAME_CLOSE;
   if (g_str_equal (member, "Credit"))
     return FRAME_CREDIT;
+  if (g_str_equal (member, "Room"))
+    return FRAME_ROOM;
   return 0;
 }
 
@@ -1239,14 +1243,14 @@ raw_take_frame (Raw          *raw,
                 const guint8 *data,
                 gsize         size)
 {
-  static const char *const members[] = { NULL, "Post", "Close", "Credit" };
+  static const char *const members[] = { NULL, "Post", "Close", "Credit", "Room" };
   static const char *const types[] = { NULL, STREAM_POST_TYPE, STREAM_CLOSE_TYPE,
-                                       STREAM_CREDIT_TYPE };
+                                       STREAM_CREDIT_TYPE, STREAM_ROOM_TYPE };
   g_autoptr(GBytes) bytes = g_bytes_new (data, size);
   g_autoptr(GVariant) body = NULL;
 
   g_assert_cmpuint (kind, >=, FRAME_POST);
-  g_assert_cmpuint (kind, <=, FRAME_CREDIT);
+  g_assert_cmpuint (kind, <=, FRAME_ROOM);
   body = g_variant_ref_sink (g_variant_new_from_bytes (G_VARIANT_TYPE (types[kind]), bytes,
                                                        FALSE));
   g_assert_true (g_variant_is_normal_form (body));
@@ -1764,6 +1768,12 @@ static const Violation violations[] = {
   /* A credit must grant something, and at most 2^32 - 1. */
   { "credit-zero", "7 ", { HELLO, POST_7, { "Credit", "([(uint64 0, uint64 0)],)" } } },
   { "credit-huge", "7 ", { HELLO, POST_7, { "Credit", "([(uint64 0, uint64 4294967296)],)" } } },
+  /* A Room for a port never announced, and one that says more was taken than was ever
+   * sent there (we sent nothing on port 0). */
+  { "room-unknown-port", "7 ",
+    { HELLO, POST_7, { "Room", "([(uint64 999, uint32 4, uint32 0)],)" } } },
+  { "room-taken-unsent", "7 ", { HELLO, POST_7, { "Room", "([(uint64 0, uint32 4, uint32 1)],)" } } },
+  { "room-body-type", "7 ", { HELLO, POST_7, { "Room", "([(uint64 0, uint32 4)],)" } } },
   /* Nothing comes before Hello. */
   { "no-hello", "", { POST_7, HELLO, POST_7 } },
   { "version-2", "", { { "Hello", "(uint32 2, @a{sv} {})" }, POST_7 } },
@@ -1830,7 +1840,7 @@ static gboolean
 violation_plays_direct (const Violation *violation)
 {
   static const char *const types[] = { NULL, STREAM_POST_TYPE, STREAM_CLOSE_TYPE,
-                                       STREAM_CREDIT_TYPE };
+                                       STREAM_CREDIT_TYPE, STREAM_ROOM_TYPE };
 
   if (!g_str_equal (violation->sends[0].member, "Hello") || violation->sends[0].body == NULL ||
       !g_str_equal (violation->sends[0].body, "(uint32 1, @a{sv} {})"))

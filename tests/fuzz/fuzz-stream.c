@@ -29,12 +29,15 @@
  *   3     Close of fuzz-chosen ids;
  *   4     a misshapen message: a wrong body type, no body, an unknown member, a method call
  *         of the protocol's interface, messages of other interfaces;
- *   5     with bits 3-4 0 or 1: the application closes one of the ports it holds (its relay
- *         then drops posts); 2: a frame (frame_step()): a fuzz-chosen kind (mostly Post,
- *         Close or Credit) and body (raw bytes, or a serialized Post, Close or Credit with a
- *         few bytes changed, cut or added); 3: a Post, Close or Credit on the other channel
- *         than the stream's: as a signal on the direct path, as a frame without it;
- *   7     Credit of fuzz-chosen ids and amounts (valid, zero, over 32 bits).
+ *   5     with bits 3-4 0: the application closes one of the ports it holds (its relay then
+ *         drops posts); 1: it sets a high-water mark on one of them, or removes it (which
+ *         has mpport tell the peer with a Room, which a detached stream never sends); 2: a
+ *         frame (frame_step()): a fuzz-chosen kind (mostly Post, Close, Credit or Room) and
+ *         body (raw bytes, or a serialized Post, Close, Credit or Room with a few bytes
+ *         changed, cut or added); 3: a Post, Close, Credit or Room on the other channel than
+ *         the stream's: as a signal on the direct path, as a frame without it;
+ *   7     with bit 5 clear, Credit of fuzz-chosen ids and amounts (valid, zero, over 32
+ *         bits); with bit 5 set, Room of fuzz-chosen ids, marks and counts taken.
  *
  * On the direct path, steps 2, 3, 6 and 7 send the body they make as a frame of its kind
  * (serialized in normal form, little-endian), not as a signal; bits 3-4 do not apply.
@@ -45,10 +48,16 @@
  * G_IO_ERROR_INVALID_DATA per invalid payload, its close after a Close; and whether the
  * stream breaks. A frame carries the body of the signal of its kind and is decoded the same
  * way; it breaks the stream unless the peer's Hello asked for the direct path, if its kind is
- * none of the three, or if it is a Close or Credit not in normal form (a Post is read as any
- * untrusted GVariant is); on the direct path a Post, Close or Credit signal breaks it. After
- * every step, every port with something due is drained with
- * mp_message_port_receive_timeout (port, 0) and checked:
+ * none of the four, or if it is a Close, Credit or Room not in normal form (a Post is read as
+ * any untrusted GVariant is); on the direct path a Post, Close, Credit or Room signal breaks
+ * it. A Credit or Room changes no delivery: it breaks the stream only for an unknown id (or a
+ * Credit of 0 or over 32 bits). The checks against what mpport sent on the port (a Credit for
+ * more than is in flight, a Room that took more than was sent) are made by the worker thread,
+ * in the drain a detached stream never runs, so the model cannot see them: a detached stream
+ * sends nothing, so every Credit and every Room with a count taken other than 0 is beyond
+ * them, and the model says such a message does not break the stream. After every step,
+ * every port with something due is drained with mp_message_port_receive_timeout (port, 0)
+ * and checked:
  *
  *   - the stream is broken exactly when the model says so (a detached stream never grants
  *     credit, so a port's window closes for good after MP_STREAM_WINDOW of cost); from
@@ -79,6 +88,7 @@
 #define FRAME_POST       1
 #define FRAME_CLOSE      2
 #define FRAME_CREDIT     3
+#define FRAME_ROOM       4
 /* The longest raw frame body made from the input. */
 #define MAX_RAW_FRAME    2048
 #define MAX_SMALL_STRING 24
@@ -512,7 +522,17 @@ model_credit (Fuzz    *f,
   return id_known (f, id) && credit != 0 && credit <= G_MAXUINT32;
 }
 
-/* A Post, Close or Credit @body (of any type) as a signal or a frame carries it. */
+/* Any mark is fine, and a Room for a closed port is ignored. A count taken beyond what mpport
+ * sent on the port is refused in the drain, which a detached stream never runs (see the top
+ * of the file): only the id is checked here. */
+static gboolean
+model_room (Fuzz    *f,
+            guint64  id)
+{
+  return id_known (f, id);
+}
+
+/* A Post, Close, Credit or Room @body (of any type) as a signal or a frame carries it. */
 static void
 model_data (Fuzz       *f,
             const char *member,
@@ -552,6 +572,24 @@ model_data (Fuzz       *f,
 
           g_variant_get_child (credits, i, "(tt)", &id, &credit);
           if (!model_credit (f, id, credit))
+            {
+              f->broken = TRUE;
+              return;
+            }
+        }
+    }
+  else if (g_strcmp0 (member, MP_STREAM_ROOM) == 0 &&
+           g_variant_is_of_type (body, G_VARIANT_TYPE (MP_STREAM_ROOM_TYPE)))
+    {
+      g_autoptr(GVariant) rooms = g_variant_get_child_value (body, 0);
+
+      for (gsize i = 0; i < g_variant_n_children (rooms); i++)
+        {
+          guint64 id;
+          guint32 mark, taken;
+
+          g_variant_get_child (rooms, i, "(tuu)", &id, &mark, &taken);
+          if (!model_room (f, id))
             {
               f->broken = TRUE;
               return;
@@ -624,7 +662,7 @@ model_receive (Fuzz         *f,
     }
 
   if (g_strcmp0 (member, MP_STREAM_POST) == 0 || g_strcmp0 (member, MP_STREAM_CLOSE) == 0 ||
-      g_strcmp0 (member, MP_STREAM_CREDIT) == 0)
+      g_strcmp0 (member, MP_STREAM_CREDIT) == 0 || g_strcmp0 (member, MP_STREAM_ROOM) == 0)
     {
       /* On the direct path, the data signals are gone: any of them, whatever its body. */
       if (f->direct)
@@ -643,14 +681,14 @@ model_frame (Fuzz   *f,
              GBytes *body)
 {
   static const char *const members[] = { NULL, MP_STREAM_POST, MP_STREAM_CLOSE,
-                                         MP_STREAM_CREDIT };
+                                         MP_STREAM_CREDIT, MP_STREAM_ROOM };
   static const char *const types[] = { NULL, MP_STREAM_POST_TYPE, MP_STREAM_CLOSE_TYPE,
-                                       MP_STREAM_CREDIT_TYPE };
+                                       MP_STREAM_CREDIT_TYPE, MP_STREAM_ROOM_TYPE };
   g_autoptr(GVariant) value = NULL;
 
   if (f->broken)
     return;
-  if (!f->hello_seen || !f->direct || kind < FRAME_POST || kind > FRAME_CREDIT)
+  if (!f->hello_seen || !f->direct || kind < FRAME_POST || kind > FRAME_ROOM)
     {
       f->broken = TRUE;
       return;
@@ -1256,10 +1294,56 @@ make_credit (Fuzz   *f,
   return make_signal (MP_STREAM_CREDIT, g_variant_new ("(a(tt))", &credits));
 }
 
+/* A Room of fuzz-chosen ids, any marks, and counts taken: mostly 0, which never exceeds what
+ * was sent; at times more than a detached stream ever sent (it sends nothing), which only the
+ * drain, never run here, would refuse. */
+static GDBusMessage *
+make_room (Fuzz   *f,
+           Reader *r)
+{
+  GVariantBuilder rooms;
+  guint n = next_byte (r) % 4;
+
+  g_variant_builder_init (&rooms, G_VARIANT_TYPE ("a(tuu)"));
+  for (guint i = 0; i < n; i++)
+    {
+      guint64 id = pick_id (f, r, f->peer_max);
+      guint8 choice = next_byte (r);
+      guint32 mark = choice % 4 == 0 ? 0 : choice % 4 == 1 ? 1 + (choice >> 2) :
+                     choice % 4 == 2 ? G_MAXUINT32 : next_u32 (r);
+      guint32 taken;
+
+      choice = next_byte (r);
+      taken = choice < 192 ? 0 : choice < 224 ? 1 : choice < 240 ? G_MAXUINT32 : next_u32 (r);
+      g_variant_builder_add (&rooms, "(tuu)", id, mark, taken);
+    }
+
+  return make_signal (MP_STREAM_ROOM, g_variant_new ("(a(tuu))", &rooms));
+}
+
+/* A Room whose body has another type: Credit's, or one close to its own. */
+static GDBusMessage *
+make_misshapen_room (Reader *r)
+{
+  switch (next_byte (r) % 4)
+    {
+    case 0:
+      return make_signal (MP_STREAM_ROOM, g_variant_new_parsed ("(@a(tt) [(0, 1)],)"));
+    case 1:
+      return make_signal (MP_STREAM_ROOM, g_variant_new_parsed ("(@a(tut) [(0, 1, 0)],)"));
+    case 2:
+      return make_signal (MP_STREAM_ROOM, g_variant_new_parsed ("(@a(tuu) [], @u 0)"));
+    case 3:
+    default:
+      return make_signal (MP_STREAM_ROOM, g_variant_new_parsed ("(@at [],)"));
+    }
+}
+
 static GDBusMessage *
 make_misshapen (Reader *r)
 {
   GDBusMessage *message;
+  guint8 choice;
 
   switch (next_byte (r) % 8)
     {
@@ -1273,10 +1357,13 @@ make_misshapen (Reader *r)
       return g_dbus_message_new_signal (MP_STREAM_PATH, MP_STREAM_INTERFACE,
                                         next_byte (r) & 1 ? MP_STREAM_POST : MP_STREAM_HELLO);
     case 3:
-      if (next_byte (r) & 1)
+      choice = next_byte (r);
+      if (choice & 1)
         return make_signal (MP_STREAM_CREDIT, g_variant_new ("(@at)",
                                                              g_variant_new_array (G_VARIANT_TYPE_UINT64,
                                                                                   NULL, 0)));
+      if (choice & 2)
+        return make_misshapen_room (r);
       return make_signal ("Unknown", g_variant_new ("(u)", 1));
     case 4:
       message = g_dbus_message_new_method_call (NULL, MP_STREAM_PATH, MP_STREAM_INTERFACE,
@@ -1339,10 +1426,10 @@ round_trip (Fuzz         *f,
   return g_dbus_message_new_from_blob (blob, size, CAPABILITIES, NULL);
 }
 
-/* The application closes one of the ports it holds: its relay drops what comes later. */
-static void
-close_a_port (Fuzz   *f,
-              Reader *r)
+/* One of the ports the harness holds, picked from the input, or NULL. */
+static PortModel *
+pick_held_port (Fuzz   *f,
+                Reader *r)
 {
   guint8 choice = next_byte (r);
   guint64 id = choice % 4 == 0 || f->announced->len == 0 ?
@@ -1350,28 +1437,65 @@ close_a_port (Fuzz   *f,
   PortModel *pm = port_model_lookup (f, id);
 
   if (pm == NULL || pm->state != PORT_HELD)
-    return;
+    return NULL;
   g_assert (g_queue_is_empty (&pm->expected));
+
+  return pm;
+}
+
+/* The application sets a high-water mark on one of the ports it holds, or removes it. Its
+ * stream would tell the peer with a Room (a detached stream sends nothing); what arrives at
+ * the port does not change: the stream's posts to it never wait for room. */
+static void
+mark_a_port (Fuzz   *f,
+             Reader *r)
+{
+  PortModel *pm = pick_held_port (f, r);
+  guint8 choice = next_byte (r);
+  guint mark = choice % 4 == 0 ? 0 : choice % 4 == 3 ? G_MAXUINT32 : 1 + (choice >> 2);
+
+  if (pm == NULL)
+    return;
+  mp_message_port_set_high_water_mark (pm->port, mark);
+  CHECK (mp_message_port_get_high_water_mark (pm->port) == mark,
+         "port %" G_GUINT64_FORMAT " has the high-water mark %u, not %u", pm->id,
+         mp_message_port_get_high_water_mark (pm->port), mark);
+  /* Nothing is due at it, and the mark brings nothing: anything that arrives fails. */
+  drain_one (f, pm);
+}
+
+/* The application closes one of the ports it holds: its relay drops what comes later. */
+static void
+close_a_port (Fuzz   *f,
+              Reader *r)
+{
+  PortModel *pm = pick_held_port (f, r);
+
+  if (pm == NULL)
+    return;
   mp_message_port_close (pm->port);
   CHECK (mp_message_port_is_closed (pm->port), "a closed port is not closed");
   pm->state = PORT_ENDED;
 }
 
-/* A Post (of a fuzz-chosen shape), Close or Credit, as its step makes it. */
+/* A Post (of a fuzz-chosen shape), Close, Credit or Room, as its step makes it. */
 static GDBusMessage *
 make_data (Fuzz   *f,
            Reader *r)
 {
   guint8 choice = next_byte (r);
 
-  switch (choice % 3)
+  switch (choice % 4)
     {
     case 0:
       return make_post (f, r, choice >> 5);
     case 1:
       return make_close (f, r);
-    default:
+    case 2:
       return make_credit (f, r);
+    case 3:
+    default:
+      return make_room (f, r);
     }
 }
 
@@ -1384,8 +1508,10 @@ frame_kind (GDBusMessage *message)
     return FRAME_POST;
   if (g_strcmp0 (member, MP_STREAM_CLOSE) == 0)
     return FRAME_CLOSE;
-  g_assert (g_strcmp0 (member, MP_STREAM_CREDIT) == 0);
-  return FRAME_CREDIT;
+  if (g_strcmp0 (member, MP_STREAM_CREDIT) == 0)
+    return FRAME_CREDIT;
+  g_assert (g_strcmp0 (member, MP_STREAM_ROOM) == 0);
+  return FRAME_ROOM;
 }
 
 /* The body of a frame that carries @body: its serialization in normal form, little-endian. */
@@ -1454,15 +1580,15 @@ receive_frame (Fuzz   *f,
   drain (f);
 }
 
-/* A frame made from the input: mostly of kind Post, Close or Credit, at times of a kind that
- * is none (240-255); its body raw bytes, or the serialization of a Post, Close or Credit (of
- * that kind or another) with up to three bytes changed, cut or added. */
+/* A frame made from the input: mostly of kind Post, Close, Credit or Room, at times of a kind
+ * that is none (240-255); its body raw bytes, or the serialization of a Post, Close, Credit
+ * or Room (of that kind or another) with up to three bytes changed, cut or added. */
 static void
 frame_step (Fuzz   *f,
             Reader *r)
 {
   guint8 choice = next_byte (r);
-  guint8 kind = choice < 240 ? FRAME_POST + choice % 3 : choice;
+  guint8 kind = choice < 240 ? FRAME_POST + choice % 4 : choice;
   guint8 how = next_byte (r);
   g_autoptr(GBytes) body = NULL;
 
@@ -1497,7 +1623,7 @@ step (Fuzz   *f,
 {
   guint8 op = next_byte (r);
   g_autoptr(GDBusMessage) message = NULL;
-  /* A Post, Close or Credit: a frame on the direct path, a signal otherwise... */
+  /* A Post, Close, Credit or Room: a frame on the direct path, a signal otherwise... */
   gboolean data = FALSE;
   /* ... or the other way round. */
   gboolean other_channel = FALSE;
@@ -1523,24 +1649,29 @@ step (Fuzz   *f,
       message = make_misshapen (r);
       break;
     case 7:
-      message = make_credit (f, r);
+      message = op & 32 ? make_room (f, r) : make_credit (f, r);
       data = TRUE;
       break;
     case 5:
     default:
       switch ((op >> 3) & 3)
         {
+        case 0:
+          close_a_port (f, r);
+          return;
+        case 1:
+          mark_a_port (f, r);
+          check_broken (f);
+          return;
         case 2:
           frame_step (f, r);
           return;
         case 3:
+        default:
           message = make_data (f, r);
           data = TRUE;
           other_channel = TRUE;
           break;
-        default:
-          close_a_port (f, r);
-          return;
         }
       break;
     }
