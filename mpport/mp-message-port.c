@@ -776,9 +776,12 @@ post_with_transfer (MpMessagePort        *self,
         }
 
       /* A sender closed meanwhile (its close marker is queued at @to) refuses the post
-       * before anything changes: result stays MP_SEND_REFUSED. */
-      if (valid && (mp_pipe_side_test (to, MP_SIDE_CLOSED) ||
-                    !mp_pipe_side_test (to, MP_SIDE_PEER_CLOSED)))
+       * before anything changes: result stays MP_SEND_REFUSED. An async post to a closed
+       * peer fails (MP_ERROR_CLOSED), and a failed call leaves its transfer list alone. */
+      if (valid && waiter != NULL && mp_pipe_side_test (to, MP_SIDE_CLOSED))
+        result = MP_SEND_DROPPED;
+      else if (valid && (mp_pipe_side_test (to, MP_SIDE_CLOSED) ||
+                         !mp_pipe_side_test (to, MP_SIDE_PEER_CLOSED)))
         {
           for (guint i = 0; i < n_transfer; i++)
             {
@@ -1335,7 +1338,8 @@ mp_message_port_post_message_async (MpMessagePort        *self,
  * [method@Mp.MessagePort.post_message] would refuse, with %MP_ERROR_CLOSED if the peer
  * closed while the post waited for room (room will never come; the message is dropped),
  * and with %G_IO_ERROR_CANCELLED if it was cancelled before it was queued. A post made
- * when the peer is already closed fails with %MP_ERROR_CLOSED too, and drops the message:
+ * when the peer is already closed fails with %MP_ERROR_CLOSED too, and drops the message
+ * (its transfer list stays with the caller, usable):
  * unlike [method@Mp.MessagePort.post_message], which succeeds then, an async post tells a
  * producer loop that nobody will take what it posts.
  *
