@@ -1,10 +1,12 @@
-/* tests/model/pipe.pml: the wake-up and close protocol of one pipe side, checked by spin.
+/* tests/model/pipe.pml: the wake-up, close and flow-control protocol of one pipe side,
+ * checked by spin.
  *
  * SPDX-License-Identifier: LGPL-2.1-or-later
  *
  * Run by tests/model/run-spin (meson test suite "model"); by hand:
  *   spin -a pipe.pml && gcc -O2 -DSAFETY -o pan pan.c && ./pan -m100000
  *   spin -DBUG_ARMED_ORDER -a pipe.pml && ...          (must report errors)
+ *   spin -DFLOW -DNO_CLOSER -DNO_HANDLER_CLOSE -a pipe.pml && ...   (flow control)
  *
  * What is modelled
  * ----------------
@@ -37,6 +39,31 @@
  * -DNO_CLOSER, -DNO_RECEIVER, -DNO_HANDLER_CLOSE, -DNO_HANDLER_TRANSFER drop an actor, for
  * smaller searches by hand.)
  *
+ * Flow control (-DFLOW, issue #17)
+ * --------------------------------
+ * S gets a high-water mark (MARK, default 1) and P's two senders become posters on their
+ * own contexts: poster0 makes async post 0 (with a cancellable) and then sync post 1 without
+ * waiting for it; poster1 makes async posts 2 and 3, each once the previous one completed.
+ * An async post (mp_message_port_post_message_async) looks for room under S's lock, and if
+ * there is none makes its waiter's source and posts again under the lock: into the inbox if
+ * there is room now and nothing waits, else into S's posting queue with its waiter
+ * (queued). A sync post goes behind waiting posts, else into the inbox. Every pop (dispatch,
+ * receive()) admits (mp_pipe_side_admit_locked): while posts wait and there is room, the
+ * oldest goes into the inbox and its waiter, if it is the oldest waiter's, is resolved and
+ * its source woken (pending flag). The poster's context dispatches that source
+ * (port_post_dispatch): under the lock, still queued -> nothing, else the task returns.
+ * Also: canceller (g_cancellable_cancel () on post 0: port_post_cancelled withdraws it if
+ * it still waits), raiser (the mark raised by one or removed, which admits), close of S
+ * (waiting posts fail with MP_ERROR_CLOSED, sync ones dropped) and of P (its waiting async
+ * posts fail with MP_ERROR_INVALID_STATE, sync ones behind them go in before the marker),
+ * and with -DFLOW_FORGET poster1's context finalized while post 3 waits (the waiter leaves,
+ * the post stays as a sync post's). The actors that transfer S are left out (the waiting
+ * posts belong to the side, which a transfer does not touch). A post source is woken at
+ * most once, and only once its post left the queue (asserted), so its dispatch's reset of
+ * the pending flag and its look at queued are one step here. meson.build splits the search
+ * into configurations (-DNO_CLOSER, -DNO_RECEIVER, -DNO_CANCELLER, -DNO_RAISER...): the
+ * whole flow model is more than 40 M states.
+ *
  * How GLib is modelled
  * --------------------
  * A GSource has a ready time: ready[src] == 1 stands for ready time 0 ("dispatch now"),
@@ -62,6 +89,11 @@
  * emission, around the release of dropped messages) the model drops it too. The lock-free
  * reads of the state (start()'s early return, post_message()'s own-side check) are
  * separate steps; they read monotonic bits (CLOSED, owner), so any interleaving is covered.
+ * With FLOW a section may also set post sources' pending flags (and S's ready time after
+ * them, in admit): each flag is set only under the lock and only read and cleared by its
+ * own dispatcher, whose next step is to take the lock, so those stores commute with the
+ * rest of the section too. The mark, the posting queue and the waiters' fields are guarded
+ * by S's lock, as in C.
  * spin -DFINE_GRAINED makes every statement its own step (the lock then really
  * serializes); that search is far larger and not run by the test.
  *
@@ -101,6 +133,20 @@
  *    receive()), dropped because S closed (at post, or queued when S closed: the documented
  *    close rule), refused with an error because P was closed, or still queued at an open
  *    side that is not attached (never started, or transferred and not started again).
+ *  - FLOW, whenever S's lock is free (s_unlock): posts wait only while the inbox holds at
+ *    least the mark and S is open (so a pop, which admits, is still to come: no waiter
+ *    sleeps while there is room), and the posting queue, post_waiters and the queued flags
+ *    agree. With only async posts (-DFLOW_ALL_ASYNC) the inbox never exceeds the mark.
+ *  - FLOW, as a message enters the inbox (inbox_enter): exactly once (it was not posted or
+ *    was waiting), no overtaking (its sender's previous post is not left waiting), and an
+ *    async post only below the mark. take() also asserts that the previous one is not
+ *    waiting. Each wake of a post source comes after its waiter left the queue, once.
+ *  - FLOW, as a post completes (complete): once, and only as documented: TRUE only if its
+ *    message went into the inbox (or S was closed at the post), CANCELLED only if it was
+ *    withdrawn, CLOSED only if S closed while it waited, INVALID_STATE only if P closed.
+ *  - FLOW, at the end: no lost wake-up of a waiter: nothing waits at an attached side (the
+ *    receiver keeps consuming), and every async post that no longer waits has completed
+ *    (its source was woken and dispatched: no pending flag is left set).
  *
  * Compile-time switches (spin -DNAME):
  *  BUG_ARMED_ORDER  the dispatch clears ARMED first and resets the ready time after (the
@@ -120,10 +166,44 @@
  *                   the pending flag is reset after the drain cleared ARMED instead of before
  *                   it looks at the inbox: must fail with a lost wake-up.
  *  FINE_GRAINED     no atomic critical sections (see above).
+ *  FLOW             flow control (see above); implies WAKER, NO_MOVER, NO_HANDLER_TRANSFER.
+ *                   MARK=n the mark (default 1); FLOW_ALL_ASYNC post 1 async too;
+ *                   FLOW_FORGET poster1's context may go away; NO_CANCELLER, NO_RAISER drop
+ *                   those actors; NO_FLOW_INVARIANT leaves the lock-free invariant out, so
+ *                   that a lost wake-up must show in the end state.
+ *  BUG_NO_ADMIT     (FLOW) a pop does not admit waiting posts: a waiter sleeps although
+ *                   the inbox has room: must fail (the invariant, or the end state).
+ *  BUG_SYNC_BYPASS  (FLOW) a sync post goes into the inbox while async posts wait: it
+ *                   overtakes its sender's waiting post: must fail.
+ *  BUG_NO_RECHECK   (FLOW) the async post's second locked step queues the waiter without
+ *                   looking for room again (a pop in between made room and admitted
+ *                   nothing): must fail with a post waiting forever.
+ *  BUG_NO_DIRECT_WAKE  (FLOW) a post that found room at its second step does not wake its
+ *                   source: the task never returns: must fail.
+ *  BUG_ADMIT_WAKES_HEAD  (FLOW) admission resolves the oldest waiter whatever post it let
+ *                   in (a sync post): a post reports success while it still waits: must
+ *                   fail.
  */
 
 #ifndef BUDGET
 #define BUDGET 1
+#endif
+
+/* Flow control is checked on the wake-up protocol in use (WAKER), with the actors that
+ * transfer S left out (see the header). */
+#ifdef FLOW
+#ifndef WAKER
+#define WAKER
+#endif
+#ifndef NO_MOVER
+#define NO_MOVER
+#endif
+#ifndef NO_HANDLER_TRANSFER
+#define NO_HANDLER_TRANSFER
+#endif
+#ifndef MARK
+#define MARK 1
+#endif
 #endif
 
 #ifdef FINE_GRAINED
@@ -160,6 +240,11 @@
 #define F_TAKEN     2   /* taken by a dispatch ("message") or by receive() */
 #define F_DROPPED   3   /* dropped: S was closed (at post, or queued when S closed) */
 #define F_REFUSED   4   /* post_message() failed with MP_ERROR_INVALID_STATE */
+#define F_WAITING   5   /* FLOW: in S's posting queue (an async post waiting, or a sync post
+                         * behind one) */
+#define F_CANCELLED 6   /* FLOW: an async post cancelled while it waited, or before it began */
+#define F_FAILED    7   /* FLOW: an async post dropped while it waited (MP_ERROR_CLOSED when
+                         * S closed, MP_ERROR_INVALID_STATE when P closed) */
 
 
 /* What one step of the dispatch loop decided. */
@@ -192,8 +277,83 @@ byte close_emitted;               /* "close" emissions on S, any object */
 byte close_obj;                   /* the object that emitted it */
 bit  handler_acted;               /* the handler closes or transfers at most once */
 
+#ifdef FLOW
+/* What an async post's GTask returned (finish()), or R_NONE while it has not completed. */
+#define R_NONE      0
+#define R_OK        1
+#define R_CLOSED    2   /* MP_ERROR_CLOSED */
+#define R_INVALID   3   /* MP_ERROR_INVALID_STATE */
+#define R_CANCELLED 4   /* G_IO_ERROR_CANCELLED */
+
+/* MpSendResult */
+#define S_QUEUED    0
+#define S_DROPPED   1
+#define S_REFUSED   2
+#define S_WAITING   3
+
+/* The posts: poster 0 makes async post 0 (with a cancellable) then sync post 1 without
+ * waiting; poster 1 makes async posts 2 and 3, each after the previous one completed.
+ * -DFLOW_ALL_ASYNC makes post 1 async too. */
+#ifdef FLOW_ALL_ASYNC
+#define IS_ASYNC(i) (1)
+#else
+#define IS_ASYNC(i) ((i) != 1)
+#endif
+#define CANCEL_ID   0
+
+/* ---- S's MpPipeWaiters, guarded by s_mutex ---- */
+byte mark = MARK;                          /* high_water_mark (0: none) */
+chan posting = [NMSGS] of { byte };        /* posting: message ids, oldest first */
+chan post_waiters = [NMSGS] of { byte };   /* post_waiters: each by its message's id */
+#define HAS_ROOM (mark == 0 || len(inbox) < mark)             /* has_room () */
+
+/* ---- the MpPostWaiter of async post i and its source on the poster's context ---- */
+bit  wq[NMSGS];                   /* queued (guarded by s_mutex) */
+byte werr[NMSGS];                 /* error: R_NONE while unset, R_OK for NULL (s_mutex) */
+bit  wsrc[NMSGS];                 /* the source was made (port_post_new ()) */
+bit  pending[NMSGS];              /* its pending flag: ready while set */
+
+/* ---- the GCancellable of post CANCEL_ID ---- */
+bit  cancelled;
+bit  connected;                   /* port_post_cancelled () is connected */
+
+/* ---- ghosts ---- */
+byte result[NMSGS];               /* R_*: what the post's task returned */
+bit  entered[NMSGS];              /* the message went into the inbox */
+
+/* FLOW_FORGET: the context of poster 1 was finalized while post 3 was pending. */
+bit  forgot;
+#define FORGOTTEN(i) ((i) == 3 && forgot)
+
+/* Scratch for the locked sections below (always 0 outside them). */
+byte fm;
+byte fw;
+bit  fmoved;
+#endif
+
 inline lock(m)   { atomic { m == 0 -> m = 1 } }
 inline unlock(m) { m = 0 }
+
+/* Leaves a critical section of S. FLOW: the invariant that makes a waiting post's wake-up
+ * certain holds whenever S's lock is free: posts wait only while the inbox is at the mark,
+ * so some message is in the inbox, and taking it out (which must admit) is still to come.
+ * And the posting queue, post_waiters and the queued flags agree. */
+inline s_unlock()
+{
+#ifdef FLOW
+#ifndef NO_FLOW_INVARIANT
+  assert(len(posting) == 0 ||
+         (mark > 0 && len(inbox) >= mark && (st & (CLOSED | PEER_CLOSED)) == 0));
+#endif
+  assert(len(post_waiters) <= len(posting));
+  assert(wq[0] + wq[1] + wq[2] + wq[3] == len(post_waiters));
+#ifdef FLOW_ALL_ASYNC
+  /* Only async posts: the inbox never holds more than the mark (plus the peer's marker). */
+  assert(mark == 0 || len(inbox) <= mark + ((st & PEER_CLOSED) != 0 -> 1 : 0));
+#endif
+#endif
+  unlock(s_mutex)
+}
 
 /* g_source_set_ready_time (source, t): one store under the context lock. */
 inline set_ready_time(src, v) { ready[src] = v }
@@ -214,8 +374,8 @@ inline take(m)
 {
   assert(fate[m] == F_QUEUED);                     /* exactly once */
   assert((st & CLOSED) == 0);                      /* no delivery after close */
-  /* FIFO per sender: the sender's previous message is not still queued */
-  assert(m % NMSG == 0 || fate[m - 1] != F_QUEUED);
+  /* FIFO per sender: the sender's previous message is not still queued (nor waiting) */
+  assert(m % NMSG == 0 || (fate[m - 1] != F_QUEUED && fate[m - 1] != F_WAITING));
   fate[m] = F_TAKEN
 }
 
@@ -223,7 +383,9 @@ inline take(m)
 inline take_marker()
 {
   assert(fate[0] != F_QUEUED && fate[1] != F_QUEUED &&
-         fate[2] != F_QUEUED && fate[3] != F_QUEUED)
+         fate[2] != F_QUEUED && fate[3] != F_QUEUED);
+  assert(fate[0] != F_WAITING && fate[1] != F_WAITING &&
+         fate[2] != F_WAITING && fate[3] != F_WAITING)
 }
 
 /* queue_move (&dropped->messages, &side->inbox) in mp_pipe_side_close_locked(); the
@@ -242,6 +404,195 @@ inline drop_inbox(m)
   od
 }
 
+#ifdef FLOW
+#define FLOW_POP_ADMIT(m, n) ; REACH_IF(n, len(posting) > 0) pop_admit(m)
+#else
+#define FLOW_POP_ADMIT(m, n)
+#endif
+
+#ifdef FLOW
+/* ---- Flow control (mp-pipe.c, "Flow control"), all under S's lock ---- */
+
+/* Message i goes into the inbox: posted straight in, or admitted from the posting queue. */
+inline inbox_enter(i)
+{
+  assert(fate[i] == F_NONE || fate[i] == F_WAITING);   /* exactly once */
+  /* No overtaking: the sender's previous post is not left waiting behind this one. */
+  assert(i % NMSG == 0 || (fate[i - 1] != F_WAITING && fate[i - 1] != F_NONE));
+  /* An async post goes in only below the mark (one whose poster went away is a sync post). */
+  assert(!IS_ASYNC(i) || HAS_ROOM || FORGOTTEN(i));
+  inbox!i;
+  fate[i] = F_QUEUED;
+  entered[i] = 1
+}
+
+/* mp_wakeable_source_wake (waiter i's source): its pending flag; the eventfd write that goes
+ * with it is the GLib model's business (a ready source is dispatched). */
+inline wake_post(i)
+{
+  /* A post's source is woken once its post left the queue, never before: so the check of
+   * queued in port_post_dispatch () always finds it out, and it is woken exactly once. */
+  assert(!wq[i] && !pending[i]);
+  pending[i] = 1
+}
+
+/* post_waiter_resolve_locked (): waiter i, just out of the queue, gets its result. */
+inline resolve(i, e)
+{
+  assert(!wq[i] && werr[i] == R_NONE);
+  werr[i] = e;
+  wake_post(i)
+}
+
+/* The post of fm was just unlinked from the head of the posting queue: fw = 1 + the id of its
+ * waiter, taken out of post_waiters, if it is the oldest waiter's (post_waiter_pop_for_locked
+ * ()), else 0 (a sync post's). */
+inline pop_waiter_for()
+{
+  if
+  :: len(post_waiters) > 0 ->
+       post_waiters?<fw>;                        /* the oldest waiter */
+       if
+#ifndef BUG_ADMIT_WAKES_HEAD
+       :: fw == fm -> post_waiters?_; wq[fw] = 0; fw = fw + 1
+#else
+       :: true -> post_waiters?_; wq[fw] = 0; fw = fw + 1   /* BUG: whatever post left */
+#endif
+       :: fw != fm -> fw = 0
+       fi
+  :: len(post_waiters) == 0 -> fw = 0
+  fi
+}
+
+/* mp_pipe_side_admit_locked (S): oldest first, while there is room. */
+inline admit()
+{
+  do
+  :: len(posting) > 0 && HAS_ROOM ->
+       posting?fm;
+       pop_waiter_for();
+       inbox_enter(fm);
+       REACH_IF(25, fmoved)                      /* several let in at once */
+       fmoved = 1;
+       if
+       :: fw != 0 -> resolve(fw - 1, R_OK)
+       :: else -> REACH_POINT(22) skip         /* a sync post, queued behind waiting ones */
+       fi
+  :: else -> break
+  od;
+  if
+  :: fmoved -> wake_locked()
+  :: else -> skip
+  fi;
+  fm = 0; fw = 0; fmoved = 0
+}
+
+/* What a pop (mp_pipe_side_pop_locked ()) of message m does after taking it out. */
+inline pop_admit(m)
+{
+#ifndef BUG_NO_ADMIT
+  if
+  :: len(posting) > 0 -> admit()
+  :: else -> skip
+  fi
+#else
+  skip                                          /* BUG: room made, nobody let in */
+#endif
+}
+
+/* posting_end_locked (S, e, keep_sync): every waiting post fails with e, its message dropped;
+ * sync posts behind them go into the inbox if keep_sync, else are dropped too. */
+inline posting_end(e, keep_sync)
+{
+  do
+  :: len(posting) > 0 ->
+       posting?fm;
+       pop_waiter_for();
+       assert(fate[fm] == F_WAITING);
+       if
+       :: fw == 0 && keep_sync -> REACH_POINT(34) inbox_enter(fm)
+       :: else ->
+            if
+            :: fw != 0 -> REACH_IF(33, e == R_CLOSED) REACH_IF(35, e == R_INVALID)
+                     fate[fm] = F_FAILED; resolve(fw - 1, e)
+            :: else -> fate[fm] = F_DROPPED      /* a sync post: S closed */
+            fi
+       fi
+  :: else -> break
+  od;
+  assert(len(post_waiters) == 0);
+  fm = 0; fw = 0
+}
+
+/* mp_pipe_side_post_locked (S, message i, waiter if async, ...) -> r; with no waiter it is
+ * mp_pipe_side_send_locked () (a sync post, or the fast path of an async one). */
+inline post_locked(i, async, r)
+{
+  if
+  :: (st & CLOSED) != 0 ->
+       /* success, dropped (36: an async post's second step found S closed) */
+       REACH_IF(36, async) fate[i] = F_DROPPED; r = S_DROPPED
+  :: (st & (CLOSED | PEER_CLOSED)) == PEER_CLOSED ->
+       /* P closed concurrently and its marker is queued already */
+       assert((pst & CLOSED) != 0);
+       fate[i] = F_REFUSED; r = S_REFUSED
+  :: (st & (CLOSED | PEER_CLOSED)) == 0 ->
+       if
+#ifndef BUG_SYNC_BYPASS
+       :: len(posting) > 0 || (async && !HAS_ROOM) ->
+#else
+       :: (async && len(posting) > 0) || (async && !HAS_ROOM) ->   /* BUG: sync goes in */
+#endif
+            posting!i;
+            fate[i] = F_WAITING;
+            if
+            :: async ->
+                 wq[i] = 1; post_waiters!i; r = S_WAITING;
+                 REACH_IF(30, len(post_waiters) == 2)       /* two posters wait */
+            :: else -> REACH_POINT(21) r = S_QUEUED      /* sync, behind waiting posts */
+            fi
+       :: else ->
+            inbox_enter(i);
+            wake_locked();
+            r = S_QUEUED
+       fi
+  fi
+}
+
+/* A post completes: its task returns res (on the poster's context). */
+inline complete(i, res)
+{
+  assert(result[i] == R_NONE);                 /* once */
+  /* and only as documented */
+  assert(res != R_OK || fate[i] == F_QUEUED || fate[i] == F_TAKEN || fate[i] == F_DROPPED);
+  assert(res != R_CANCELLED || fate[i] == F_CANCELLED);
+  assert(res != R_CLOSED || (fate[i] == F_FAILED && (st & CLOSED) != 0));
+  assert(res != R_INVALID || ((fate[i] == F_FAILED || fate[i] == F_REFUSED) && (pst & CLOSED) != 0));
+  result[i] = res
+}
+
+/* port_post_cancelled () of post i: in the thread that cancels, or in the poster. */
+inline cancel_handler(i)
+{
+  CS {
+    lock(s_mutex);
+    /* mp_pipe_side_withdraw_locked () */
+    if
+    :: wq[i] ->
+         REACH_POINT(23)
+         assert(fate[i] == F_WAITING && post_waiters??[eval(i)] && posting??[eval(i)]);
+         post_waiters??eval(i);
+         wq[i] = 0;
+         posting??eval(i);
+         fate[i] = F_CANCELLED;
+         resolve(i, R_CANCELLED)
+    :: else -> REACH_IF(24, fate[i] == F_QUEUED || fate[i] == F_TAKEN)   /* too late */
+    fi;
+    s_unlock()
+  }
+}
+#endif
+
 /* mp_pipe_side_close_locked (S, &dropped) */
 inline close_locked_S(res, m)
 {
@@ -250,6 +601,13 @@ inline close_locked_S(res, m)
   :: else ->
        st = st | CLOSED;
        drop_inbox(m);
+#ifdef FLOW
+       /* room will never come: waiting posts fail (MP_ERROR_CLOSED), every post dropped */
+       if
+       :: len(posting) > 0 -> posting_end(R_CLOSED, 0)
+       :: else -> skip
+       fi;
+#endif
        if
        :: (st & ATTACHED) != 0 ->
             st = st | CLOSE_PENDING;
@@ -284,10 +642,18 @@ inline notify_peer_closed_P()
     :: (st & (CLOSED | PEER_CLOSED)) != 0 -> skip    /* marker dropped */
     :: else ->
          st = st | PEER_CLOSED;
+#ifdef FLOW
+         /* P's own code closed it: its waiting async posts fail (MP_ERROR_INVALID_STATE),
+          * its sync posts behind them go in before the marker */
+         if
+         :: len(posting) > 0 -> posting_end(R_INVALID, 1)
+         :: else -> skip
+         fi;
+#endif
          inbox!MARKER;
          wake_locked()
     fi;
-    unlock(s_mutex)
+    s_unlock()
   }
 }
 
@@ -300,7 +666,7 @@ inline close_S(o, res, m)
     :: owner == o -> close_locked_S(res, m)          /* !is_detached (self) */
     :: else -> res = 0
     fi;
-    unlock(s_mutex)
+    s_unlock()
   };
   if
   :: res -> notify_peer_closed_S()
@@ -338,12 +704,12 @@ inline receive_S(o, res, m)
          inbox?m;
          if
          :: m == MARKER -> REACH_POINT(5) take_marker(); close_locked_S(res, m)
-         :: else -> REACH_POINT(4) take(m)
+         :: else -> REACH_POINT(4) take(m) FLOW_POP_ADMIT(m, 26)
          fi
     :: else -> skip                                  /* returns NULL */
     fi;
     m = 0; res = 0;                                  /* dead temporaries */
-    unlock(s_mutex)
+    s_unlock()
   }
 }
 
@@ -371,7 +737,7 @@ inline start_S(o)
          fi
     :: else -> skip                        /* lost a race: the source is destroyed */
     fi;
-    unlock(s_mutex)
+    s_unlock()
   }
 }
 
@@ -399,7 +765,7 @@ inline transfer_S(ok)
          st = st & ~(ATTACHED | ARMED);
          ok = 1
     fi;
-    unlock(s_mutex)
+    s_unlock()
   }
 }
 
@@ -488,7 +854,7 @@ inline dispatch_turn(c, budget, m, res, act, closing, retired)
                            act = D_AGAIN
                       :: else ->
                            REACH_POINT(1) REACH_IF(10, c == 2) REACH_IF(17, budget < BUDGET)
-                           take(m);
+                           take(m) FLOW_POP_ADMIT(m, 20);
                            act = D_EMIT
                       fi
                  fi
@@ -505,7 +871,7 @@ inline dispatch_turn(c, budget, m, res, act, closing, retired)
   :: else -> skip
   fi;
   m = 0; res = 0;                                    /* dead temporaries */
-  unlock(s_mutex)
+  s_unlock()
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -542,13 +908,212 @@ proctype sender(byte s)
                    fate[id] = F_QUEUED;
                    wake_locked()
               fi;
-              unlock(s_mutex)
+              s_unlock()
             }
        fi;
        i++
   :: else -> break
   od
 }
+
+#ifdef FLOW
+/* mp_message_port_post_message () on P: post i. */
+inline sync_post(i, r)
+{
+  if
+  :: (pst & CLOSED) != 0 -> fate[i] = F_REFUSED          /* post_check (): own side closed */
+  :: else ->
+       CS {
+         lock(s_mutex);
+         post_locked(i, 0, r);                             /* mp_pipe_side_send () */
+         s_unlock()
+       }
+  fi;
+  r = 0
+}
+
+/* mp_message_port_post_message_async () on P without a transfer list: post i. */
+inline async_post(i, r, c)
+{
+  if
+  :: i == CANCEL_ID && cancelled ->                   /* g_cancellable_set_error_if_cancelled */
+       REACH_POINT(27)
+       fate[i] = F_CANCELLED;
+       complete(i, R_CANCELLED)
+  :: else ->
+       if
+       :: (pst & CLOSED) != 0 ->                       /* post_check (): own side closed */
+            fate[i] = F_REFUSED;
+            complete(i, R_INVALID)
+       :: else ->
+            /* Room (the common case): queued at once, with no waiter made. */
+            CS {
+              lock(s_mutex);
+              if
+              :: len(posting) == 0 && HAS_ROOM -> post_locked(i, 0, r)   /* has_room_locked */
+              :: else -> r = S_WAITING
+              fi;
+              s_unlock()
+            };
+            if
+            :: r == S_QUEUED || r == S_DROPPED -> complete(i, R_OK)
+            :: r == S_REFUSED -> complete(i, R_INVALID)
+            :: r == S_WAITING ->
+                 /* port_post_new (): the waiter's source on our context (unready), then the
+                  * post again, now with the waiter: room may have come meanwhile. */
+                 CS {
+                   lock(s_mutex);
+                   wsrc[i] = 1;
+#ifndef BUG_NO_RECHECK
+                   post_locked(i, 1, r);
+#else
+                   /* BUG: the waiter is queued on the strength of the first look */
+                   if
+                   :: (st & (CLOSED | PEER_CLOSED)) == 0 ->
+                        posting!i; fate[i] = F_WAITING; wq[i] = 1; post_waiters!i; r = S_WAITING
+                   :: else -> post_locked(i, 1, r)
+                   fi;
+#endif
+                   s_unlock()
+                 };
+                 if
+                 :: r == S_WAITING ->
+                      REACH_POINT(19)
+                      /* port_post_watch (): g_cancellable_connect () runs the handler at once
+                       * if the cancellable is cancelled already; then the explicit check. */
+                      if
+                      :: i == CANCEL_ID ->
+                           atomic { connected = 1; c = cancelled };
+                           if
+                           :: c -> cancel_handler(i)
+                           :: else -> skip
+                           fi;
+                           if
+                           :: cancelled -> cancel_handler(i)
+                           :: else -> skip
+                           fi;
+                           c = 0
+                      :: else -> skip
+                      fi
+                 :: else ->
+                      /* Not queued as a waiter: the source delivers the result at once. */
+                      REACH_IF(28, r == S_QUEUED)
+#ifndef BUG_NO_DIRECT_WAKE
+                      CS {
+                        lock(s_mutex);
+                        werr[i] = (r == S_REFUSED -> R_INVALID : R_OK);
+                        wake_post(i);
+                        s_unlock()
+                      }
+#else
+                      skip                              /* BUG: nobody wakes the source */
+#endif
+                 fi
+            fi
+       fi
+  fi;
+  r = 0
+}
+
+/* The poster's context dispatches the source of post i until the post completed
+ * (port_post_dispatch ()). Blocks, as a valid end state, while nothing wakes it. */
+inline await_post(i, done)
+{
+  do
+  :: !wsrc[i] || result[i] != R_NONE -> break
+  :: CS {
+       pending[i] ->
+       pending[i] = 0;                        /* mp_wakeable_source_set_pending (FALSE) */
+       lock(s_mutex);
+       if
+       :: wq[i] -> done = 0                   /* still waiting: G_SOURCE_CONTINUE */
+       :: else -> REACH_IF(31, werr[i] == R_OK) done = 1; complete(i, werr[i])
+       fi;
+       s_unlock();
+       done = 0
+     }
+  od
+}
+
+proctype poster0()
+{
+  byte r;
+  bit c;
+  bit done;
+
+  async_post(0, r, c);
+#ifdef FLOW_ALL_ASYNC
+  async_post(1, r, c);
+#else
+  sync_post(1, r);
+#endif
+end_wait0:
+  await_post(0, done);
+#ifdef FLOW_ALL_ASYNC
+end_wait1:
+  await_post(1, done)
+#endif
+}
+
+proctype poster1()
+{
+  byte r;
+  bit c;
+  bit done;
+
+  async_post(2, r, c);
+end_wait2:
+  await_post(2, done);
+  async_post(3, r, c);
+#ifdef FLOW_FORGET
+  if
+  :: skip
+  :: /* The poster's context is finalized instead: port_post_destroyed () leaves a waiting
+      * post in the queue as a sync post's, with nobody to tell. */
+     CS {
+       lock(s_mutex);
+       if
+       :: wq[3] -> REACH_POINT(32) post_waiters??eval(3); wq[3] = 0  /* forget_waiter_locked */
+       :: else -> skip
+       fi;
+       wsrc[3] = 0;                          /* the source is gone */
+       pending[3] = 0;
+       forgot = 1;
+       s_unlock()
+     }
+  fi;
+#endif
+end_wait3:
+  await_post(3, done)
+}
+
+/* g_cancellable_cancel () of post 0's cancellable, at any time, or never: it runs the
+ * handler connected by then. */
+proctype canceller()
+{
+  bit handler;
+
+  if
+  :: atomic { cancelled = 1; handler = connected };
+     if
+     :: handler -> cancel_handler(CANCEL_ID)
+     :: else -> skip
+     fi
+  :: skip
+  fi
+}
+
+/* mp_message_port_set_high_water_mark () on S's owner, from any thread: raised, or removed;
+ * either admits what waits as far as room allows. */
+proctype raiser()
+{
+  if
+  :: CS { lock(s_mutex); mark = MARK + 1; admit(); s_unlock() }
+  :: CS { lock(s_mutex); mark = 0; REACH_IF(29, len(posting) > 0) admit(); s_unlock() }
+  :: skip
+  fi
+}
+#endif
 
 proctype starter()
 {
@@ -563,7 +1128,11 @@ proctype receiver()
   /* The thread holds both objects: the original, then the one made by the transfer
    * (receive() on a detached object returns NULL). */
   receive_S(1, res, m);
+#ifndef FLOW
   receive_S(2, res, m)
+#else
+  skip                                /* (no transfer: there is no object 2) */
+#endif
 }
 
 proctype mover()
@@ -593,7 +1162,9 @@ proctype closer()
 
   if
   :: close_S(1, res, m)
+#ifndef FLOW
   :: close_S(2, res, m)
+#endif
   :: close_P(res)
   :: skip
   fi
@@ -626,7 +1197,7 @@ end_idle:
        :: s_source == c -> st = st & ~ARMED      /* BUG: ARMED cleared first ... */
        :: else -> skip
        fi;
-       unlock(s_mutex)
+       s_unlock()
      };
      set_ready_time(c, 0);                       /* ... the ready time reset after */
      act = D_AGAIN;
@@ -679,6 +1250,9 @@ active proctype monitor()
 {
   byte i;
   byte queued = 0;
+#ifdef FLOW
+  byte waiting = 0;
+#endif
 
   timeout ->
   d_step {
@@ -695,11 +1269,33 @@ active proctype monitor()
     assert(!alive[2] || s_source == 2);
     assert(obj_source[1] == alive[1] && obj_source[2] == alive[2]);
 
+#ifdef FLOW
+    /* No lost wake-up of a waiter: nothing waits at an attached side (the receiver keeps
+     * consuming: it admits what waits), and every async post that no longer waits has
+     * completed: its source was woken and dispatched. */
+    assert((st & ATTACHED) == 0 || len(posting) == 0);
+    assert(fate[0] == F_WAITING || result[0] != R_NONE);
+    assert(!IS_ASYNC(1) || fate[1] == F_WAITING || result[1] != R_NONE);
+    assert(fate[2] == F_WAITING || result[2] != R_NONE);
+    assert(fate[3] == F_WAITING || result[3] != R_NONE || forgot);
+#endif
+
     /* Every message accounted for. */
     i = 0;
     do
     :: i < NMSGS ->
          assert(fate[i] != F_NONE);
+#ifdef FLOW
+         if
+         :: fate[i] == F_WAITING ->
+              assert((st & (CLOSED | ATTACHED)) == 0);
+              waiting++
+         :: else -> skip
+         fi;
+         assert(!pending[i]);                    /* every wake-up was dispatched */
+         assert(fate[i] != F_FAILED || (st & CLOSED) != 0 || (pst & CLOSED) != 0);
+         assert(fate[i] != F_CANCELLED || i == CANCEL_ID);
+#endif
          assert(fate[i] != F_DROPPED || (st & CLOSED) != 0);
          assert(fate[i] != F_REFUSED || (pst & CLOSED) != 0);
          if
@@ -714,16 +1310,32 @@ active proctype monitor()
     /* The inbox holds exactly the queued messages, plus the marker if P closed. */
     assert(len(inbox) == queued + (((st & PEER_CLOSED) != 0 && (st & CLOSED) == 0) -> 1 : 0));
     REACH_IF(11, queued > 0)                     /* left queued at an unattached side */
+#ifdef FLOW
+    assert(len(posting) == waiting);
+#endif
   }
 }
 
 init
 {
   atomic {
+#ifndef FLOW
     run sender(0);
     run sender(1);
+#else
+    run poster0();
+    run poster1();
+#ifndef NO_CANCELLER
+    run canceller();
+#endif
+#ifndef NO_RAISER
+    run raiser();
+#endif
+#endif
     run starter();
+#ifndef FLOW
     run starter2();
+#endif
 #ifndef NO_RECEIVER
     run receiver();
 #endif
@@ -734,6 +1346,10 @@ init
     run closer();
 #endif
     run loop(1);
+#ifndef FLOW
     run loop(2)
+#else
+    skip
+#endif
   }
 }
