@@ -139,6 +139,7 @@ mp_port_source_dispatch (GSource     *source,
   MpPipeSide *side = self->side;
   GSource *retired = NULL;
   gboolean retiring = FALSE;
+  gboolean began;
   gboolean emit_close = FALSE;
   guint budget;
 
@@ -148,6 +149,7 @@ mp_port_source_dispatch (GSource     *source,
   mp_wakeable_source_set_pending (source, FALSE);
 
   g_mutex_lock (&side->mutex);
+  began = mp_pipe_side_begin_dispatch_locked (side);
 
   /* With a high-water mark, producers refill the queue as this dispatch takes from it: a
    * dispatch takes at most one mark's worth, so that the context's other sources (a frame
@@ -230,6 +232,7 @@ mp_port_source_dispatch (GSource     *source,
       if (self->source == source)
         retired = g_steal_pointer (&self->source);
     }
+  mp_pipe_side_end_dispatch_locked (side, began);
   g_mutex_unlock (&side->mutex);
 
   if (emit_close)
@@ -1033,15 +1036,12 @@ port_post_dispatch (GSource     *source,
 
   mp_wakeable_source_set_pending (source, FALSE);
 
-  g_mutex_lock (&post->to->mutex);
-  if (post->head.queued || post->task == NULL)
-    {
-      g_mutex_unlock (&post->to->mutex);
-      return G_SOURCE_CONTINUE;
-    }
-  error = g_steal_pointer (&post->head.error);
+  /* No lock: the source is woken once, after the waiter left the queue with its result
+   * (mp-pipe.c), and the check that found it ready read the flag that wake set. */
+  if (g_atomic_int_get (&post->head.queued) || post->task == NULL)
+    return G_SOURCE_CONTINUE;
+  error = g_atomic_pointer_exchange (&post->head.error, NULL);
   task = g_steal_pointer (&post->task);
-  g_mutex_unlock (&post->to->mutex);
 
   /* Later than the task was made, on its context: GTask calls back at once. */
   if (error != NULL)
@@ -1072,11 +1072,16 @@ port_post_destroyed (gpointer data)
   MpPortPost *post = data;
   MpPipeSide *to = post->to;
 
-  g_mutex_lock (&to->mutex);
-  if (post->head.queued)
-    mp_pipe_side_forget_waiter_locked (to, &post->head);
+  /* Dispatched (the task is gone): the waiter left the queue and was woken, and nothing
+   * else touches it. Otherwise its context is being finalized, maybe while another thread
+   * resolves it: under the lock, it leaves the queue or has its result. */
+  if (post->task != NULL)
+    {
+      g_mutex_lock (&to->mutex);
+      mp_pipe_side_forget_waiter_locked (to, &post->head);
+      g_mutex_unlock (&to->mutex);
+    }
   g_clear_error (&post->head.error);
-  g_mutex_unlock (&to->mutex);
 
   /* Never inside a handler of this cancellable on this thread: it waits out a handler
    * running on another thread, which may use the waiter. */
@@ -1142,9 +1147,7 @@ port_post_unused_callback (gpointer user_data)
  * calling thread's thread-default one. The caller holds one reference on the source. */
 static MpPortPost *
 port_post_new (MpMessagePort        *self,
-               GTask                *task,
-               MpMessagePort *const *transfer,
-               guint                 n_transfer)
+               GTask                *task)
 {
   GSource *source = mp_wakeable_source_new (&port_post_funcs, sizeof (MpPortPost),
                                             g_task_get_context (task));
@@ -1154,12 +1157,6 @@ port_post_new (MpMessagePort        *self,
   post->head.source = source;
   post->to = mp_pipe_side_get_peer (self->side);
   post->task = g_object_ref (task);
-  if (n_transfer > 0)
-    {
-      post->transfer = g_ptr_array_new_full (n_transfer, g_object_unref);
-      for (guint i = 0; i < n_transfer; i++)
-        g_ptr_array_add (post->transfer, g_object_ref (transfer[i]));
-    }
   g_source_set_static_name (source, "MpMessagePort post");
   g_source_set_priority (source, G_PRIORITY_DEFAULT);
   g_source_set_callback (source, port_post_unused_callback, post, port_post_destroyed);
@@ -1168,13 +1165,23 @@ port_post_new (MpMessagePort        *self,
   return post;
 }
 
-/* Watches @cancellable for @post, which was just queued (or not: then it does nothing). */
+/* Watches @cancellable for @post, which was just queued with the ports of @transfer (checked
+ * by then: they are ports, and now detached): a cancel gives them back. */
 static void
-port_post_watch (MpPortPost   *post,
-                 GCancellable *cancellable)
+port_post_watch (MpPortPost           *post,
+                 MpMessagePort *const *transfer,
+                 guint                 n_transfer,
+                 GCancellable         *cancellable)
 {
   if (cancellable == NULL)
     return;
+
+  if (n_transfer > 0)
+    {
+      post->transfer = g_ptr_array_new_full (n_transfer, g_object_unref);
+      for (guint i = 0; i < n_transfer; i++)
+        g_ptr_array_add (post->transfer, g_object_ref (transfer[i]));
+    }
 
   post->cancellable = g_object_ref (cancellable);
   post->cancelled_id = g_cancellable_connect (cancellable, G_CALLBACK (port_post_cancelled),
@@ -1198,9 +1205,13 @@ port_post_watch (MpPortPost   *post,
  * for room when the peer has a [property@Mp.MessagePort:high-water-mark]: the message is
  * queued at once if the peer holds fewer messages than its mark and no earlier post waits;
  * otherwise it waits, in order behind the posts that already wait (from any thread), and is
- * queued when the peer's receiver takes messages out. @callback runs on the calling thread's
- * thread-default [struct@GLib.MainContext] once the message is queued (or the post failed),
- * never inside this call; call [method@Mp.MessagePort.post_message_finish] there.
+ * queued as soon as the peer's receiver takes a message out. @callback runs on the calling
+ * thread's thread-default [struct@GLib.MainContext] once the message is queued (or the post
+ * failed), never inside this call; call [method@Mp.MessagePort.post_message_finish] there.
+ * When the room was made by the peer's dispatch (its [signal@Mp.MessagePort::message]
+ * emissions), the callbacks of the posts it let in are scheduled when that dispatch ends,
+ * all at once: a producer is woken once per dispatch of its consumer, not once per
+ * message.
  *
  * Callable from any thread that iterates its thread-default context. Order: the posts of
  * @self, sync and async, are delivered in the order they were made: a
@@ -1265,12 +1276,17 @@ mp_message_port_post_message_async (MpMessagePort        *self,
       MpMessage *queued = mp_message_new_take (g_steal_pointer (&data), NULL);
       MpPipeDeferred deferred = MP_PIPE_DEFERRED_INIT;
 
-      /* Room (the common case): queued at once, with no waiter made. */
-      g_mutex_lock (&to->mutex);
-      result = mp_pipe_side_has_room_locked (to) ? mp_pipe_side_send_locked (to, queued, &deferred)
-                                                 : MP_SEND_WAITING;
-      g_mutex_unlock (&to->mutex);
-      mp_pipe_deferred_release (&deferred);
+      /* Room (the common case): queued at once, with no waiter made. While posts wait
+       * (a hint, read unlocked), this one most likely waits too: make its waiter first. */
+      result = MP_SEND_WAITING;
+      if (!mp_pipe_side_test (to, MP_SIDE_POSTS_WAIT))
+        {
+          g_mutex_lock (&to->mutex);
+          if (mp_pipe_side_has_room_locked (to))
+            result = mp_pipe_side_send_locked (to, queued, &deferred);
+          g_mutex_unlock (&to->mutex);
+          mp_pipe_deferred_release (&deferred);
+        }
 
       if (result != MP_SEND_WAITING)
         {
@@ -1286,7 +1302,7 @@ mp_message_port_post_message_async (MpMessagePort        *self,
           return;
         }
 
-      post = port_post_new (self, task, NULL, 0);
+      post = port_post_new (self, task);
       post->head.message = queued;
       g_mutex_lock (&to->mutex);
       result = mp_pipe_side_post_locked (to, queued, &post->head, &deferred);
@@ -1297,14 +1313,14 @@ mp_message_port_post_message_async (MpMessagePort        *self,
     }
   else
     {
-      post = port_post_new (self, task, transfer, n_transfer);
+      post = port_post_new (self, task);
       result = post_with_transfer (self, g_steal_pointer (&data), transfer, n_transfer,
                                    &post->head, &error);
     }
 
   if (result == MP_SEND_WAITING)
     {
-      port_post_watch (post, cancellable);
+      port_post_watch (post, transfer, n_transfer, cancellable);
       if (g_cancellable_is_cancelled (cancellable))
         port_post_cancelled (cancellable, post);
     }
@@ -1316,8 +1332,8 @@ mp_message_port_post_message_async (MpMessagePort        *self,
         error = g_error_new_literal (MP_ERROR, MP_ERROR_INVALID_STATE, _("The port is closed"));
       else if (result == MP_SEND_DROPPED)
         error = peer_closed_error ();
-      post->head.error = g_steal_pointer (&error);
-      mp_wakeable_source_wake (post->head.source);
+      g_atomic_pointer_set (&post->head.error, g_steal_pointer (&error));
+      mp_wakeable_source_wake_last (post->head.source);
       g_mutex_unlock (&to->mutex);
     }
 

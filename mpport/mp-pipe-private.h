@@ -39,6 +39,10 @@ typedef enum {
   /* The side is its pipe's sides[1] (set by mp_pipe_new(), never changed): the pipe and
    * the peer are found from it, rather than kept in two pointers per side. */
   MP_SIDE_SECOND        = 1 << 8,
+  /* Posts wait for room in waiters->posting (it is not empty). A hint for posters, read
+   * without the lock: a post that sees it makes its waiter first (see
+   * mp_message_port_post_message_async()); what the post becomes is decided under the lock. */
+  MP_SIDE_POSTS_WAIT    = 1 << 9,
 } MpSideState;
 
 typedef struct _MpPipeWaiters MpPipeWaiters;
@@ -218,6 +222,12 @@ struct _MpPipeWaiters
    * it took, mp_pipe_side_set_remote_room_locked()). Both count modulo 2^32. */
   guint remote_sent;
   guint remote_taken;
+  /* How many dispatches of the side are running (mp_pipe_side_begin_dispatch_locked()),
+   * and the waiters of the posts they let in, whose wakes wait for the dispatch's end
+   * (MpPostWaiter links, by wake_deferred): a producer is woken once per dispatch, not once
+   * per message it took. */
+  guint dispatching;
+  GQueue to_wake;
 };
 
 /* An async post waiting for room at a side (mp_message_port_post_message_async()). The pipe
@@ -229,10 +239,15 @@ struct _MpPostWaiter
   /* The post: in waiters->posting while queued (the queue's), then no longer the waiter's
    * business. */
   MpMessage *message;
-  /* Guarded by the side's mutex, as is error. */
-  gboolean queued;
-  /* Set once as the waiter leaves the queue: NULL if the post went into the inbox, else why
-   * it did not (owned). */
+  /* Written under the side's mutex, atomically: the waiter's own source reads it without
+   * the lock (a waiter is woken only once it is out of the queue, so its dispatch, and its
+   * destroy-notify after that, need no lock). */
+  int queued;
+  /* Out of the queue, its post in the inbox, but its wake put off until the receiving
+   * side's dispatch ends: in waiters->to_wake. Guarded by the side's mutex. */
+  gboolean wake_deferred;
+  /* Set once, under the side's mutex, as the waiter leaves the queue, before its source is
+   * woken: NULL if the post went into the inbox, else why it did not (owned). Atomic. */
   GError *error;
   /* An MpWakeableSource on the poster's context, woken once the waiter left the queue; its
    * destroy-notify takes the waiter out of the queue (under the side's mutex) if it is still
@@ -376,6 +391,9 @@ MpMessage  *mp_pipe_side_withdraw_locked     (MpPipeSide     *to,
                                               GError         *error);
 void        mp_pipe_side_forget_waiter_locked (MpPipeSide   *to,
                                                MpPostWaiter *waiter);
+gboolean    mp_pipe_side_begin_dispatch_locked (MpPipeSide *side);
+void        mp_pipe_side_end_dispatch_locked (MpPipeSide *side,
+                                              gboolean    began);
 gboolean    mp_pipe_side_has_room_locked     (MpPipeSide     *to);
 void        mp_pipe_side_set_high_water_mark_locked (MpPipeSide *side,
                                                      guint       mark);

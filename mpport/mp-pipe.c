@@ -55,6 +55,7 @@ mp_pipe_unref (MpPipe *self)
       g_assert (side->inbox.length == 0);
       g_assert (side->waiters == NULL || (side->waiters->waiting.length == 0 &&
                                           side->waiters->completed.length == 0 &&
+                                          side->waiters->to_wake.length == 0 &&
                                           side->waiters->posting.length == 0 &&
                                           side->waiters->post_waiters.length == 0));
       g_assert (side->n_carrying == 0);
@@ -213,6 +214,16 @@ mp_pipe_side_pop_locked (MpPipeSide *side)
  * and wakes their waiters; so room is handed out in the order the posts began to wait, by
  * the thread that made it, and no waiter is left sleeping while there is room. */
 
+/* Keeps MP_SIDE_POSTS_WAIT in step with @side's posting queue, after a change to it. */
+static void
+posting_changed (MpPipeSide *side)
+{
+  if (side->waiters->posting.length > 0)
+    mp_pipe_side_set_locked (side, MP_SIDE_POSTS_WAIT);
+  else
+    mp_pipe_side_clear_locked (side, MP_SIDE_POSTS_WAIT);
+}
+
 /* Sets the result of @waiter, which was just taken out of the queue, and wakes its source. */
 static void
 post_waiter_resolve_locked (MpPostWaiter *waiter,
@@ -220,8 +231,10 @@ post_waiter_resolve_locked (MpPostWaiter *waiter,
 {
   g_assert (!waiter->queued && waiter->error == NULL);
 
-  waiter->error = error;
-  mp_wakeable_source_wake (waiter->source);
+  /* Read by the waiter's dispatch without the lock: the wake orders it, and the dispatch
+   * may free the source at once. */
+  g_atomic_pointer_set (&waiter->error, error);
+  mp_wakeable_source_wake_last (waiter->source);
 }
 
 /* The waiter of @message if it is the oldest waiting post's, taken out of its queue. */
@@ -236,7 +249,7 @@ post_waiter_pop_for_locked (MpPipeWaiters *waiters,
     return NULL;
 
   g_queue_unlink (&waiters->post_waiters, &waiter->link);
-  waiter->queued = FALSE;
+  g_atomic_int_set (&waiter->queued, FALSE);
 
   return waiter;
 }
@@ -278,12 +291,21 @@ mp_pipe_side_admit_locked (MpPipeSide *side)
       g_assert (!mp_pipe_side_has_waiters (side));
       g_queue_push_tail_link (&side->inbox, &message->link);
       moved = TRUE;
-      if (waiter != NULL)
+      if (waiter != NULL && waiters->dispatching > 0)
+        {
+          /* Posted; told when the dispatch that let it in ends (it does: its budget). */
+          waiter->wake_deferred = TRUE;
+          g_queue_push_tail_link (&waiters->to_wake, &waiter->link);
+        }
+      else if (waiter != NULL)
         post_waiter_resolve_locked (waiter, NULL);
     }
 
   if (moved)
-    mp_pipe_side_wake_locked (side);
+    {
+      posting_changed (side);
+      mp_pipe_side_wake_locked (side);
+    }
 }
 
 void
@@ -369,8 +391,9 @@ mp_pipe_side_withdraw_locked (MpPipeSide   *to,
     }
 
   g_queue_unlink (&to->waiters->post_waiters, &waiter->link);
-  waiter->queued = FALSE;
+  g_atomic_int_set (&waiter->queued, FALSE);
   g_queue_unlink (&to->waiters->posting, &message->link);
+  posting_changed (to);
   if (message_carries_ports (message))
     {
       g_mutex_lock (&transit_lock);
@@ -382,16 +405,56 @@ mp_pipe_side_withdraw_locked (MpPipeSide   *to,
   return message;
 }
 
-/* Takes @waiter (queued) out of @to's queue, leaving its post there as a sync post's: its
- * poster's context is gone, with nobody left to tell. */
+/* Takes @waiter out of @to's queue, leaving its post there as a sync post's, or out of the
+ * wakes put off: its poster's context is gone, with nobody left to tell. */
 void
 mp_pipe_side_forget_waiter_locked (MpPipeSide   *to,
                                    MpPostWaiter *waiter)
 {
-  g_assert (waiter->queued);
+  if (waiter->queued)
+    {
+      g_queue_unlink (&to->waiters->post_waiters, &waiter->link);
+      g_atomic_int_set (&waiter->queued, FALSE);
+    }
+  else if (waiter->wake_deferred)
+    {
+      g_queue_unlink (&to->waiters->to_wake, &waiter->link);
+      waiter->wake_deferred = FALSE;
+    }
+}
 
-  g_queue_unlink (&to->waiters->post_waiters, &waiter->link);
-  waiter->queued = FALSE;
+/* A dispatch of @side begins (its lock held): the posts it lets in are told at its end.
+ * Returns whether mp_pipe_side_end_dispatch_locked() has anything to undo. */
+gboolean
+mp_pipe_side_begin_dispatch_locked (MpPipeSide *side)
+{
+  if (side->waiters == NULL)
+    return FALSE;
+
+  side->waiters->dispatching++;
+  return TRUE;
+}
+
+/* The dispatch ends (lock held): the posts let in meanwhile are told, with one wake-up per
+ * context for all of them (mp-waker.c). */
+void
+mp_pipe_side_end_dispatch_locked (MpPipeSide *side,
+                                  gboolean    began)
+{
+  MpPipeWaiters *waiters = side->waiters;
+  GList *link;
+
+  if (!began)
+    return;
+
+  waiters->dispatching--;
+  while ((link = g_queue_pop_head_link (&waiters->to_wake)) != NULL)
+    {
+      MpPostWaiter *waiter = link->data;
+
+      waiter->wake_deferred = FALSE;
+      post_waiter_resolve_locked (waiter, NULL);
+    }
 }
 
 /* Whether a post to @to (its lock held) would go into the inbox without waiting. */
@@ -435,6 +498,7 @@ posting_end_locked (MpPipeSide     *side,
     }
 
   g_assert (waiters->post_waiters.length == 0);
+  posting_changed (side);
   g_error_free (error);
 }
 
@@ -716,12 +780,13 @@ mp_pipe_side_post_locked (MpPipeSide     *to,
                   (to->waiters->posting.length > 0 || (post_waiter != NULL && !has_room (to)))))
     {
       g_queue_push_tail_link (&to->waiters->posting, &message->link);
+      mp_pipe_side_set_locked (to, MP_SIDE_POSTS_WAIT);
       if (message_carries_ports (message))
         to->n_carrying++;   /* the caller added its edges */
       if (post_waiter == NULL)
         return MP_SEND_QUEUED;
       g_assert (post_waiter->message == message && !post_waiter->queued);
-      post_waiter->queued = TRUE;
+      g_atomic_int_set (&post_waiter->queued, TRUE);
       g_queue_push_tail_link (&to->waiters->post_waiters, &post_waiter->link);
       return MP_SEND_WAITING;
     }

@@ -59,6 +59,10 @@ gboolean mp_wakeable_source_check    (GSource      *source);
 void     mp_wakeable_source_finalize (GSource      *source);
 /* Any thread; no GLib lock. */
 void     mp_wakeable_source_wake     (GSource      *source);
+/* The same, for a source whose dispatch takes no lock that the waker holds, and may
+ * therefore free the source as soon as it sees the flag: the waker is kept alive across
+ * the write. The caller makes sure the source is alive when it calls. */
+void     mp_wakeable_source_wake_last (GSource     *source);
 
 /* Called by the owning thread's dispatch when it stopped early (its budget ran out) with
  * work left: the source stays unready for one main-loop iteration, so that lower-priority

@@ -28,6 +28,11 @@ struct _MpWaker
    * polled and drained by the waker source, its write end written by mp_waker_wake(). */
   int read_fd;
   int write_fd;
+  /* Set by the wake that writes, cleared after the drain that reads: the wakes made in
+   * between (a burst of sources woken before the context's thread got round) write
+   * nothing more, since the write that set it makes the poll return and the drain comes
+   * before any source's check. Atomic. */
+  int signalled;
   /* How many sources of the context are yielding (see mp_wakeable_source_yield()): the
    * context's resume source is ready while it is not zero. Touched only by the thread
    * dispatching the context, so no lock and no atomics. */
@@ -73,6 +78,9 @@ mp_waker_unref (MpWaker *self)
 void
 mp_waker_wake (MpWaker *self)
 {
+  if (!g_atomic_int_compare_and_exchange (&self->signalled, 0, 1))
+    return;
+
 #if MP_WAKER_EVENTFD
   /* EAGAIN means the counter is saturated: the poll returns anyway. */
   while (eventfd_write (self->write_fd, 1) < 0 && errno == EINTR)
@@ -110,6 +118,11 @@ mp_waker_drain (MpWaker *self)
         break;
     }
 #endif
+
+  /* After the read: a wake that still finds it set either writes after the read (its
+   * winner's write is still to come), or set its source's flag before this, and the
+   * sources' checks, which follow, find that flag. */
+  g_atomic_int_set (&self->signalled, 0);
 }
 
 static gboolean
@@ -375,4 +388,17 @@ mp_wakeable_source_wake (GSource *source)
 
   if (g_atomic_int_compare_and_exchange (&self->pending, 0, 1))
     mp_waker_wake (self->waker);
+}
+
+void
+mp_wakeable_source_wake_last (GSource *source)
+{
+  MpWakeableSource *self = (MpWakeableSource *) source;
+  /* Taken while the source is surely alive: once the flag is set, its dispatch may run,
+   * return and free it before the write. */
+  MpWaker *waker = mp_waker_ref (self->waker);
+
+  if (g_atomic_int_compare_and_exchange (&self->pending, 0, 1))
+    mp_waker_wake (waker);
+  mp_waker_unref (waker);
 }
