@@ -49,6 +49,7 @@
  *   scenario-stress.c      stress
  *   scenario-idle.c        idle (and its process, --child-idle)
  *   scenario-bus.c         bus (and its receiver processes, --child-bus-*)
+ *   scenario-flow.c        flow:0, flow:64, flow:1024, flow:sync (a group: "flow" runs them all)
  *   xproc.{c,h}          xproc-tput, xproc-pingpong (and the child process, --child-xproc*)
  *   peers.{c,h}          --peers: Node and Bun, running peers/scenarios.mjs
  */
@@ -149,12 +150,23 @@ static const Scenario scenarios[] = {
     "child process -> a port in this one (socketpair), int32 messages, from the child's first post" },
   { "xproc-pingpong", "us/rtt", FALSE, XPROC_IMPLS, xproc_scenario_pingpong, 100000,
     "one message in flight between this process and a child; round trips (mean, p50, p99)" },
+  /* A group: "flow" on the command line selects every flow:*, and their runs are
+   * interleaved with each other (see run_all ()). */
+  { "flow:0", "msg/s", TRUE, MPPORT_ONLY, scenario_flow, 1000000,
+    "producer thread, post_message_async(), 32 in flight, no mark; consumer: 2 us of work/msg" },
+  { "flow:64", "msg/s", TRUE, MPPORT_ONLY, scenario_flow, 1000000,
+    "as flow:0, the receiving port's high-water mark 64" },
+  { "flow:1024", "msg/s", TRUE, MPPORT_ONLY, scenario_flow, 1000000,
+    "as flow:0, the receiving port's high-water mark 1024" },
+  { "flow:sync", "msg/s", TRUE, MPPORT_ONLY, scenario_flow, 1000000,
+    "as flow:0 with post_message() in a loop (no mark)" },
 };
 
 #define N_SCENARIOS G_N_ELEMENTS (scenarios)
 
 /* Targets, from the issue; reported, never asserted. */
-typedef enum { TARGET_NONE, TARGET_MIN_RATIO, TARGET_MAX_RATIO, TARGET_MIN_VALUE, TARGET_MAX_VALUE } TargetKind;
+typedef enum { TARGET_NONE, TARGET_MIN_RATIO, TARGET_MAX_RATIO, TARGET_MIN_VALUE, TARGET_MAX_VALUE,
+               TARGET_MIN_SCENARIO_RATIO } TargetKind;
 
 typedef struct
 {
@@ -164,6 +176,7 @@ typedef struct
   Impl against;          /* for ratios */
   double bound;
   const char *text;
+  const char *against_scenario;   /* TARGET_MIN_SCENARIO_RATIO: mpport's in this one */
 } Target;
 
 static const Target targets[] = {
@@ -191,6 +204,8 @@ static const Target targets[] = {
   { "xproc-tput", "value", TARGET_MIN_RATIO, IMPL_SOCKET, 0.5, ">= 0.5x (e) socket" },
   { "xproc-tput", "value", TARGET_MIN_RATIO, IMPL_SIGNAL, 10.0, ">= 10x (d) signal" },
   { "xproc-pingpong", "value", TARGET_MAX_RATIO, IMPL_SOCKET, 1.2, "mean <= 1.2x (e) socket" },
+  /* Issue 17. */
+  { "flow:1024", "value", TARGET_MIN_SCENARIO_RATIO, IMPL_MPPORT, 0.9, ">= 0.9x flow:0", "flow:0" },
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -326,6 +341,9 @@ target_met (const Target *target,
         *measured = value / other;
         return target->kind == TARGET_MIN_RATIO ? *measured >= target->bound : *measured <= target->bound;
       }
+    case TARGET_MIN_SCENARIO_RATIO:
+      *measured = value / median_metric (series_find (target->against_scenario, IMPL_MPPORT), target->metric);
+      return *measured >= target->bound;
     case TARGET_MIN_VALUE:
       *measured = value;
       return value >= target->bound;
@@ -416,6 +434,43 @@ print_row (const Scenario *scenario,
     }
   printf ("  %s\n", targets_text->str);
   g_string_free (targets_text, TRUE);
+}
+
+/* The flow:* group (issue 17): each variant against flow:0, and the memory it held. */
+static void
+print_flow_table (void)
+{
+  Series *reference = series_find ("flow:0", IMPL_MPPORT);
+  gboolean header = FALSE;
+
+  for (guint s = 0; s < N_SCENARIOS; s++)
+    {
+      const Scenario *scenario = &scenarios[s];
+      Series *series = scenario->run == scenario_flow ? series_find (scenario->name, IMPL_MPPORT) : NULL;
+      double value, rss;
+      char buf[32], ratio[16] = "-", rss_text[32];
+
+      if (series == NULL)
+        continue;
+      if (!header)
+        {
+          printf ("\nFlow control, mpport, medians per run: msg/s and its ratio to flow:0 (async posts, no "
+                  "mark), the peak n_queued\nat the receiving port (sampled every 64 messages) and the peak "
+                  "RSS growth of the sample's process (VmHWM)\n");
+          printf ("%-16s %11s %8s %12s %12s\n", "scenario", "msg/s", "/flow:0", "peak queued", "peak RSS +");
+          header = TRUE;
+        }
+      value = MEDIAN_D (series, value);
+      rss = MEDIAN_D (series, p99);
+      format_value (buf, sizeof (buf), value, scenario->unit);
+      if (reference != NULL)
+        g_snprintf (ratio, sizeof (ratio), "%.3fx", value / MEDIAN_D (reference, value));
+      if (rss >= 1024 * 1024)
+        g_snprintf (rss_text, sizeof (rss_text), "%.1f MiB", rss / (1024 * 1024));
+      else
+        g_snprintf (rss_text, sizeof (rss_text), "%.0f KiB", rss / 1024);
+      printf ("%-16s %11s %8s %12.0f %12s\n", scenario->name, buf, ratio, MEDIAN_D (series, p50), rss_text);
+    }
 }
 
 /* Third table: heap allocations per message (per round trip, delivery, operation). */
@@ -565,6 +620,7 @@ print_table (void)
       printf ("\n");
     }
 
+  print_flow_table ();
   print_allocs_table (shown, n_shown);
 }
 
@@ -987,6 +1043,16 @@ run_isolated (const Scenario *scenario,
   run_child_sample (argv, G_SPAWN_DEFAULT, scenario, impl, out);
 }
 
+/* Whether @a and @b are variants of one group ("flow:64", "flow:1024"). */
+static gboolean
+same_group (const Scenario *a,
+            const Scenario *b)
+{
+  const char *colon = strchr (a->name, ':');
+
+  return colon != NULL && strncmp (a->name, b->name, colon - a->name + 1) == 0;
+}
+
 static void
 run_all (const Scenario **selected,
          guint            n_selected,
@@ -997,32 +1063,36 @@ run_all (const Scenario **selected,
   for (guint s = 0; s < n_selected; s++)
     n_steps += opt_runs * (guint) __builtin_popcount (selected[s]->impls & impls);
 
-  for (guint s = 0; s < n_selected; s++)
+  /* The variants of a group are compared with each other: their runs are interleaved as
+   * implementations are (run 1 of each variant, then run 2 ...). */
+  for (guint first = 0, end = 0; first < n_selected; first = end)
     {
-      const Scenario *scenario = selected[s];
-
+      for (end = first + 1; end < n_selected && same_group (selected[first], selected[end]); end++)
+        ;
       for (int run = 1; run <= opt_runs; run++)
-        for (Impl impl = 0; impl < N_IMPLS; impl++)
-          {
-            Sample sample = { 0 };
+        for (guint s = first; s < end; s++)
+          for (Impl impl = 0; impl < N_IMPLS; impl++)
+            {
+              const Scenario *scenario = selected[s];
+              Sample sample = { 0 };
 
-            if (!(scenario->impls & impls & (1u << impl)))
-              continue;
-            progress (step++, n_steps, scenario->name, run, impl_labels[impl]);
-            if (IS_PEER (impl))
-              run_peer (scenario, impl, &sample);
-            else if (opt_in_process || opt_raw || opt_callgrind)
-              {
-                measured_allocs = 0;
-                scenario->run (scenario, impl, &sample);
-                sample.allocs = measured_allocs;
-              }
-            else
-              run_isolated (scenario, impl, &sample);
-            g_array_append_val (series_get (scenario, impl)->samples, sample);
-            if (opt_raw)
-              print_raw (scenario, impl, &sample);
-          }
+              if (!(scenario->impls & impls & (1u << impl)))
+                continue;
+              progress (step++, n_steps, scenario->name, run, impl_labels[impl]);
+              if (IS_PEER (impl))
+                run_peer (scenario, impl, &sample);
+              else if (opt_in_process || opt_raw || opt_callgrind)
+                {
+                  measured_allocs = 0;
+                  scenario->run (scenario, impl, &sample);
+                  sample.allocs = measured_allocs;
+                }
+              else
+                run_isolated (scenario, impl, &sample);
+              g_array_append_val (series_get (scenario, impl)->samples, sample);
+              if (opt_raw)
+                print_raw (scenario, impl, &sample);
+            }
     }
   progress_done ();
 }
@@ -1187,7 +1257,8 @@ main (int   argc,
   g_option_context_add_main_entries (context, entries, NULL);
   g_option_context_set_summary (context,
                                 "Scenarios: tput tput-str fanin pingpong bcast churn stress idle bus "
-                                "xproc-tput xproc-pingpong (default: all).\nImplementations: mpport, "
+                                "xproc-tput xproc-pingpong flow (flow:0 flow:64 flow:1024 flow:sync) "
+                                "(default: all).\nImplementations: mpport, "
                                 "(a) invoke, (b) queue, (c) ring; bus: mpport, (d) signal; xproc-*: mpport, "
                                 "(d) signal (peer-to-peer), (e) socket.\nWith --peers, also Node and Bun "
                                 "(JavaScript worker_threads) in tput tput-str fanin pingpong bcast churn.");
@@ -1229,17 +1300,28 @@ main (int   argc,
 
   for (int a = 1; a < argc; a++)
     {
-      guint s;
+      gsize len = strlen (argv[a]);
+      gboolean known = FALSE;
 
-      for (s = 0; s < N_SCENARIOS; s++)
-        if (g_str_equal (argv[a], scenarios[s].name))
-          break;
-      if (s == N_SCENARIOS)
+      /* A scenario by its name, or a group ("flow") by the name its variants share before
+       * the colon ("flow:64"); each scenario once. */
+      for (guint s = 0; s < N_SCENARIOS; s++)
+        if (g_str_equal (argv[a], scenarios[s].name) ||
+            (strncmp (argv[a], scenarios[s].name, len) == 0 && scenarios[s].name[len] == ':'))
+          {
+            guint k;
+
+            known = TRUE;
+            for (k = 0; k < n_selected && selected[k] != &scenarios[s]; k++)
+              ;
+            if (k == n_selected)
+              selected[n_selected++] = &scenarios[s];
+          }
+      if (!known)
         {
           g_printerr ("mp-bench: unknown scenario '%s' (try --list)\n", argv[a]);
           return 2;
         }
-      selected[n_selected++] = &scenarios[s];
     }
   if (n_selected == 0)
     for (guint s = 0; s < N_SCENARIOS; s++)

@@ -78,4 +78,11 @@ int  child_bus_receiver (const char     *address,
                          guint64         pings,
                          gboolean        echo);
 
+/* scenario-flow.c: flow:0, flow:64, flow:1024, flow:sync (the variant is the part of the
+ * scenario's name after the colon: the high-water mark, or sync). Besides msg/s (value),
+ * a sample carries the peak n_queued in p50 and the peak RSS growth in bytes in p99. */
+void scenario_flow      (const Scenario *scenario,
+                         Impl            impl,
+                         Sample         *out);
+
 G_END_DECLS

@@ -11,7 +11,10 @@
  *   past the dispatch budget, start on either context, receive, close, drop a reference,
  *   set a priority, iterate a context, drain both, finalize a context (and make a new one),
  *   create/post/close/drop broadcast channels, and "arm" one operation that then runs
- *   inside the next "message" handler (close, post, transfer or receive from a handler).
+ *   inside the next "message" handler (close, post, transfer or receive from a handler);
+ *   flow control (issue 17): post_message_async() with and without transfer lists, with a
+ *   cancellable (sometimes cancelled before the call), on either context, one by one or in
+ *   bursts; cancel a post; set a port's high-water mark (0 to 4); get_n_queued().
  *
  * A shadow model predicts every result from the documented contract (DESIGN.md,
  * contract-notes.md): what each call returns, which error (domain and code), which message
@@ -31,6 +34,18 @@
  *   - is_closed(), get_context(), get_priority() of every live object are as predicted;
  *   - once both contexts are drained, no started open side holds a message (no lost
  *     wake-up) and every broadcast delivery due has happened;
+ *   - flow control: an async post waits exactly when its destination holds at least its
+ *     mark or other posts wait there, and a sync post made while posts wait goes behind
+ *     them, so each side's order is the order of the posts (the FIFO check above covers
+ *     what waited); taking a message out (dispatch, receive(), receive_async()) or raising
+ *     the mark moves the oldest waiting posts in, as far as the mark allows; get_n_queued()
+ *     and get_high_water_mark() are as predicted, inside handlers too; every async post's
+ *     callback runs exactly once, on the context that was thread-default at the call,
+ *     never inside an API call, with the predicted result (TRUE, G_IO_ERROR_CANCELLED,
+ *     MP_ERROR_CLOSED when the destination was closed or closed while it waited,
+ *     MP_ERROR_INVALID_STATE when its own port closed, the sync post's errors); after a
+ *     drain a post still waits only at a side nobody takes from (no waiter left behind); a
+ *     cancelled waiting post gives its transfer list back, open and unstarted;
  *   - nothing outlives what holds it: a dropped port is finalized unless its source holds
  *     it (started and open, or transferred and not yet retired by its context), a closed
  *     broadcast channel unless a queued delivery holds it; after a drain, nothing at all;
@@ -86,6 +101,8 @@ typedef enum {
   M_RECEIVED,    /* returned by receive() on PortRec holder */
   M_DROPPED,     /* dropped by a close rule */
   M_ASYNC,       /* handed to a pending receive_async() of PortRec holder, not yet completed */
+  M_POSTING,     /* waits for room in sides[side].posting (flow control) */
+  M_WITHDRAWN,   /* its async post was cancelled while it waited */
 } MsgFate;
 
 typedef struct
@@ -94,6 +111,7 @@ typedef struct
   int side;            /* destination side */
   MsgFate fate;
   int holder;          /* PortRec that got it */
+  int post;            /* its Post (an async post), or -1 */
   guint n_carried;
   int carried[MAX_TRANSFER];   /* the sides transferred with it, in transfer-list order */
 } Msg;
@@ -114,6 +132,8 @@ typedef struct
   int carrier;           /* while OWNER_IN_FLIGHT after a transfer: the message index */
   GQueue queue;          /* message index + 1, or MARKER */
   GQueue waiters;        /* Waiter: pending receive_async() calls, oldest first */
+  guint mark;            /* high-water mark, 0 for none: travels with the side */
+  GQueue posting;        /* message index + 1: posts waiting for room, oldest first */
 } Side;
 
 typedef struct
@@ -129,7 +149,9 @@ typedef struct
   gboolean retiring;     /* transferred while attached: its old source retires itself
                           * on its context's next dispatch of it, then releases the object */
   int priority;
-  int n_async;           /* receive_async() calls not completed yet (their tasks hold it) */
+  int n_async;           /* receive_async() and post_message_async() calls on it not
+                          * completed yet (their tasks hold it) */
+  int n_held;            /* async posts whose transfer list holds it, not completed yet */
   gboolean in_pool;      /* the fuzzer holds a reference */
   gboolean finalized;
   gboolean notified_closed;
@@ -172,6 +194,28 @@ typedef struct
   int code;
 } Waiter;
 
+typedef enum {
+  P_WAITING,  /* its message waits in its destination's posting queue */
+  P_OK,       /* queued (or handed to a pending receive): completes with TRUE */
+  P_FAILED,   /* completes with domain/code */
+  P_DONE,     /* its callback ran */
+} PostState;
+
+/* One mp_message_port_post_message_async() call. */
+typedef struct
+{
+  PortRec *port;           /* the poster */
+  int ctx;                 /* the callback's context */
+  GCancellable *cancellable;   /* or NULL */
+  PostState state;
+  int msg;                 /* Msg index, or -1 if nothing was posted */
+  GQuark domain;
+  int code;
+  guint n_held;
+  PortRec *held[MAX_TRANSFER + 1];   /* the transfer list's objects (the post holds them) */
+  PortRec *listed[MAX_TRANSFER];     /* the ports of a posted message, in its order */
+} Post;
+
 /* What the input does when it runs out of bytes: zeros. */
 typedef struct
 {
@@ -195,6 +239,7 @@ typedef struct
   GPtrArray *bcs;      /* BcRec, all */
   GPtrArray *bc_pool;  /* BcRec in the pool */
   GPtrArray *waiters;  /* Waiter, all */
+  GPtrArray *posts;    /* Post, all */
   GQueue bq[N_CTX][N_NAMES];   /* BcPair: deliveries due, per destination context and name */
   guint32 next_id;
   guint32 next_bc_id;
@@ -218,6 +263,7 @@ static GObject *not_a_port;
 #define SIDE(i) (&g_array_index (F.sides, Side, (i)))
 #define MSG(i) (&g_array_index (F.msgs, Msg, (i)))
 #define PORT(i) ((PortRec *) g_ptr_array_index (F.ports, (i)))
+#define POST(i) ((Post *) g_ptr_array_index (F.posts, (i)))
 
 #define API_BEGIN() (F.api_depth++)
 #define API_END() (F.api_depth--)
@@ -249,7 +295,9 @@ port_weak_notify (gpointer data,
 
   /* Nobody may finalize a port the fuzzer or a started source still holds. */
   CHECK (!rec->in_pool, "port %d finalized while the fuzzer holds it", rec->index);
-  CHECK (rec->n_async == 0, "port %d finalized with a receive_async() pending", rec->index);
+  CHECK (rec->n_async == 0, "port %d finalized with a receive_async() or post pending", rec->index);
+  CHECK (rec->n_held == 0, "port %d finalized while a pending post's transfer list holds it",
+         rec->index);
   CHECK (!(side->owner == rec->index && side->attached),
          "port %d finalized while its source is attached", rec->index);
   rec->finalized = TRUE;
@@ -321,15 +369,95 @@ shadow_fail_waiters (Side *side,
     waiter_fail (w, MP_ERROR, code);
 }
 
-/* mp_pipe_side_send_locked() to an open side: the oldest waiting receive_async() gets the
- * message, else it is queued. */
+static void
+post_fail (Post   *p,
+           GQuark  domain,
+           int     code)
+{
+  p->state = P_FAILED;
+  p->domain = domain;
+  p->code = code;
+}
+
+/* Flow control: whether an async post to @side (open) waits for room. */
+static gboolean
+shadow_post_waits (Side *side)
+{
+  return !g_queue_is_empty (&side->posting) ||
+         (side->mark > 0 && g_queue_get_length (&side->queue) >= side->mark);
+}
+
+/* mp_pipe_side_admit_locked(): the oldest waiting posts go into the queue while it is below
+ * the mark; their async posts succeed. */
+static void
+shadow_admit (int s)
+{
+  Side *side = SIDE (s);
+
+  while (!g_queue_is_empty (&side->posting) &&
+         (side->mark == 0 || g_queue_get_length (&side->queue) < side->mark))
+    {
+      gpointer entry = g_queue_pop_head (&side->posting);
+      Msg *msg = MSG (GPOINTER_TO_UINT (entry) - 1);
+
+      CHECK (g_queue_is_empty (&side->waiters), "side %d: posts wait and so do receives", s);
+      msg->fate = M_QUEUED;
+      g_queue_push_tail (&side->queue, entry);
+      if (msg->post >= 0)
+        POST (msg->post)->state = P_OK;
+    }
+}
+
+/* posting_end_locked(): the posts waiting at @side end. Async ones fail with @code and their
+ * messages are dropped; sync ones are dropped too, or with @keep_sync (their sender closed,
+ * they were accepted) go into the queue, before the marker the caller queues next. The sides
+ * that dropped messages carried are appended to @work, to close. */
+static void
+shadow_posting_end (Side   *side,
+                    int     code,
+                    gboolean keep_sync,
+                    GQueue *work)
+{
+  gpointer entry;
+
+  while ((entry = g_queue_pop_head (&side->posting)) != NULL)
+    {
+      Msg *msg = MSG (GPOINTER_TO_UINT (entry) - 1);
+
+      if (msg->post < 0 && keep_sync)
+        {
+          msg->fate = M_QUEUED;
+          g_queue_push_tail (&side->queue, entry);
+          continue;
+        }
+      msg->fate = M_DROPPED;
+      if (msg->post >= 0)
+        post_fail (POST (msg->post), MP_ERROR, code);
+      for (guint i = 0; i < msg->n_carried; i++)
+        {
+          SIDE (msg->carried[i])->owner = OWNER_DEAD;
+          g_queue_push_tail (work, GINT_TO_POINTER (msg->carried[i] + 1));
+        }
+    }
+}
+
+/* mp_pipe_side_send_locked() to an open side: behind the posts that wait for room, if any;
+ * else the oldest waiting receive_async() gets the message, else it is queued. */
 static void
 shadow_send (int dest,
              int m)
 {
   Side *side = SIDE (dest);
-  Waiter *w = g_queue_pop_head (&side->waiters);
+  Waiter *w;
 
+  if (!g_queue_is_empty (&side->posting))
+    {
+      MSG (m)->fate = M_POSTING;
+      g_queue_push_tail (&side->posting, GUINT_TO_POINTER (m + 1));
+      return;
+    }
+
+  w = g_queue_pop_head (&side->waiters);
   if (w != NULL)
     {
       w->state = W_SERVED;
@@ -366,6 +494,8 @@ shadow_close_sides (int first,
       if (side->attached)
         side->close_owed = TRUE;
       shadow_fail_waiters (side, MP_ERROR_CLOSED);
+      /* Room will never come: what waits here fails and is dropped. */
+      shadow_posting_end (side, MP_ERROR_CLOSED, FALSE, &work);
 
       if (notify_peer || s != first)
         {
@@ -374,6 +504,8 @@ shadow_close_sides (int first,
           if (!peer->closed && !peer->peer_closed)
             {
               peer->peer_closed = TRUE;
+              /* Our own async posts waiting at the peer fail; our sync ones go in. */
+              shadow_posting_end (peer, MP_ERROR_INVALID_STATE, TRUE, &work);
               if (!g_queue_is_empty (&peer->waiters))
                 /* A waiting receive_async() reaches the marker at once: the peer closes. */
                 g_queue_push_tail (&work, GINT_TO_POINTER (side->peer + 1));
@@ -458,6 +590,22 @@ adopt_ports (Msg        *msg,
 
 static void run_op (Reader *r, gboolean in_handler);
 
+/* What get_n_queued() says: the messages queued at its side (not the peer's marker), 0 once
+ * transferred away. */
+static guint
+shadow_n_queued (PortRec *rec)
+{
+  guint n = 0;
+
+  if (rec->detached)
+    return 0;
+  for (GList *l = SIDE (rec->side)->queue.head; l != NULL; l = l->next)
+    if (GPOINTER_TO_UINT (l->data) != MARKER)
+      n++;
+
+  return n;
+}
+
 static void
 run_armed_op (void)
 {
@@ -510,6 +658,13 @@ on_port_message (MpMessagePort *port,
   CHECK (msg->fate == M_QUEUED, "message %u delivered twice", id);
   msg->fate = M_DELIVERED;
   msg->holder = rec->index;
+  /* Taken out before the emission: room for what waits. */
+  shadow_admit (rec->side);
+  API_BEGIN ();
+  CHECK (mp_message_port_get_n_queued (port) == shadow_n_queued (rec),
+         "port %d: get_n_queued() %u in its handler, expected %u", rec->index,
+         mp_message_port_get_n_queued (port), shadow_n_queued (rec));
+  API_END ();
 
   adopt_ports (msg, message, left_out);
 
@@ -645,6 +800,10 @@ enum {
   OP_CTX_FINALIZE,
   OP_RECEIVE_ASYNC,
   OP_CANCEL,
+  OP_POST_ASYNC,
+  OP_POST_CANCEL,
+  OP_SET_MARK,
+  OP_BURST_ASYNC,
   N_OPS
 };
 
@@ -743,28 +902,55 @@ makes_cycle (int        dest,
         if (recs[i]->side == s)
           return TRUE;
       /* A carrier handed to a pending receive_async() is on its way out: no cycle. */
+      /* A post that waits for room holds its edges as a queued one does. */
       if (side->owner != OWNER_IN_FLIGHT || side->carrier < 0 ||
-          MSG (side->carrier)->fate != M_QUEUED)
+          (MSG (side->carrier)->fate != M_QUEUED && MSG (side->carrier)->fate != M_POSTING))
         return FALSE;
       s = MSG (side->carrier)->side;
     }
   return TRUE;
 }
 
-/* Posts message @id on @rec with a transfer list decoded from @r; checks the outcome. */
+static void on_post_done (GObject *source, GAsyncResult *result, gpointer data);
+
+/* Posts a new message on @rec with the transfer list @list (@recs and @kinds say what each
+ * entry is) and checks the outcome: with post_message(), or with post_message_async() if
+ * @post is not NULL (its ctx and cancellable set; the rest is filled in here). */
 static void
 do_post (PortRec *rec,
          guint n,
          MpMessagePort **list,
          PortRec **recs,
-         EntryKind *kinds)
+         EntryKind *kinds,
+         Post *post)
 {
   Side *side = SIDE (rec->side);
   int expected_code = -1;   /* -1: success */
   guint32 id = F.next_id++;
   g_autoptr(GError) error = NULL;
-  gboolean ok;
+  gboolean ok = TRUE;
   Msg msg = { 0 };
+
+  if (post != NULL)
+    {
+      post->port = rec;
+      post->msg = -1;
+      g_ptr_array_add (F.posts, post);
+      rec->n_async++;   /* its task holds it */
+      g_main_context_push_thread_default (contexts[post->ctx]);
+      API_BEGIN ();
+      mp_message_port_post_message_async (rec->obj, g_variant_new_uint32 (id), list, n,
+                                          post->cancellable, on_post_done, post);
+      API_END ();
+      g_main_context_pop_thread_default (contexts[post->ctx]);
+
+      /* Cancelled before the call: nothing is checked, nothing is posted. */
+      if (g_cancellable_is_cancelled (post->cancellable))
+        {
+          post_fail (post, G_IO_ERROR, G_IO_ERROR_CANCELLED);
+          return;
+        }
+    }
 
   /* The order of the checks: self, then the list. A side closed by its peer is no error:
    * the post goes on, and its peer, closed, drops it. */
@@ -792,9 +978,40 @@ do_post (PortRec *rec,
   if (expected_code < 0 && makes_cycle (side->peer, n, recs))
     expected_code = MP_ERROR_DATA_CLONE;
 
-  API_BEGIN ();
-  ok = mp_message_port_post_message (rec->obj, g_variant_new_uint32 (id), list, n, &error);
-  API_END ();
+  if (post != NULL)
+    {
+      /* Past the checks of the port itself, the post holds its transfer list's objects until
+       * it completes. */
+      if (expected_code != MP_ERROR_INVALID_STATE)
+        for (guint i = 0; i < n; i++)
+          {
+            PortRec *held = kinds[i] == ENTRY_PORT ? recs[i] : kinds[i] == ENTRY_SELF ? rec : NULL;
+
+            if (held != NULL)
+              {
+                held->n_held++;
+                post->held[post->n_held++] = held;
+              }
+          }
+      if (expected_code >= 0)
+        {
+          post_fail (post, MP_ERROR, expected_code);
+          return;
+        }
+      /* Towards a closed peer an async post fails, as room will never come (a producer
+       * loop must end); as any failed call, it leaves its transfer list alone. */
+      if (SIDE (side->peer)->closed)
+        {
+          post_fail (post, MP_ERROR, MP_ERROR_CLOSED);
+          return;
+        }
+    }
+  else
+    {
+      API_BEGIN ();
+      ok = mp_message_port_post_message (rec->obj, g_variant_new_uint32 (id), list, n, &error);
+      API_END ();
+    }
 
   if (expected_code >= 0)
     {
@@ -814,6 +1031,7 @@ do_post (PortRec *rec,
   msg.side = side->peer;
   msg.fate = M_QUEUED;
   msg.holder = -1;
+  msg.post = post != NULL ? (int) F.posts->len - 1 : -1;
   for (guint i = 0; i < n; i++)
     {
       Side *ts = SIDE (recs[i]->side);
@@ -826,28 +1044,44 @@ do_post (PortRec *rec,
       ts->owner = OWNER_IN_FLIGHT;
       ts->carrier = F.msgs->len;
       msg.carried[msg.n_carried++] = recs[i]->side;
+      if (post != NULL)
+        post->listed[i] = recs[i];
     }
   g_array_append_val (F.msgs, msg);
+  if (post != NULL)
+    {
+      post->msg = F.msgs->len - 1;
+      post->state = P_OK;
+    }
 
   if (SIDE (side->peer)->closed)
     shadow_drop_message (F.msgs->len - 1);   /* closed peer: success, dropped */
+  else if (post != NULL && shadow_post_waits (SIDE (side->peer)))
+    {
+      MSG (post->msg)->fate = M_POSTING;
+      g_queue_push_tail (&SIDE (side->peer)->posting, GUINT_TO_POINTER (post->msg + 1));
+      post->state = P_WAITING;
+    }
   else
     shadow_send (side->peer, F.msgs->len - 1);
 }
 
-static void
-op_post (Reader *r)
+/* Decodes a transfer list for a post on @rec (may be NULL) into @list, @recs, @kinds:
+ * returns its length. */
+static guint
+read_transfer_list (Reader          *r,
+                    PortRec         *rec,
+                    MpMessagePort  **list,
+                    PortRec        **recs,
+                    EntryKind       *kinds)
 {
-  PortRec *rec = pick_port (next_byte (r));
   guint n = next_byte (r) % (MAX_TRANSFER + 1);
-  MpMessagePort *list[MAX_TRANSFER];
-  PortRec *recs[MAX_TRANSFER] = { NULL };
-  EntryKind kinds[MAX_TRANSFER];
 
   for (guint i = 0; i < n; i++)
     {
       guint8 b = next_byte (r);
 
+      recs[i] = NULL;
       if (b == 0xfe)
         {
           kinds[i] = ENTRY_NULL;
@@ -872,23 +1106,89 @@ op_post (Reader *r)
         }
     }
 
+  return n;
+}
+
+static void
+op_post (Reader *r)
+{
+  PortRec *rec = pick_port (next_byte (r));
+  MpMessagePort *list[MAX_TRANSFER];
+  PortRec *recs[MAX_TRANSFER] = { NULL };
+  EntryKind kinds[MAX_TRANSFER];
+  guint n = read_transfer_list (r, rec, list, recs, kinds);
+
   if (rec == NULL)
     return;
-  do_post (rec, n, list, recs, kinds);
+  do_post (rec, n, list, recs, kinds, NULL);
+}
+
+/* A new async post record for the callback's context @ctx; @mode picks its cancellable:
+ * none (0-3), one (4-6), or one cancelled already (7). */
+static Post *
+post_new (int    ctx,
+          guint8 mode)
+{
+  Post *post = g_new0 (Post, 1);
+
+  post->ctx = ctx;
+  post->state = P_OK;
+  if (mode % 8 >= 4)
+    post->cancellable = g_cancellable_new ();
+  if (mode % 8 == 7)
+    g_cancellable_cancel (post->cancellable);
+
+  return post;
+}
+
+static void
+op_post_async (Reader *r)
+{
+  PortRec *rec = pick_port (next_byte (r));
+  int ctx = next_byte (r) % N_CTX;
+  guint8 mode = next_byte (r);
+  MpMessagePort *list[MAX_TRANSFER];
+  PortRec *recs[MAX_TRANSFER] = { NULL };
+  EntryKind kinds[MAX_TRANSFER];
+  guint n = read_transfer_list (r, rec, list, recs, kinds);
+
+  if (rec == NULL)
+    return;
+  do_post (rec, n, list, recs, kinds, post_new (ctx, mode));
+}
+
+/* Mostly short; with the top bit, past the dispatch budget (1024). */
+static guint
+burst_count (guint8 b)
+{
+  return (b & 0x80) ? 1000 + (b & 0x7f) * 2 : b % 16;
 }
 
 static void
 op_burst (Reader *r)
 {
   PortRec *rec = pick_port (next_byte (r));
-  guint8 b = next_byte (r);
-  /* Mostly short; with the top bit, past the dispatch budget (1024). */
-  guint count = (b & 0x80) ? 1000 + (b & 0x7f) * 2 : b % 16;
+  guint count = burst_count (next_byte (r));
 
   if (rec == NULL)
     return;
   for (guint i = 0; i < count; i++)
-    do_post (rec, 0, NULL, NULL, NULL);
+    do_post (rec, 0, NULL, NULL, NULL, NULL);
+}
+
+/* The same with async posts (no cancellable) completing on either context: past a mark,
+ * most of them wait. */
+static void
+op_burst_async (Reader *r)
+{
+  PortRec *rec = pick_port (next_byte (r));
+  guint count = burst_count (next_byte (r));
+  int ctx = next_byte (r) % N_CTX;
+
+  if (rec == NULL)
+    return;
+  for (guint i = 0; i < count; i++)
+    do_post (rec, 0, NULL, NULL, NULL, post_new (ctx, 0));
 }
 
 static void
@@ -957,6 +1257,7 @@ op_receive (Reader *r)
       CHECK (msg->fate == M_QUEUED, "message %u taken twice", msg->id);
       msg->fate = M_RECEIVED;
       msg->holder = rec->index;
+      shadow_admit (rec->side);
       adopt_ports (msg, message, left_out);
       API_BEGIN ();
       mp_message_unref (message);
@@ -995,8 +1296,11 @@ op_drop (Reader *r)
   if (F.pool->len == 0)
     return;
   rec = g_ptr_array_index (F.pool, b % F.pool->len);
-  if (rec->n_async > 0)
+  if (rec->n_async > 0 || rec->n_held > 0)
     return;   /* its pending tasks hold it: it would go when they complete */
+  if (rec->retiring && !rec->detached)
+    return;   /* given back by a cancelled post, its old source not yet retired: it would
+               * be finalized, and its side closed, whenever its context retires it */
   side = SIDE (rec->side);
   held_by_source = !rec->detached && side->owner == rec->index && side->attached;
   retiring = rec->retiring;
@@ -1082,11 +1386,23 @@ static void
 check_messages (void)
 {
   g_autofree guint *queued = g_new0 (guint, F.sides->len);
+  g_autofree guint *posting = g_new0 (guint, F.sides->len);
 
   for (guint m = 0; m < F.msgs->len; m++)
     {
       Msg *msg = MSG (m);
 
+      if (msg->fate == M_POSTING)
+        {
+          CHECK (!SIDE (msg->side)->closed, "message %u waits at closed side %d", msg->id,
+                 msg->side);
+          CHECK (msg->post < 0 || POST (msg->post)->state == P_WAITING,
+                 "message %u waits, its post does not", msg->id);
+          posting[msg->side]++;
+          continue;
+        }
+      CHECK (msg->post < 0 || POST (msg->post)->state != P_WAITING,
+             "message %u does not wait, its post does", msg->id);
       if (msg->fate != M_QUEUED)
         continue;
       CHECK (!SIDE (msg->side)->closed, "message %u queued at closed side %d", msg->id,
@@ -1107,6 +1423,20 @@ check_messages (void)
             n++;
           }
       CHECK (n == queued[s], "side %u: %u queued, %u expected", s, n, queued[s]);
+
+      n = 0;
+      for (GList *l = side->posting.head; l != NULL; l = l->next)
+        {
+          CHECK (MSG (GPOINTER_TO_UINT (l->data) - 1)->fate == M_POSTING &&
+                 MSG (GPOINTER_TO_UINT (l->data) - 1)->side == (int) s,
+                 "side %u: a message waits there that is not waiting", s);
+          n++;
+        }
+      CHECK (n == posting[s], "side %u: %u waiting, %u expected", s, n, posting[s]);
+      /* Posts wait only while there is no room (mark 0: never). */
+      CHECK (n == 0 || (side->mark > 0 && g_queue_get_length (&side->queue) >= side->mark),
+             "side %u: %u posts wait with %u queued, mark %u", s, n,
+             g_queue_get_length (&side->queue), side->mark);
     }
 }
 
@@ -1155,6 +1485,19 @@ check_quiescent (void)
                "receive_async() on port %d waits with messages queued", w->port->index);
     }
 
+  /* Every async post completed, or still waits (for room at a side nobody takes from). */
+  for (guint i = 0; i < F.posts->len; i++)
+    {
+      Post *post = POST (i);
+
+      CHECK (post->state == P_DONE || post->state == P_WAITING,
+             "async post on port %d never completed", post->port->index);
+      if (post->state == P_WAITING)
+        CHECK (!SIDE (MSG (post->msg)->side)->attached,
+               "async post on port %d waits at started side %d after the drain",
+               post->port->index, MSG (post->msg)->side);
+    }
+
   /* Nothing is kept alive but by the fuzzer, a started open port's source or the name
    * table (an open broadcast channel); retired sources are gone after the drain. */
   for (guint i = 0; i < F.ports->len; i++)
@@ -1164,7 +1507,8 @@ check_quiescent (void)
 
       rec->retiring = FALSE;
       if (!rec->finalized)
-        CHECK (rec->in_pool || (side->owner == rec->index && side->attached) || rec->n_async > 0,
+        CHECK (rec->in_pool || (side->owner == rec->index && side->attached) || rec->n_async > 0 ||
+               rec->n_held > 0,
                "port %d leaked (detached %d, side closed %d)", rec->index, rec->detached,
                side->closed);
     }
@@ -1320,6 +1664,10 @@ op_ctx_finalize (Reader *r)
       if (w->state != W_DONE && w->ctx == ctx)
         return;
     }
+  /* So does a pending async post's. */
+  for (guint i = 0; i < F.posts->len; i++)
+    if (POST (i)->state != P_DONE && POST (i)->ctx == ctx)
+      return;
 
   for (guint s = 0; s < F.sides->len; s++)
     {
@@ -1465,6 +1813,7 @@ op_receive_async (Reader *r)
           w->msg = GPOINTER_TO_UINT (head) - 1;
           msg->fate = M_ASYNC;
           msg->holder = rec->index;
+          shadow_admit (rec->side);
         }
     }
   else
@@ -1497,6 +1846,113 @@ op_cancel (Reader *r)
 }
 
 static void
+on_post_done (GObject      *source,
+              GAsyncResult *result,
+              gpointer      data)
+{
+  Post *post = data;
+  PortRec *rec = post->port;
+  g_autoptr(GError) error = NULL;
+  gboolean ok;
+
+  CHECK (F.api_depth == 0, "post_message_async() completed inside an API call");
+  CHECK (F.cur_ctx == post->ctx, "post_message_async() completed on context %d, not %d",
+         F.cur_ctx, post->ctx);
+  CHECK (source == G_OBJECT (rec->obj), "post_message_async(): wrong source object");
+
+  ok = mp_message_port_post_message_finish (rec->obj, result, &error);
+  switch (post->state)
+    {
+    case P_OK:
+      CHECK (ok && error == NULL, "post %u on port %d failed (%s), expected success",
+             MSG (post->msg)->id, rec->index, error != NULL ? error->message : "no error");
+      break;
+
+    case P_FAILED:
+      CHECK (!ok && g_error_matches (error, post->domain, post->code),
+             "async post on port %d: %s %s %d, expected %s %d", rec->index,
+             ok ? "succeeded" : "error", error != NULL ? g_quark_to_string (error->domain) : "-",
+             error != NULL ? error->code : 0, g_quark_to_string (post->domain), post->code);
+      CHECK (error->message != NULL && error->message[0] != '\0', "error without a message");
+      break;
+
+    case P_WAITING:
+    case P_DONE:
+    default:
+      fail ("async post on port %d (message %d) completed while %s", rec->index,
+            post->msg >= 0 ? (int) MSG (post->msg)->id : -1,
+            post->state == P_WAITING ? "still waiting for room" : "done already");
+    }
+
+  post->state = P_DONE;
+  rec->n_async--;
+  for (guint i = 0; i < post->n_held; i++)
+    post->held[i]->n_held--;
+}
+
+/* Cancels the cancellable of an async post. One that waits is withdrawn: it fails with
+ * G_IO_ERROR_CANCELLED and the objects of its transfer list own their sides again, open and
+ * unstarted, with what reached those sides meanwhile. Otherwise nothing changes. */
+static void
+op_post_cancel (Reader *r)
+{
+  guint8 b = next_byte (r);
+  Post *post;
+  Msg *msg;
+
+  if (F.posts->len == 0)
+    return;
+  post = g_ptr_array_index (F.posts, b % F.posts->len);
+  if (post->cancellable == NULL)
+    return;
+
+  API_BEGIN ();
+  g_cancellable_cancel (post->cancellable);
+  API_END ();
+
+  if (post->state != P_WAITING)
+    return;
+  msg = MSG (post->msg);
+  CHECK (g_queue_remove (&SIDE (msg->side)->posting, GUINT_TO_POINTER (post->msg + 1)),
+         "waiting message %u not in its side's posting queue", msg->id);
+  msg->fate = M_WITHDRAWN;
+  for (guint i = 0; i < msg->n_carried; i++)
+    {
+      PortRec *listed = post->listed[i];
+      Side *ts = SIDE (msg->carried[i]);
+
+      CHECK (ts->owner == OWNER_IN_FLIGHT && ts->carrier == post->msg,
+             "side %d withdrawn but not in flight in message %u", msg->carried[i], msg->id);
+      CHECK (!listed->finalized, "port %d finalized while its post held it", listed->index);
+      listed->detached = FALSE;
+      listed->started = FALSE;
+      ts->owner = listed->index;
+      ts->carrier = -1;
+    }
+  post_fail (post, G_IO_ERROR, G_IO_ERROR_CANCELLED);
+}
+
+static void
+op_set_mark (Reader *r)
+{
+  PortRec *rec = pick_port (next_byte (r));
+  guint mark = next_byte (r) % 5;
+
+  if (rec == NULL)
+    return;
+  API_BEGIN ();
+  mp_message_port_set_high_water_mark (rec->obj, mark);
+  API_END ();
+
+  /* Does nothing on a port transferred away; a raised (or removed) mark lets what waits in. */
+  if (!rec->detached)
+    {
+      SIDE (rec->side)->mark = mark;
+      shadow_admit (rec->side);
+    }
+}
+
+static void
 op_arm (Reader *r)
 {
   /* The next operation is not run now but inside the next "message" handler. Only those
@@ -1504,7 +1960,8 @@ op_arm (Reader *r)
   guint8 op = next_byte (r) % N_OPS;
   static const guint8 allowed[] = {
     OP_NEW_CHANNEL, OP_POST, OP_START, OP_RECEIVE, OP_CLOSE, OP_SET_PRIORITY,
-    OP_BC_NEW, OP_BC_POST, OP_BC_CLOSE,
+    OP_BC_NEW, OP_BC_POST, OP_BC_CLOSE, OP_POST_ASYNC, OP_POST_CANCEL, OP_SET_MARK,
+    OP_BURST_ASYNC,
   };
 
   F.armed[0] = allowed[op % G_N_ELEMENTS (allowed)];
@@ -1538,14 +1995,29 @@ run_op (Reader *r,
     case OP_CTX_FINALIZE: if (!in_handler) op_ctx_finalize (r); break;
     case OP_RECEIVE_ASYNC: if (!in_handler) op_receive_async (r); break;
     case OP_CANCEL: if (!in_handler) op_cancel (r); break;
+    case OP_POST_ASYNC: op_post_async (r); break;
+    case OP_POST_CANCEL: op_post_cancel (r); break;
+    case OP_SET_MARK: op_set_mark (r); break;
+    case OP_BURST_ASYNC: op_burst_async (r); break;
     default: g_assert_not_reached ();
     }
 }
 
-/* The getters of every live object agree with the shadow. */
+/* The getters of every live object agree with the shadow, and posts wait only where there
+ * is no room. */
 static void
 check_objects (void)
 {
+  for (guint s = 0; s < F.sides->len; s++)
+    {
+      Side *side = SIDE (s);
+
+      CHECK (g_queue_is_empty (&side->posting) ||
+             (side->mark > 0 && g_queue_get_length (&side->queue) >= side->mark),
+             "side %u: posts wait with %u queued, mark %u", s, g_queue_get_length (&side->queue),
+             side->mark);
+    }
+
   for (guint i = 0; i < F.ports->len; i++)
     {
       PortRec *rec = PORT (i);
@@ -1565,6 +2037,15 @@ check_objects (void)
 
       CHECK (closed == (rec->detached || side->closed), "port %d: is_closed() %d, expected %d",
              rec->index, closed, rec->detached || side->closed);
+
+      API_BEGIN ();
+      CHECK (mp_message_port_get_n_queued (rec->obj) == shadow_n_queued (rec),
+             "port %d: get_n_queued() %u, expected %u", rec->index,
+             mp_message_port_get_n_queued (rec->obj), shadow_n_queued (rec));
+      CHECK (rec->detached || mp_message_port_get_high_water_mark (rec->obj) == side->mark,
+             "port %d: get_high_water_mark() %u, expected %u", rec->index,
+             mp_message_port_get_high_water_mark (rec->obj), side->mark);
+      API_END ();
 
       /* NULL until started, once transferred away, once its "close" was emitted or its
        * context finalized. */
@@ -1663,8 +2144,11 @@ teardown (void)
   for (guint s = 0; s < F.sides->len; s++)
     CHECK (SIDE (s)->closed && g_queue_is_empty (&SIDE (s)->queue), "side %u left open", s);
   for (guint m = 0; m < F.msgs->len; m++)
-    CHECK (MSG (m)->fate != M_QUEUED && MSG (m)->fate != M_ASYNC,
+    CHECK (MSG (m)->fate != M_QUEUED && MSG (m)->fate != M_ASYNC && MSG (m)->fate != M_POSTING,
            "message %u still queued after teardown", MSG (m)->id);
+  for (guint i = 0; i < F.posts->len; i++)
+    CHECK (POST (i)->state == P_DONE, "async post on port %d never completed",
+           POST (i)->port->index);
   for (guint i = 0; i < F.waiters->len; i++)
     CHECK (((Waiter *) g_ptr_array_index (F.waiters, i))->state == W_DONE,
            "receive_async() never completed");
@@ -1683,6 +2167,7 @@ fuzz_reset (void)
   F.bcs = g_ptr_array_new_with_free_func (g_free);
   F.bc_pool = g_ptr_array_new ();
   F.waiters = g_ptr_array_new ();
+  F.posts = g_ptr_array_new ();
   F.cur_ctx = -1;
   for (int c = 0; c < N_CTX; c++)
     for (int n = 0; n < N_NAMES; n++)
@@ -1696,7 +2181,16 @@ fuzz_free (void)
     {
       g_queue_clear (&SIDE (s)->queue);
       g_queue_clear (&SIDE (s)->waiters);
+      g_queue_clear (&SIDE (s)->posting);
     }
+  for (guint i = 0; i < F.posts->len; i++)
+    {
+      Post *post = POST (i);
+
+      g_clear_object (&post->cancellable);
+      g_free (post);
+    }
+  g_ptr_array_unref (F.posts);
   for (guint i = 0; i < F.waiters->len; i++)
     {
       Waiter *w = g_ptr_array_index (F.waiters, i);
@@ -1713,6 +2207,23 @@ fuzz_free (void)
   g_ptr_array_unref (F.bc_pool);
 }
 
+/* GLib ends a fatal message with G_BREAKPOINT(), a SIGTRAP, which libFuzzer does not catch:
+ * the run would die without saving its input. Criticals and warnings abort here instead,
+ * once written out. */
+static GLogWriterOutput
+fuzz_log_writer (GLogLevelFlags   log_level,
+                 const GLogField *fields,
+                 gsize            n_fields,
+                 gpointer         user_data)
+{
+  GLogWriterOutput output = g_log_writer_default (log_level, fields, n_fields, user_data);
+
+  if (log_level & (G_LOG_LEVEL_ERROR | G_LOG_LEVEL_CRITICAL | G_LOG_LEVEL_WARNING))
+    abort ();
+
+  return output;
+}
+
 int LLVMFuzzerInitialize (int *argc, char ***argv);
 int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size);
 
@@ -1722,6 +2233,7 @@ LLVMFuzzerInitialize (int    *argc,
 {
   g_setenv ("G_SLICE", "always-malloc", TRUE);
   g_log_set_always_fatal (G_LOG_FATAL_MASK | G_LOG_LEVEL_CRITICAL | G_LOG_LEVEL_WARNING);
+  g_log_set_writer_func (fuzz_log_writer, NULL, NULL);
   for (int c = 0; c < N_CTX; c++)
     contexts[c] = g_main_context_new ();
   not_a_port = g_object_new (G_TYPE_OBJECT, NULL);
