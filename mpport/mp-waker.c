@@ -120,8 +120,10 @@ mp_waker_drain (MpWaker *self)
 #endif
 
   /* After the read: a wake that still finds it set either writes after the read (its
-   * winner's write is still to come), or set its source's flag before this, and the
-   * sources' checks, which follow, find that flag. */
+   * winner's write is still to come), or set its source's flag before this, and that flag
+   * is found by the sources' checks, which follow in this iteration, or, in an iteration
+   * where GLib skips them (a source of higher priority is ready), by their next prepare,
+   * which reads it too and so keeps the poll from blocking (tests/model/waker.pml). */
   g_atomic_int_set (&self->signalled, 0);
 }
 
