@@ -139,7 +139,6 @@ mp_port_source_dispatch (GSource     *source,
   MpPipeSide *side = self->side;
   GSource *retired = NULL;
   gboolean retiring = FALSE;
-  gboolean began;
   gboolean emit_close = FALSE;
   guint budget;
 
@@ -149,7 +148,6 @@ mp_port_source_dispatch (GSource     *source,
   mp_wakeable_source_set_pending (source, FALSE);
 
   g_mutex_lock (&side->mutex);
-  began = mp_pipe_side_begin_dispatch_locked (side);
 
   /* With a high-water mark, producers refill the queue as this dispatch takes from it: a
    * dispatch takes at most one mark's worth, so that the context's other sources (a frame
@@ -185,7 +183,7 @@ mp_port_source_dispatch (GSource     *source,
           break;
         }
 
-      message = mp_pipe_side_pop_locked (side);
+      message = mp_pipe_side_pop_for_dispatch_locked (side);
       if (message == NULL)
         {
           mp_pipe_side_clear_locked (side, MP_SIDE_ARMED);
@@ -232,7 +230,8 @@ mp_port_source_dispatch (GSource     *source,
       if (self->source == source)
         retired = g_steal_pointer (&self->source);
     }
-  mp_pipe_side_end_dispatch_locked (side, began);
+  /* The posts this dispatch let in are told now, together. */
+  mp_pipe_side_wake_deferred_locked (side);
   g_mutex_unlock (&side->mutex);
 
   if (emit_close)
@@ -1210,8 +1209,11 @@ port_post_watch (MpPortPost           *post,
  * failed), never inside this call; call [method@Mp.MessagePort.post_message_finish] there.
  * When the room was made by the peer's dispatch (its [signal@Mp.MessagePort::message]
  * emissions), the callbacks of the posts it let in are scheduled when that dispatch ends,
- * all at once: a producer is woken once per dispatch of its consumer, not once per
- * message.
+ * all at once — or as soon as the peer's side takes a message in another way
+ * ([method@Mp.MessagePort.receive] and the like, from a handler say), waits for one, or
+ * closes: a producer is woken once per dispatch of its consumer, not once per message. A
+ * handler that blocks waiting for the producer by other means (a condition variable, a
+ * sleep) waits for a word that only its return gives: do not block in handlers.
  *
  * Callable from any thread that iterates its thread-default context. Order: the posts of
  * @self, sync and async, are delivered in the order they were made: a

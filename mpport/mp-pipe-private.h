@@ -222,11 +222,11 @@ struct _MpPipeWaiters
    * it took, mp_pipe_side_set_remote_room_locked()). Both count modulo 2^32. */
   guint remote_sent;
   guint remote_taken;
-  /* How many dispatches of the side are running (mp_pipe_side_begin_dispatch_locked()),
-   * and the waiters of the posts they let in, whose wakes wait for the dispatch's end
-   * (MpPostWaiter links, by wake_deferred): a producer is woken once per dispatch, not once
-   * per message it took. */
-  guint dispatching;
+  /* The waiters of the posts that the side's dispatch let in
+   * (mp_pipe_side_pop_for_dispatch_locked()), not told yet (MpPostWaiter links, by
+   * wake_deferred): told when the dispatch ends, or before anything else takes a message
+   * out, waits to, or closes the side (mp_pipe_side_wake_deferred_locked()); a producer is
+   * woken once per dispatch, not once per message it took. */
   GQueue to_wake;
 };
 
@@ -391,9 +391,8 @@ MpMessage  *mp_pipe_side_withdraw_locked     (MpPipeSide     *to,
                                               GError         *error);
 void        mp_pipe_side_forget_waiter_locked (MpPipeSide   *to,
                                                MpPostWaiter *waiter);
-gboolean    mp_pipe_side_begin_dispatch_locked (MpPipeSide *side);
-void        mp_pipe_side_end_dispatch_locked (MpPipeSide *side,
-                                              gboolean    began);
+void        mp_pipe_side_wake_deferred_locked (MpPipeSide *side);
+MpMessage  *mp_pipe_side_pop_for_dispatch_locked (MpPipeSide *side);
 gboolean    mp_pipe_side_has_room_locked     (MpPipeSide     *to);
 void        mp_pipe_side_set_high_water_mark_locked (MpPipeSide *side,
                                                      guint       mark);

@@ -173,9 +173,12 @@ mp_pipe_side_transit_add_locked (MpPipeSide        *to,
   return TRUE;
 }
 
-/* Takes the oldest message out of @side's inbox (its lock held), or returns NULL. */
-MpMessage *
-mp_pipe_side_pop_locked (MpPipeSide *side)
+static void admit_locked (MpPipeSide *side,
+                          gboolean    defer);
+
+static MpMessage *
+pop_locked (MpPipeSide *side,
+            gboolean    defer)
 {
   GList *link = g_queue_pop_head_link (&side->inbox);
   MpMessage *message;
@@ -198,10 +201,32 @@ mp_pipe_side_pop_locked (MpPipeSide *side)
         side->waiters->remote_sent++;
       /* Room for a post that waits. */
       if (G_UNLIKELY (side->waiters != NULL && side->waiters->posting.length > 0))
-        mp_pipe_side_admit_locked (side);
+        admit_locked (side, defer);
     }
 
   return message;
+}
+
+/* Takes the oldest message out of @side's inbox (its lock held), or returns NULL. A post that
+ * this lets in is told at once, and so is every one that the side's dispatch let in and has
+ * not told yet: whoever takes messages other than through the dispatch (receive() from a
+ * handler, say) may be waiting for a producer that waits for that word. */
+MpMessage *
+mp_pipe_side_pop_locked (MpPipeSide *side)
+{
+  if (G_UNLIKELY (side->waiters != NULL && side->waiters->to_wake.length > 0))
+    mp_pipe_side_wake_deferred_locked (side);
+
+  return pop_locked (side, FALSE);
+}
+
+/* The same for the side's own dispatch: a post that this lets in is told when the dispatch
+ * ends (mp_pipe_side_wake_deferred_locked()), with the others it let in, so that a producer
+ * is woken once per dispatch of its consumer rather than once per message. */
+MpMessage *
+mp_pipe_side_pop_for_dispatch_locked (MpPipeSide *side)
+{
+  return pop_locked (side, TRUE);
 }
 
 /* Flow control. A side with a high-water mark makes async posts wait while its inbox holds
@@ -269,9 +294,11 @@ has_room (MpPipeSide *side)
   return queued < mark;
 }
 
-/* Moves waiting posts into the inbox of @side (its lock held) while there is room. */
-void
-mp_pipe_side_admit_locked (MpPipeSide *side)
+/* Moves waiting posts into the inbox of @side (its lock held) while there is room; their
+ * waiters are told at once, or, with @defer, put in to_wake. */
+static void
+admit_locked (MpPipeSide *side,
+              gboolean    defer)
 {
   MpPipeWaiters *waiters = side->waiters;
   gboolean moved = FALSE;
@@ -291,9 +318,10 @@ mp_pipe_side_admit_locked (MpPipeSide *side)
       g_assert (!mp_pipe_side_has_waiters (side));
       g_queue_push_tail_link (&side->inbox, &message->link);
       moved = TRUE;
-      if (waiter != NULL && waiters->dispatching > 0)
+      if (waiter != NULL && defer)
         {
-          /* Posted; told when the dispatch that let it in ends (it does: its budget). */
+          /* Posted; told when the dispatch that let it in ends, or when anything else
+           * takes a message out or waits to. */
           waiter->wake_deferred = TRUE;
           g_queue_push_tail_link (&waiters->to_wake, &waiter->link);
         }
@@ -306,6 +334,18 @@ mp_pipe_side_admit_locked (MpPipeSide *side)
       posting_changed (side);
       mp_pipe_side_wake_locked (side);
     }
+}
+
+/* Moves waiting posts into the inbox of @side (its lock held) while there is room, telling
+ * their waiters at once (and those the dispatch has not told yet). */
+void
+mp_pipe_side_admit_locked (MpPipeSide *side)
+{
+  if (side->waiters == NULL)
+    return;
+
+  mp_pipe_side_wake_deferred_locked (side);
+  admit_locked (side, FALSE);
 }
 
 void
@@ -423,31 +463,18 @@ mp_pipe_side_forget_waiter_locked (MpPipeSide   *to,
     }
 }
 
-/* A dispatch of @side begins (its lock held): the posts it lets in are told at its end.
- * Returns whether mp_pipe_side_end_dispatch_locked() has anything to undo. */
-gboolean
-mp_pipe_side_begin_dispatch_locked (MpPipeSide *side)
-{
-  if (side->waiters == NULL)
-    return FALSE;
-
-  side->waiters->dispatching++;
-  return TRUE;
-}
-
-/* The dispatch ends (lock held): the posts let in meanwhile are told, with one wake-up per
- * context for all of them (mp-waker.c). */
+/* Tells (lock held) the posts that the side's dispatch let in and did not tell yet: at the
+ * dispatch's end, and before anything else takes a message out or waits to. One wake-up
+ * per context for all of them (mp-waker.c). */
 void
-mp_pipe_side_end_dispatch_locked (MpPipeSide *side,
-                                  gboolean    began)
+mp_pipe_side_wake_deferred_locked (MpPipeSide *side)
 {
   MpPipeWaiters *waiters = side->waiters;
   GList *link;
 
-  if (!began)
+  if (waiters == NULL)
     return;
 
-  waiters->dispatching--;
   while ((link = g_queue_pop_head_link (&waiters->to_wake)) != NULL)
     {
       MpPostWaiter *waiter = link->data;
@@ -612,6 +639,8 @@ mp_pipe_side_enqueue_waiter_locked (MpPipeSide      *side,
 
   if (side->waiters == NULL)
     side->waiters = g_new0 (MpPipeWaiters, 1);
+  /* A receive that waits may wait for a post whose poster waits for word of its last. */
+  mp_pipe_side_wake_deferred_locked (side);
   waiter->queued = TRUE;
   g_queue_push_tail_link (&side->waiters->waiting, &waiter->link);
 }
@@ -656,6 +685,7 @@ mp_pipe_side_close_locked (MpPipeSide     *side,
     return FALSE;
 
   mp_pipe_side_set_locked (side, MP_SIDE_CLOSED);
+  mp_pipe_side_wake_deferred_locked (side);
   queue_move (&deferred->messages, &side->inbox);
   if (side->n_carrying > 0)
     {
