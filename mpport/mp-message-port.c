@@ -1213,7 +1213,8 @@ port_post_watch (MpPortPost           *post,
  * ([method@Mp.MessagePort.receive] and the like, from a handler say), waits for one, or
  * closes: a producer is woken once per dispatch of its consumer, not once per message. A
  * handler that blocks waiting for the producer by other means (a condition variable, a
- * sleep) waits for a word that only its return gives: do not block in handlers.
+ * sleep, a receive on another port, a nested main loop) waits for a word that only its
+ * return gives: do not block in handlers.
  *
  * Callable from any thread that iterates its thread-default context. Order: the posts of
  * @self, sync and async, are delivered in the order they were made: a
