@@ -130,6 +130,20 @@ transferred_error (void)
   return g_error_new_literal (MP_ERROR, MP_ERROR_INVALID_STATE, _("The port was transferred away"));
 }
 
+/* An async post to a closed peer: room will never come, and a producer loop must end. */
+static GError *
+peer_closed_error (void)
+{
+  return g_error_new_literal (MP_ERROR, MP_ERROR_CLOSED,
+                              _("The other port of the channel was closed"));
+}
+
+static GError *
+post_cancelled_error (void)
+{
+  return g_error_new_literal (G_IO_ERROR, G_IO_ERROR_CANCELLED, _("The post was cancelled"));
+}
+
 static gboolean
 mp_port_source_dispatch (GSource     *source,
                          GSourceFunc  callback,
@@ -151,8 +165,9 @@ mp_port_source_dispatch (GSource     *source,
 
   /* With a high-water mark, producers refill the queue as this dispatch takes from it: a
    * dispatch takes at most one mark's worth, so that the context's other sources (a frame
-   * clock) come round as often as the queue holds. */
-  budget = mp_pipe_side_get_high_water_mark_locked (side);
+   * clock) come round as often as the queue holds. (A relay's side has the other process's
+   * mark, which says nothing of this context.) */
+  budget = mp_pipe_side_test (side, MP_SIDE_REMOTE) ? 0 : mp_pipe_side_get_high_water_mark_locked (side);
   if (budget == 0 || budget > MP_MESSAGE_PORT_DISPATCH_BUDGET)
     budget = MP_MESSAGE_PORT_DISPATCH_BUDGET;
 
@@ -719,6 +734,7 @@ post_with_transfer (MpMessagePort        *self,
                     MpMessagePort *const *transfer,
                     guint                 n_transfer,
                     MpPostWaiter         *waiter,
+                    GCancellable         *cancellable,
                     GError              **error)
 {
   g_autofree MpMessagePort **sorted = g_new (MpMessagePort *, n_transfer);
@@ -731,6 +747,7 @@ post_with_transfer (MpMessagePort        *self,
   MpMessage *message;
   gboolean valid = TRUE;
   gboolean cycle = FALSE;
+  gboolean cancelled = FALSE;
 
   if (!check_transfer_list (self, transfer, n_transfer, sorted, error))
     {
@@ -780,7 +797,9 @@ post_with_transfer (MpMessagePort        *self,
       /* A sender closed meanwhile (its close marker is queued at @to) refuses the post
        * before anything changes: result stays MP_SEND_REFUSED. An async post to a closed
        * peer fails (MP_ERROR_CLOSED), and a failed call leaves its transfer list alone. */
-      if (valid && waiter != NULL && mp_pipe_side_test (to, MP_SIDE_CLOSED))
+      if (valid && waiter != NULL && g_cancellable_is_cancelled (cancellable))
+        cancelled = TRUE;   /* before it was queued: nothing changes */
+      else if (valid && waiter != NULL && mp_pipe_side_test (to, MP_SIDE_CLOSED))
         result = MP_SEND_DROPPED;
       else if (valid && (mp_pipe_side_test (to, MP_SIDE_CLOSED) ||
                          !mp_pipe_side_test (to, MP_SIDE_PEER_CLOSED)))
@@ -811,6 +830,13 @@ post_with_transfer (MpMessagePort        *self,
 
       for (guint i = n_transfer + 1; i > 0; i--)
         g_mutex_unlock (&locks[i - 1]->mutex);
+    }
+
+  if (cancelled)
+    {
+      mp_message_drop (message);
+      g_propagate_error (error, post_cancelled_error ());
+      return MP_SEND_REFUSED;
     }
 
   if (cycle)
@@ -952,7 +978,7 @@ mp_message_port_post_message (MpMessagePort        *self,
 
   if (n_transfer > 0)
     return post_with_transfer (self, g_steal_pointer (&data), transfer, n_transfer, NULL,
-                               error) != MP_SEND_REFUSED;
+                               NULL, error) != MP_SEND_REFUSED;
 
   if (!mp_pipe_side_send (self->side, mp_message_new_take (g_steal_pointer (&data), NULL)))
     {
@@ -1009,20 +1035,6 @@ typedef struct
   GCancellable *cancellable;  /* strong, or NULL */
   gulong cancelled_id;
 } MpPortPost;
-
-/* An async post to a closed peer: room will never come, and a producer loop must end. */
-static GError *
-peer_closed_error (void)
-{
-  return g_error_new_literal (MP_ERROR, MP_ERROR_CLOSED,
-                              _("The other port of the channel was closed"));
-}
-
-static GError *
-post_cancelled_error (void)
-{
-  return g_error_new_literal (G_IO_ERROR, G_IO_ERROR_CANCELLED, _("The post was cancelled"));
-}
 
 static gboolean
 port_post_dispatch (GSource     *source,
@@ -1164,18 +1176,24 @@ port_post_new (MpMessagePort        *self,
   return post;
 }
 
-/* Watches @cancellable for @post, which was just queued with the ports of @transfer (checked
- * by then: they are ports, and now detached): a cancel gives them back. */
+/* Watches @cancellable for @post, before it is queued with the ports of @transfer: a cancel
+ * then withdraws it and gives them back. A handler run before the post is queued finds
+ * nothing to withdraw; the post checks the cancellable as it is queued. */
 static void
 port_post_watch (MpPortPost           *post,
                  MpMessagePort *const *transfer,
                  guint                 n_transfer,
                  GCancellable         *cancellable)
 {
+  gboolean all_ports = TRUE;
+
   if (cancellable == NULL)
     return;
 
-  if (n_transfer > 0)
+  /* A list with something else than ports fails before anything is queued. */
+  for (guint i = 0; i < n_transfer; i++)
+    all_ports = all_ports && MP_IS_MESSAGE_PORT (transfer[i]);
+  if (n_transfer > 0 && all_ports)
     {
       post->transfer = g_ptr_array_new_full (n_transfer, g_object_unref);
       for (guint i = 0; i < n_transfer; i++)
@@ -1185,8 +1203,6 @@ port_post_watch (MpPortPost           *post,
   post->cancellable = g_object_ref (cancellable);
   post->cancelled_id = g_cancellable_connect (cancellable, G_CALLBACK (port_post_cancelled),
                                               post, NULL);
-  /* Cancelled before the handler was connected (g_cancellable_connect() then ran it at once:
-   * harmless twice). */
 }
 
 /**
@@ -1307,8 +1323,17 @@ mp_message_port_post_message_async (MpMessagePort        *self,
 
       post = port_post_new (self, task);
       post->head.message = queued;
+      port_post_watch (post, NULL, 0, cancellable);
       g_mutex_lock (&to->mutex);
-      result = mp_pipe_side_post_locked (to, queued, &post->head, &deferred);
+      /* Cancelled before it could be queued (the handler, connected above, found nothing
+       * to withdraw): it is not queued. */
+      if (g_cancellable_is_cancelled (cancellable))
+        {
+          result = MP_SEND_REFUSED;
+          error = post_cancelled_error ();
+        }
+      else
+        result = mp_pipe_side_post_locked (to, queued, &post->head, &deferred);
       g_mutex_unlock (&to->mutex);
       mp_pipe_deferred_release (&deferred);
       if (result != MP_SEND_QUEUED && result != MP_SEND_WAITING)
@@ -1317,17 +1342,14 @@ mp_message_port_post_message_async (MpMessagePort        *self,
   else
     {
       post = port_post_new (self, task);
+      port_post_watch (post, transfer, n_transfer, cancellable);
       result = post_with_transfer (self, g_steal_pointer (&data), transfer, n_transfer,
-                                   &post->head, &error);
+                                   &post->head, cancellable, &error);
     }
 
-  if (result == MP_SEND_WAITING)
-    {
-      port_post_watch (post, transfer, n_transfer, cancellable);
-      if (g_cancellable_is_cancelled (cancellable))
-        port_post_cancelled (cancellable, post);
-    }
-  else
+  /* Once queued, the post belongs to its waiter: another thread iterating the task's
+   * context may complete and free it (but for our reference) at any time. */
+  if (result != MP_SEND_WAITING)
     {
       /* Not queued: the source delivers the result at once. */
       g_mutex_lock (&to->mutex);
@@ -1351,8 +1373,9 @@ mp_message_port_post_message_async (MpMessagePort        *self,
  *
  * Finishes [method@Mp.MessagePort.post_message_async]. Call it from the callback, on the
  * thread that made the post. It fails with
- * %MP_ERROR_INVALID_STATE if @self was closed by its own code or transferred away (when the
- * post was made, or while it waited: the message is then dropped), with
+ * %MP_ERROR_INVALID_STATE if @self was closed by its own code (when the post was made, or
+ * while it waited: the message is then dropped) or had been transferred away when the post
+ * was made (a post that waits when @self is transferred stays, and completes), with
  * %MP_ERROR_DATA_CLONE for a transfer list or a message that
  * [method@Mp.MessagePort.post_message] would refuse, with %MP_ERROR_CLOSED if the peer
  * closed while the post waited for room (room will never come; the message is dropped),

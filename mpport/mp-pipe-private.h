@@ -399,6 +399,8 @@ void        mp_pipe_side_set_high_water_mark_locked (MpPipeSide *side,
 guint       mp_pipe_side_get_high_water_mark_locked (MpPipeSide *side);
 void        mp_pipe_side_admit_locked        (MpPipeSide     *side);
 void        mp_pipe_side_make_remote_locked  (MpPipeSide     *side);
+void        mp_pipe_side_unsend_locked       (MpPipeSide     *side);
+guint       mp_pipe_side_count_queued_locked (MpPipeSide     *side);
 gboolean    mp_pipe_side_set_remote_room_locked (MpPipeSide *side,
                                                  guint       mark,
                                                  guint       taken);

@@ -376,10 +376,45 @@ mp_pipe_side_make_remote_locked (MpPipeSide *side)
   mp_pipe_side_set_locked (side, MP_SIDE_REMOTE);
   if (side->waiters != NULL)
     {
+      gboolean had_mark = side->waiters->high_water_mark != 0;
+
       side->waiters->high_water_mark = 0;
       side->waiters->remote_sent = side->waiters->remote_taken = 0;
       mp_pipe_side_admit_locked (side);
+      /* Fed by a stream too (a port that came from a third process and goes on to this
+       * one): that one's sender must no longer wait for this mark. */
+      if (had_mark && mp_pipe_side_test (side, MP_SIDE_FED) &&
+          side->waiters->feed->mark_changed != NULL)
+        side->waiters->feed->mark_changed (side->waiters->feed, 0);
     }
+}
+
+/* On the MP_SIDE_REMOTE @side (its lock held): a message that left it was dropped before it
+ * could reach the other process (it could not travel, or the stream is closing): it no
+ * longer counts against that process's mark. */
+void
+mp_pipe_side_unsend_locked (MpPipeSide *side)
+{
+  if (side->waiters == NULL)
+    return;
+
+  side->waiters->remote_sent--;
+  mp_pipe_side_admit_locked (side);
+}
+
+/* How many messages are queued at @side (its lock held), the close marker aside, and wait
+ * to be. */
+guint
+mp_pipe_side_count_queued_locked (MpPipeSide *side)
+{
+  guint n = side->inbox.length;
+
+  if (n > 0 && mp_message_is_close_marker (side->inbox.tail->data))
+    n--;
+  if (side->waiters != NULL)
+    n += side->waiters->posting.length;
+
+  return n;
 }
 
 /* On the MP_SIDE_REMOTE @side (its lock held): the port of the other process has @mark and

@@ -305,6 +305,11 @@ typedef struct
   guint granted;
   /* Cost received so far. The filter's (GDBus's worker thread) only. */
   guint received;
+  /* Messages that were queued at the fed side (or waited to be) before the feed was hooked:
+   * posted in this process before the port's other end left for the other one, so not
+   * taken from what that one sent. They are taken first (FIFO) and counted neither as
+   * credit nor as taken. Guarded by the fed side's lock. */
+  guint skip;
   /* The high-water mark of the fed side, and how many messages its application took (mod
    * 2^32): atomic, written under the fed side's lock. What the worker thread last told the
    * other side of them (a Room): taken_told atomic (read by the feed), mark_told the worker
@@ -611,7 +616,14 @@ static void
 feed_consumed (MpPipeFeed *parent,
                MpMessage  *message)
 {
-  feed_add ((MpStreamFeed *) parent, message_cost (message));
+  MpStreamFeed *feed = (MpStreamFeed *) parent;
+
+  if (G_UNLIKELY (feed->skip > 0))
+    {
+      feed->skip--;
+      return;
+    }
+  feed_add (feed, message_cost (message));
 }
 
 /* A new link for @relay (transfer full), not in the table yet; no lock held. */
@@ -645,6 +657,7 @@ link_new (MpStream      *stream,
   link->fed = mp_pipe_side_get_peer (side);
   g_mutex_lock (&link->fed->mutex);
   mp_pipe_side_set_feed_locked (link->fed, &link->feed->parent);
+  link->feed->skip = mp_pipe_side_count_queued_locked (link->fed);
   /* A mark set before: told once the link starts (link_start()). */
   link->feed->mark = mp_pipe_side_get_high_water_mark_locked (link->fed);
   g_mutex_unlock (&link->fed->mutex);
@@ -800,17 +813,6 @@ stream_flush_cb (gpointer data)
                                g_array_index (credits, guint64, i + 1));
       send_data (self, MP_STREAM_CREDIT, FRAME_CREDIT, g_variant_new ("(a(tt))", &builder));
     }
-  if (send && rooms->len > 0)
-    {
-      GVariantBuilder builder;
-
-      g_variant_builder_init (&builder, G_VARIANT_TYPE ("a(tuu)"));
-      for (guint i = 0; i + 2 < rooms->len; i += 3)
-        g_variant_builder_add (&builder, "(tuu)", g_array_index (rooms, guint64, i),
-                               (guint32) g_array_index (rooms, guint64, i + 1),
-                               (guint32) g_array_index (rooms, guint64, i + 2));
-      send_data (self, MP_STREAM_ROOM, FRAME_ROOM, g_variant_new ("(a(tuu))", &builder));
-    }
   while ((burst = g_queue_pop_head (&full)) != NULL)
     {
       if (send)
@@ -825,6 +827,19 @@ stream_flush_cb (gpointer data)
                g_variant_new ("(@at)",
                               g_variant_new_fixed_array (G_VARIANT_TYPE_UINT64, closes->data,
                                                          closes->len, sizeof (guint64))));
+  /* Rooms last: the Post that announces a port (one just transferred to the other side,
+   * whose end here has a mark) goes before the first Room about it. */
+  if (send && rooms->len > 0)
+    {
+      GVariantBuilder builder;
+
+      g_variant_builder_init (&builder, G_VARIANT_TYPE ("a(tuu)"));
+      for (guint i = 0; i + 2 < rooms->len; i += 3)
+        g_variant_builder_add (&builder, "(tuu)", g_array_index (rooms, guint64, i),
+                               (guint32) g_array_index (rooms, guint64, i + 1),
+                               (guint32) g_array_index (rooms, guint64, i + 2));
+      send_data (self, MP_STREAM_ROOM, FRAME_ROOM, g_variant_new ("(a(tuu))", &builder));
+    }
 
   g_mutex_lock (&self->lock);
   self->flushing = FALSE;
@@ -1190,7 +1205,20 @@ send_post (MpStreamLink *link,
     popped = g_queue_pop_head (&link->backlog);
   if (!self->closing && !drop)
     outbox_append_locked (link, normal, ids, n_ids);
+  else
+    drop = TRUE;
   g_mutex_unlock (&self->lock);
+
+  /* It left the relay's side and counted against the other side's mark, which will never
+   * take it: it no longer does. */
+  if (drop)
+    {
+      MpPipeSide *side = mp_message_port_get_side (link->relay);
+
+      g_mutex_lock (&side->mutex);
+      mp_pipe_side_unsend_locked (side);
+      g_mutex_unlock (&side->mutex);
+    }
 
   /* The post that names the adopted ports is in the outbox: posts on them may now skip
    * their relays. (Links are freed on this thread only; one may have finished already.) */

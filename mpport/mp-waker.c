@@ -78,6 +78,10 @@ mp_waker_unref (MpWaker *self)
 void
 mp_waker_wake (MpWaker *self)
 {
+#if !MP_WAKER_EVENTFD
+  static const char byte = 0;
+#endif
+
   if (!g_atomic_int_compare_and_exchange (&self->signalled, 0, 1))
     return;
 
@@ -86,8 +90,6 @@ mp_waker_wake (MpWaker *self)
   while (eventfd_write (self->write_fd, 1) < 0 && errno == EINTR)
     ;
 #else
-  static const char byte = 0;
-
   /* EAGAIN means the pipe is full: it is readable, so the poll returns anyway. */
   while (write (self->write_fd, &byte, 1) < 0 && errno == EINTR)
     ;

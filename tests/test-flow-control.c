@@ -39,6 +39,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "mp-test-util.h"
 
@@ -2233,6 +2234,122 @@ test_stress_producers_sync_async (Fixture       *f,
   pair_finish (&pair, f->context);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Across a stream (two ends in this process, over a socket pair)           */
+/* ------------------------------------------------------------------------ */
+
+static void
+on_stream_made (GObject      *source,
+                GAsyncResult *result,
+                gpointer      user_data)
+{
+  MpMessagePort **out = user_data;
+  g_autoptr(GError) error = NULL;
+
+  *out = mp_message_port_new_for_stream_finish (result, &error);
+  g_assert_no_error (error);
+}
+
+static GIOStream *
+stream_for_fd (int fd)
+{
+  g_autoptr(GError) error = NULL;
+  g_autoptr(GSocket) socket = g_socket_new_from_fd (fd, &error);
+
+  g_assert_no_error (error);
+  return G_IO_STREAM (g_socket_connection_factory_create_connection (socket));
+}
+
+/* A port whose peer is a port of a stream's other end, here: what crosses it is encoded,
+ * travels as in a process boundary and carries Rooms. */
+static void
+stream_pair (GMainContext   *ctx,
+             MpMessagePort **a,
+             MpMessagePort **b)
+{
+  int fds[2];
+  g_autoptr(GIOStream) sa = NULL;
+  g_autoptr(GIOStream) sb = NULL;
+
+  g_assert_cmpint (socketpair (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), ==, 0);
+  sa = stream_for_fd (fds[0]);
+  sb = stream_for_fd (fds[1]);
+  *a = *b = NULL;
+  mp_message_port_new_for_stream (sa, MP_STREAM_FLAGS_SERVER, NULL, on_stream_made, a);
+  mp_message_port_new_for_stream (sb, MP_STREAM_FLAGS_NONE, NULL, on_stream_made, b);
+  WAIT_FOR (ctx, *a != NULL && *b != NULL);
+}
+
+/* A port with a mark (q2), whose peer q has two messages queued at q2, goes to the other end
+ * of a stream; the mark is set before the transfer or after it. The first Room about the
+ * new port must follow the Post that names it, and the two local messages, taken here, are
+ * not what the other end sent: the stream stays up. The other end's async posts then wait
+ * at the mark, here: exactly 4 are queued at q2 while it takes nothing, and the rest go in
+ * as it takes, in order. */
+static void
+test_stream_transfer_with_mark (Fixture       *f,
+                                gconstpointer  data)
+{
+  gboolean mark_first = GPOINTER_TO_INT (data);
+  MpMessagePort *pa, *pb;
+  g_autoptr(MpMessageChannel) channel = mp_message_channel_new ();
+  MpMessagePort *q = mp_message_channel_get_port1 (channel);
+  MpMessagePort *q2 = mp_message_channel_get_port2 (channel);
+  g_autoptr(MpMessage) carrier = NULL;
+  MpMessagePort *got;
+  Post posts[12] = { 0 };
+
+  stream_pair (f->context, &pa, &pb);
+  if (mark_first)
+    mp_message_port_set_high_water_mark (q2, 4);
+  post_int (q, 100);
+  post_int (q, 101);
+  g_assert_true (mp_message_port_post_message (pa, NULL, &q, 1, NULL));
+  WAIT_FOR (f->context, (carrier = mp_message_port_receive (pb)) != NULL);
+  g_assert_cmpuint (mp_message_get_ports (carrier)->len, ==, 1);
+  got = g_ptr_array_index (mp_message_get_ports (carrier), 0);
+  if (!mark_first)
+    mp_message_port_set_high_water_mark (q2, 4);
+  g_assert_cmpint (receive_int (q2), ==, 100);
+  g_assert_cmpint (receive_int (q2), ==, 101);
+  /* Time for the Rooms to cross. */
+  spin_context (f->context, 100);
+
+  for (guint i = 0; i < G_N_ELEMENTS (posts); i++)
+    post_async (&posts[i], got, (gint32) i);
+  WAIT_FOR (f->context, mp_message_port_get_n_queued (q2) >= 4);
+  spin_context (f->context, QUIET_MSEC);
+  g_assert_cmpuint (mp_message_port_get_n_queued (q2), ==, 4);
+  g_assert_false (post_done (&posts[G_N_ELEMENTS (posts) - 1]));
+
+  for (guint i = 0; i < G_N_ELEMENTS (posts); i++)
+    {
+      g_autoptr(MpMessage) message = NULL;
+
+      WAIT_FOR (f->context, (message = mp_message_port_receive (q2)) != NULL);
+      g_assert_cmpint (message_get_int (message), ==, (gint32) i);
+    }
+  for (guint i = 0; i < G_N_ELEMENTS (posts); i++)
+    {
+      WAIT_FOR (f->context, post_done (&posts[i]));
+      assert_post_ok (&posts[i]);
+      post_clear (&posts[i]);
+    }
+  g_assert_false (mp_message_port_is_closed (pa));
+  g_assert_false (mp_message_port_is_closed (pb));
+  g_assert_false (mp_message_port_is_closed (q2));
+
+  /* q2's close reaches got over the stream. */
+  mp_message_port_close (q2);
+  WAIT_FOR (f->context, mp_message_port_is_peer_closed (got));
+  mp_message_port_close (got);
+  mp_message_port_close (pa);
+  mp_message_port_close (pb);
+  spin_context (f->context, QUIET_MSEC);
+  g_object_unref (pa);
+  g_object_unref (pb);
+}
+
 int
 main (int   argc,
       char *argv[])
@@ -2275,6 +2392,10 @@ main (int   argc,
   ADD_TEST ("/mpport/port/flow/errors/closed-or-transferred-invalid-state",
             test_errors_closed_or_transferred);
   ADD_TEST ("/mpport/port/flow/errors/transfer-list-data-clone", test_errors_transfer_list);
+  g_test_add ("/mpport/port/flow/stream/transfer-with-mark/before", Fixture, GINT_TO_POINTER (TRUE),
+              fixture_setup, test_stream_transfer_with_mark, fixture_teardown);
+  g_test_add ("/mpport/port/flow/stream/transfer-with-mark/after", Fixture, GINT_TO_POINTER (FALSE),
+              fixture_setup, test_stream_transfer_with_mark, fixture_teardown);
   ADD_TEST ("/mpport/port/flow/errors/peer-closed-fails-closed",
             test_errors_peer_closed_fails_closed);
   ADD_TEST ("/mpport/port/flow/errors/programmer", test_errors_programmer);
