@@ -28,11 +28,6 @@ struct _MpWaker
    * polled and drained by the waker source, its write end written by mp_waker_wake(). */
   int read_fd;
   int write_fd;
-  /* Set by the wake that writes, cleared after the drain that reads: the wakes made in
-   * between (a burst of sources woken before the context's thread got round) write
-   * nothing more, since the write that set it makes the poll return and the drain comes
-   * before any source's check. Atomic. */
-  int signalled;
   /* How many sources of the context are yielding (see mp_wakeable_source_yield()): the
    * context's resume source is ready while it is not zero. Touched only by the thread
    * dispatching the context, so no lock and no atomics. */
@@ -78,18 +73,13 @@ mp_waker_unref (MpWaker *self)
 void
 mp_waker_wake (MpWaker *self)
 {
-#if !MP_WAKER_EVENTFD
-  static const char byte = 0;
-#endif
-
-  if (!g_atomic_int_compare_and_exchange (&self->signalled, 0, 1))
-    return;
-
 #if MP_WAKER_EVENTFD
   /* EAGAIN means the counter is saturated: the poll returns anyway. */
   while (eventfd_write (self->write_fd, 1) < 0 && errno == EINTR)
     ;
 #else
+  static const char byte = 0;
+
   /* EAGAIN means the pipe is full: it is readable, so the poll returns anyway. */
   while (write (self->write_fd, &byte, 1) < 0 && errno == EINTR)
     ;
@@ -120,13 +110,6 @@ mp_waker_drain (MpWaker *self)
         break;
     }
 #endif
-
-  /* After the read: a wake that still finds it set either writes after the read (its
-   * winner's write is still to come), or set its source's flag before this, and that flag
-   * is found by the sources' checks, which follow in this iteration, or, in an iteration
-   * where GLib skips them (a source of higher priority is ready), by their next prepare,
-   * which reads it too and so keeps the poll from blocking (tests/model/waker.pml). */
-  g_atomic_int_set (&self->signalled, 0);
 }
 
 static gboolean
