@@ -798,6 +798,9 @@ test_transfer_nested_from_child (Fixture       *f,
 /* The child dies of SIGKILL in the middle of a burst of 1 000 000: the stream's port and the
  * two ports we sent the child close here ("close", after what arrived, which is an in-order
  * prefix of the burst), without a hang; nothing is delivered after. */
+static void expect_warning (const char *pattern);
+static void forget_expected_warnings (void);
+
 static void
 test_kill (Fixture       *f,
            gconstpointer  data)
@@ -826,6 +829,9 @@ test_kill (Fixture       *f,
 
   post_command (f, "burst", g_variant_new_uint32 (n));
   WAIT_FOR (f->context, f->rec.received->len >= 1000);
+  /* Killed while it writes, the child may leave half a frame on the direct path, which
+   * reads as a broken stream (a warning): it may come, or not. */
+  expect_warning ("*broke the protocol: its direct path failed: *ended inside a frame*");
   g_subprocess_force_exit (f->child);
 
   WAIT_FOR (f->context, f->rec.closed && kept1.closed && kept2.closed);
@@ -841,6 +847,7 @@ test_kill (Fixture       *f,
   wait_child (f);
   g_assert_true (g_subprocess_get_if_signaled (f->child));
   g_assert_cmpint (g_subprocess_get_term_sig (f->child), ==, SIGKILL);
+  forget_expected_warnings ();
 
   recorder_clear (&kept2);
   recorder_clear (&kept1);
@@ -965,6 +972,15 @@ assert_expected_warnings (void)
   g_queue_clear (&expected_warnings);
   g_mutex_unlock (&expected_lock);
   g_assert_cmpuint (left, ==, 0);
+}
+
+/* Drops the warnings still expected: they were allowed, not required. */
+static void
+forget_expected_warnings (void)
+{
+  g_mutex_lock (&expected_lock);
+  g_queue_clear (&expected_warnings);
+  g_mutex_unlock (&expected_lock);
 }
 
 static void
