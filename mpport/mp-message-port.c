@@ -1114,14 +1114,21 @@ port_post_cancelled (GCancellable *cancellable,
   MpPortPost *post = data;
   guint n = post->transfer != NULL ? post->transfer->len : 0;
   g_autofree MpPipeSide **locks = g_new (MpPipeSide *, n + 1);
+  guint n_locks = 0;
   MpMessage *message;
 
   for (guint i = 0; i < n; i++)
     locks[i] = ((MpMessagePort *) g_ptr_array_index (post->transfer, i))->side;
   locks[n] = post->to;
   qsort (locks, n + 1, sizeof (MpPipeSide *), compare_sides);
-
+  /* A post refused for its transfer list (a port listed twice, the destination listed)
+   * stays connected until its result is dispatched: a side may come twice. Each is locked
+   * once. */
   for (guint i = 0; i <= n; i++)
+    if (n_locks == 0 || locks[n_locks - 1] != locks[i])
+      locks[n_locks++] = locks[i];
+
+  for (guint i = 0; i < n_locks; i++)
     g_mutex_lock (&locks[i]->mutex);
 
   message = mp_pipe_side_withdraw_locked (post->to, &post->head, post_cancelled_error ());
@@ -1138,7 +1145,7 @@ port_post_cancelled (GCancellable *cancellable,
       listed->started = FALSE;
     }
 
-  for (guint i = n + 1; i > 0; i--)
+  for (guint i = n_locks; i > 0; i--)
     g_mutex_unlock (&locks[i - 1]->mutex);
 
   if (message != NULL)

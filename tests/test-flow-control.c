@@ -1885,6 +1885,64 @@ test_errors_transfer_list (Fixture       *f,
   pair_finish (&pair, f->context);
 }
 
+/* A refused post stays connected to its cancellable until its result is dispatched: a
+ * cancel meanwhile finds nothing to withdraw, even when its list names one side twice (a
+ * port listed twice, the destination, the sender): no lock is taken twice, the result
+ * stays MP_ERROR_DATA_CLONE. (Found by the fuzzer as a hang.) */
+static void
+test_errors_transfer_list_cancelled (Fixture       *f,
+                                     gconstpointer  data)
+{
+  Pair pair, t;
+  Post posts[4] = { 0 };
+  GCancellable *cancellables[3];
+  MpMessagePort *list[3];
+
+  pair_init_full (&pair, 1, 1);
+  pair_init (&t);
+  for (guint i = 0; i < G_N_ELEMENTS (cancellables); i++)
+    cancellables[i] = g_cancellable_new ();
+
+  list[0] = t.port1;
+  list[1] = t.port1;
+  post_async_full (&posts[0], pair.port1, 1, list, 2, cancellables[0]);
+  list[0] = t.port1;
+  list[1] = pair.port2;
+  post_async_full (&posts[1], pair.port1, 2, list, 2, cancellables[1]);
+  list[0] = pair.port1;
+  list[1] = t.port2;
+  list[2] = pair.port1;
+  post_async_full (&posts[2], pair.port1, 3, list, 3, cancellables[2]);
+  for (guint i = 0; i < G_N_ELEMENTS (cancellables); i++)
+    {
+      g_assert_false (post_done (&posts[i]));
+      g_cancellable_cancel (cancellables[i]);
+    }
+  WAIT_FOR (f->context, post_done (&posts[0]) && post_done (&posts[1]) && post_done (&posts[2]));
+  for (guint i = 0; i < 3; i++)
+    assert_post_failed (&posts[i], MP_ERROR, MP_ERROR_DATA_CLONE);
+
+  /* Nothing was taken or queued (but the message that fills the port), and every side
+   * lock is free: the ports work, the next post is the first to wait. */
+  g_assert_cmpuint (mp_message_port_get_n_queued (pair.port2), ==, 1);
+  post_int (t.port1, 7);
+  g_assert_cmpint (receive_int (t.port2), ==, 7);
+  post_async (&posts[3], pair.port1, 4);
+  assert_posts_waiting (f->context, &posts[3], 1);
+  g_assert_cmpint (receive_int (pair.port2), ==, 0);
+  WAIT_FOR (f->context, post_done (&posts[3]));
+  assert_post_ok (&posts[3]);
+  g_assert_cmpint (receive_int (pair.port2), ==, 4);
+  assert_receive_null (pair.port2);
+
+  for (guint i = 0; i < G_N_ELEMENTS (posts); i++)
+    post_clear (&posts[i]);
+  for (guint i = 0; i < G_N_ELEMENTS (cancellables); i++)
+    g_object_unref (cancellables[i]);
+  pair_finish (&t, f->context);
+  pair_finish (&pair, f->context);
+}
+
 /* The peer already closed: the post fails with MP_ERROR_CLOSED (nobody will take what the
  * producer posts) and the message is dropped; a failed call leaves its transfer list alone:
  * the port stays open and usable. A sync post still succeeds. */
@@ -2392,6 +2450,8 @@ main (int   argc,
   ADD_TEST ("/mpport/port/flow/errors/closed-or-transferred-invalid-state",
             test_errors_closed_or_transferred);
   ADD_TEST ("/mpport/port/flow/errors/transfer-list-data-clone", test_errors_transfer_list);
+  ADD_TEST ("/mpport/port/flow/errors/transfer-list-refused-then-cancelled",
+            test_errors_transfer_list_cancelled);
   g_test_add ("/mpport/port/flow/stream/transfer-with-mark/before", Fixture, GINT_TO_POINTER (TRUE),
               fixture_setup, test_stream_transfer_with_mark, fixture_teardown);
   g_test_add ("/mpport/port/flow/stream/transfer-with-mark/after", Fixture, GINT_TO_POINTER (FALSE),
