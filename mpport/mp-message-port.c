@@ -152,6 +152,7 @@ mp_port_source_dispatch (GSource     *source,
   MpMessagePort *self = ((MpPortSource *) source)->port;
   MpPipeSide *side = self->side;
   GSource *retired = NULL;
+  MpMessage *overflow = NULL;   /* a bare node the side had no use for */
   gboolean retiring = FALSE;
   gboolean emit_close = FALSE;
   guint budget;
@@ -176,6 +177,7 @@ mp_port_source_dispatch (GSource     *source,
   while (side->source == source)
     {
       MpMessage *message;
+      MpMessage *spare;
       MpPipeDeliverFunc deliver;
       gpointer deliver_data;
 
@@ -220,6 +222,7 @@ mp_port_source_dispatch (GSource     *source,
       deliver = side->waiters != NULL ? side->waiters->deliver : NULL;
       deliver_data = deliver != NULL ? side->waiters->deliver_data : NULL;
       g_mutex_unlock (&side->mutex);
+      g_clear_pointer (&overflow, g_free);
 
       /* An entry for a message from another process that could not be decoded takes that
        * message's place, in order, and its share of the budget. */
@@ -229,10 +232,14 @@ mp_port_source_dispatch (GSource     *source,
         deliver (message, deliver_data);
       else
         g_signal_emit (self, signals[SIGNAL_MESSAGE], 0, message);
-      mp_message_unref (message);
+      /* Unless a handler kept it, its node goes back to the side for the peer's next post,
+       * under the lock taken for the next message anyway. */
+      spare = mp_message_unref_to_node (message);
       budget--;
 
       g_mutex_lock (&side->mutex);
+      if (spare != NULL && !mp_pipe_side_keep_spare_locked (side, spare))
+        overflow = spare;   /* freed once unlocked */
     }
 
   /* Closed, or transferred away (maybe by a handler just now, maybe from another thread,
@@ -248,6 +255,7 @@ mp_port_source_dispatch (GSource     *source,
   /* The posts this dispatch let in are told now, together. */
   mp_pipe_side_wake_deferred_locked (side);
   g_mutex_unlock (&side->mutex);
+  g_clear_pointer (&overflow, g_free);
 
   if (emit_close)
     {
@@ -980,7 +988,7 @@ mp_message_port_post_message (MpMessagePort        *self,
     return post_with_transfer (self, g_steal_pointer (&data), transfer, n_transfer, NULL,
                                NULL, error) != MP_SEND_REFUSED;
 
-  if (!mp_pipe_side_send (self->side, mp_message_new_take (g_steal_pointer (&data), NULL)))
+  if (!mp_pipe_side_send_data (self->side, g_steal_pointer (&data)))
     {
       g_set_error_literal (error, MP_ERROR, MP_ERROR_INVALID_STATE,
                            _("The port is closed"));

@@ -51,6 +51,20 @@ struct _MpMessage
 MpMessage *mp_message_new_take          (GVariant  *data,
                                          GPtrArray *ports);
 MpMessage *mp_message_new_close_marker  (void);
+
+/* Recycled nodes (the pipe keeps a few per side, see mp_pipe_side_keep_spare_locked()): a
+ * post and its delivery then cost no allocation of the message itself, and no free() on
+ * the receiving thread of a chunk the sending thread allocated.
+ *
+ * mp_message_unref_to_node() drops a reference; the last one releases what the message
+ * holds (never under a lock: a GBytes free function or a port's finalization may run) and
+ * returns the bare node, else NULL. A bare node is only reused by
+ * mp_message_renew_take(), which makes it (or a new node, for NULL) a message of @data
+ * (taken) with no ports, or freed with g_free(). Neither calls code of anyone else's, so
+ * both may run under a lock. */
+MpMessage *mp_message_unref_to_node     (MpMessage *self);
+MpMessage *mp_message_renew_take        (MpMessage *node,
+                                         GVariant  *data);
 /* An error entry; @error (a G_IO_ERROR_INVALID_DATA) is taken. */
 MpMessage *mp_message_new_error         (GError    *error);
 

@@ -124,8 +124,10 @@ mp_message_ref (MpMessage *self)
   return self;
 }
 
+/* Releases what @self holds; the node itself stays. Runs code of its own choosing (a
+ * GBytes free function, the finalization of ports), so never under a lock. */
 static void
-mp_message_free (MpMessage *self)
+mp_message_clear (MpMessage *self)
 {
   g_clear_pointer (&self->data, g_variant_unref);
   /* Only messages from another process have either; they share one slot. */
@@ -136,7 +138,43 @@ mp_message_free (MpMessage *self)
   /* Ports that were never delivered are unstarted: finalizing them closes their sides, and
    * that drops their own queues through mp_message_queue_drop(), never recursively. */
   g_clear_pointer (&self->ports, g_ptr_array_unref);
+  self->sender = NULL;
+  self->flags = MP_MESSAGE_FLAG_NONE;
+}
+
+static void
+mp_message_free (MpMessage *self)
+{
+  mp_message_clear (self);
   g_free (self);
+}
+
+MpMessage *
+mp_message_renew_take (MpMessage *node,
+                       GVariant  *data)
+{
+  MpMessage *self = node != NULL ? node : g_new (MpMessage, 1);
+
+  self->link.data = self;
+  self->link.next = NULL;
+  self->link.prev = NULL;
+  g_atomic_ref_count_init (&self->ref_count);
+  self->flags = MP_MESSAGE_FLAG_NONE;
+  self->data = data;
+  self->ports = NULL;
+  self->sender = NULL;
+
+  return self;
+}
+
+MpMessage *
+mp_message_unref_to_node (MpMessage *self)
+{
+  if (!g_atomic_ref_count_dec (&self->ref_count))
+    return NULL;
+
+  mp_message_clear (self);
+  return self;
 }
 
 /**

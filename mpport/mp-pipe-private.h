@@ -65,7 +65,8 @@ typedef struct _MpPipeSide MpPipeSide;
 struct _MpPipeSide
 {
   /* Guards inbox, source and the state bits. Never held while user code runs; the only
-   * foreign call made under it is the eventfd write of mp_wakeable_source_wake(). */
+   * foreign calls made under it are the eventfd write of mp_wakeable_source_wake() and, when
+   * two posters race for the last recycled message node, a malloc(). */
   GMutex mutex;
 
   /* MpMessage links posted by the peer, oldest first. Guarded by mutex. */
@@ -92,6 +93,12 @@ struct _MpPipeSide
   /* While this side's owner travels in a message queued at another side's inbox: that
    * side, else NULL. An edge of the transit graph, guarded by the transit lock. */
   MpPipeSide *transit_at;
+
+  /* Bare message nodes that this side's dispatch delivered and released, for the peer's
+   * next posts to reuse (a stack through link.next, at most MP_PIPE_SIDE_SPARES_MAX; the
+   * top's link.prev holds the depth), until the side closes. Guarded by mutex; written
+   * atomically, so that a poster may look whether there is one before it locks. */
+  MpMessage *spares;
 
   /* The pipe and the peer: mp_pipe_side_get_pipe(), mp_pipe_side_get_peer(). */
 };
@@ -261,9 +268,10 @@ typedef struct
 {
   GQueue messages;    /* MpMessage links, dropped */
   GQueue scheduled;   /* MpReceiveWaiter.schedule_link links: idles to attach */
+  MpMessage *spares;  /* bare recycled nodes of a side that closed, freed */
 } MpPipeDeferred;
 
-#define MP_PIPE_DEFERRED_INIT { G_QUEUE_INIT, G_QUEUE_INIT }
+#define MP_PIPE_DEFERRED_INIT { G_QUEUE_INIT, G_QUEUE_INIT, NULL }
 
 void        mp_pipe_deferred_release (MpPipeDeferred *deferred);
 
@@ -406,6 +414,10 @@ gboolean    mp_pipe_side_set_remote_room_locked (MpPipeSide *side,
                                                  guint       taken);
 gboolean    mp_pipe_side_send                (MpPipeSide     *from,
                                               MpMessage      *message);
+gboolean    mp_pipe_side_send_data           (MpPipeSide     *from,
+                                              GVariant       *data);
+gboolean    mp_pipe_side_keep_spare_locked   (MpPipeSide     *side,
+                                              MpMessage      *node);
 gboolean    mp_pipe_side_send_to_sink        (MpPipeSide     *from,
                                               GVariant       *data,
                                               gboolean        needs_room);

@@ -1402,6 +1402,102 @@ test_order_fifo_100000 (Fixture       *f,
   pair_finish (&pair, f->context);
 }
 
+static void
+on_message_keep_every_tenth (Collector     *collector,
+                             MpMessagePort *port,
+                             MpMessage     *message)
+{
+  GPtrArray *kept = collector->hook_data;
+
+  if (message_get_int (message) % 10 == 0)
+    g_ptr_array_add (kept, mp_message_ref (message));
+}
+
+/* The dispatch reuses the nodes of delivered messages for later posts (mp-pipe.c,
+ * "Recycled message nodes"): only those nobody kept. Bursts of 250 with deliveries in
+ * between, so that nodes go round many times: every message arrives once, in order, with
+ * its own payload; the ones a handler kept still hold theirs after 1 000 more went
+ * through the port; and a payload is released as soon as its message is delivered (the
+ * node does not hold it). */
+static void
+test_order_recycled_nodes (Fixture       *f,
+                           gconstpointer  data)
+{
+  const guint n_bursts = 8, burst = 250;
+  g_autoptr(GPtrArray) kept = g_ptr_array_new_with_free_func ((GDestroyNotify) mp_message_unref);
+  Pair pair;
+  Collector c2;
+  gint freed = 0;
+
+  pair_init (&pair);
+  collector_init (&c2, pair.port2);
+  c2.record_events = FALSE;
+  c2.hook = on_message_keep_every_tenth;
+  c2.hook_data = kept;
+  mp_message_port_start (pair.port2);
+
+  for (guint b = 0; b < n_bursts; b++)
+    {
+      for (guint i = 0; i < burst; i++)
+        post_int (pair.port1, (gint32) (b * burst + i));
+      WAIT_FOR (f->context, collector_count (&c2) == (gint) ((b + 1) * burst));
+    }
+  collector_assert_sequence (&c2, 0, n_bursts * burst);
+
+  g_assert_cmpuint (kept->len, ==, n_bursts * burst / 10);
+  for (guint i = 0; i < kept->len; i++)
+    {
+      MpMessage *message = g_ptr_array_index (kept, i);
+
+      g_assert_cmpint (message_get_int (message), ==, (gint32) (i * 10));
+      g_assert_cmpuint (mp_message_get_ports (message)->len, ==, 0);
+    }
+
+  /* Nodes that carried ports are reused too, and carry none afterwards: a burst of posts
+   * each with a port, then plain ones (kept, and checked for ports). */
+  {
+    Pair carried[4];
+    guint before = collector_count (&c2);
+
+    for (guint i = 0; i < G_N_ELEMENTS (carried); i++)
+      {
+        pair_init (&carried[i]);
+        post_int_with_ports (pair.port1, 1000000 + (gint32) i, &carried[i].port2, 1);
+      }
+    WAIT_FOR (f->context, collector_count (&c2) == (gint) (before + G_N_ELEMENTS (carried)));
+    g_ptr_array_set_size (kept, 0);
+    for (guint i = 0; i < 10 * G_N_ELEMENTS (carried); i++)
+      post_int (pair.port1, (gint32) (i * 10));   /* every one kept */
+    WAIT_FOR (f->context, collector_count (&c2) == (gint) (before + 11 * G_N_ELEMENTS (carried)));
+    g_assert_cmpuint (kept->len, ==, 10 * G_N_ELEMENTS (carried));
+    for (guint i = 0; i < kept->len; i++)
+      {
+        MpMessage *message = g_ptr_array_index (kept, i);
+
+        g_assert_cmpint (message_get_int (message), ==, (gint32) (i * 10));
+        g_assert_cmpuint (mp_message_get_ports (message)->len, ==, 0);
+      }
+    for (guint i = 0; i < G_N_ELEMENTS (carried); i++)
+      {
+        mp_message_port_close (carried[i].port1);
+        g_clear_object (&carried[i].port1);
+        g_clear_object (&carried[i].channel);
+        g_clear_object (&carried[i].port2);
+      }
+  }
+
+  /* Payloads of messages nobody kept are released at delivery. */
+  c2.hook = NULL;
+  for (guint i = 0; i < burst; i++)
+    g_assert_true (mp_message_port_post_message (pair.port1, counted_variant_new (&freed, 16),
+                                                 NULL, 0, NULL));
+  WAIT_FOR (f->context, g_atomic_int_get (&freed) == (gint) burst);
+  g_assert_cmpint (collector_count (&c2), ==, (gint) ((n_bursts + 1) * burst + 44));
+
+  collector_clear (&c2);
+  pair_finish (&pair, f->context);
+}
+
 #define N_SENDERS 4
 #define N_PER_SENDER 25000
 
@@ -4242,6 +4338,7 @@ main (int   argc,
   ADD_TEST ("/mpport/port/start/twice-no-duplicates", test_start_twice_no_duplicates);
   ADD_TEST ("/mpport/port/start/closed-port-noop", test_start_closed_port_noop);
   ADD_TEST ("/mpport/port/order/fifo-100000", test_order_fifo_100000);
+  ADD_TEST ("/mpport/port/order/recycled-nodes", test_order_recycled_nodes);
   ADD_TEST ("/mpport/port/order/multi-sender-threads", test_order_multi_sender_threads);
   ADD_TEST ("/mpport/port/order/nested-iteration-in-handler", test_order_nested_iteration_in_handler);
   ADD_TEST ("/mpport/port/scheduling/burst-one-dispatch", test_scheduling_burst_one_dispatch);
