@@ -114,6 +114,14 @@ struct _MpBroadcastInbox
   MpBroadcastGroup *group;
   guint n_channels;
 
+  /* Recycled entries (see inbox_take_entry_locked()): the dispatch pushes the entries it
+   * delivered on returned, a lock-free stack (compare-and-swap), counting them in
+   * n_returned; a post, under bc_lock, takes them all at once into spares, a list of its
+   * own (guarded by bc_lock), takes their number off n_returned, and uses them from there. */
+  gpointer returned;   /* MpBroadcastEntry, atomic */
+  gint n_returned;     /* atomic; may be briefly off by the pushes in progress */
+  gpointer spares;     /* MpBroadcastEntry */
+
   /* Immutable: the lookup key within the group. Weak. */
   GMainContext *context;
 };
@@ -124,15 +132,24 @@ typedef enum {
   ENTRY_LOST,      /* the bus is gone: the destinations close, notifying "closed" */
 } EntryKind;
 
-typedef struct
+typedef struct _MpBroadcastEntry MpBroadcastEntry;
+
+struct _MpBroadcastEntry
 {
   GList link;            /* in MpBroadcastInbox.entries; link.data == self */
   EntryKind kind;
   MpMessage *message;    /* owned, for ENTRY_MESSAGE */
   GError *error;         /* owned, for ENTRY_ERROR */
   guint n_destinations;
+  guint capacity;        /* of destinations */
+  /* While recycled (bare: no message, error or destination): the next one. */
+  MpBroadcastEntry *next_spare;
   MpBroadcastChannel *destinations[];   /* strong, in creation order */
-} MpBroadcastEntry;
+};
+
+/* The most entries an inbox keeps for reuse on its returned stack (about: pushes race with
+ * the count; as many again may wait in its spares list). */
+#define MP_BROADCAST_INBOX_SPARES_MAX 64
 
 typedef struct
 {
@@ -186,18 +203,104 @@ inbox_unref (MpBroadcastInbox *inbox)
 
   g_assert (inbox->source == NULL);
   g_assert (inbox->entries.length == 0);
+  for (MpBroadcastEntry *e = inbox->spares, *next; e != NULL; e = next)
+    {
+      next = e->next_spare;
+      g_free (e);
+    }
+  for (MpBroadcastEntry *e = g_atomic_pointer_get (&inbox->returned), *next; e != NULL; e = next)
+    {
+      next = e->next_spare;
+      g_free (e);
+    }
   g_mutex_clear (&inbox->mutex);
   g_free (inbox);
+}
+
+/* Releases what @entry holds (destinations, message, error: finalizers may run, so never
+ * under a lock); the bare entry stays. */
+static void
+entry_clear (MpBroadcastEntry *entry)
+{
+  for (guint i = 0; i < entry->n_destinations; i++)
+    g_object_unref (entry->destinations[i]);
+  entry->n_destinations = 0;
+  g_clear_pointer (&entry->message, mp_message_unref);
+  g_clear_error (&entry->error);
 }
 
 static void
 entry_free (MpBroadcastEntry *entry)
 {
-  for (guint i = 0; i < entry->n_destinations; i++)
-    g_object_unref (entry->destinations[i]);
-  g_clear_pointer (&entry->message, mp_message_unref);
-  g_clear_error (&entry->error);
+  entry_clear (entry);
   g_free (entry);
+}
+
+/* Recycled entries. A post to a context allocates an entry, and that context's thread frees
+ * it once delivered: with four receiving contexts, four allocations a post, each freed by
+ * another thread into the poster's malloc arena. The dispatch instead releases what a
+ * delivered entry holds and pushes the bare entry on its inbox's returned stack; posts
+ * (which hold bc_lock, so one at a time) take the whole stack with an atomic exchange when
+ * their own list runs dry. A single pop-everything consumer makes the stack free of ABA. */
+
+/* After a dispatch delivered @entry; @inbox is alive (the dispatching source holds it). */
+static void
+inbox_return_entry (MpBroadcastInbox *inbox,
+                    MpBroadcastEntry *entry)
+{
+  MpBroadcastEntry *head;
+
+  entry_clear (entry);
+  if (g_atomic_int_get (&inbox->n_returned) >= MP_BROADCAST_INBOX_SPARES_MAX)
+    {
+      g_free (entry);
+      return;
+    }
+  /* The head is never dereferenced here: a post may take it (and free it) at any time. */
+  do
+    {
+      head = g_atomic_pointer_get (&inbox->returned);
+      entry->next_spare = head;
+    }
+  while (!g_atomic_pointer_compare_and_exchange (&inbox->returned, head, entry));
+  g_atomic_int_inc (&inbox->n_returned);
+}
+
+/* A bare entry with room for @n_destinations, recycled from @inbox if it has one. With
+ * bc_lock held. */
+static MpBroadcastEntry *
+inbox_take_entry_locked (MpBroadcastInbox *inbox,
+                         guint             n_destinations)
+{
+  MpBroadcastEntry *entry = inbox->spares;
+
+  if (entry == NULL)
+    {
+      gint n = 0;
+
+      entry = g_atomic_pointer_exchange (&inbox->returned, NULL);
+      for (MpBroadcastEntry *e = entry; e != NULL; e = e->next_spare)
+        n++;
+      if (n > 0)
+        g_atomic_int_add (&inbox->n_returned, -n);
+    }
+  if (entry != NULL)
+    {
+      inbox->spares = entry->next_spare;
+      if (entry->capacity >= n_destinations)
+        return entry;
+      g_free (entry);
+    }
+
+  /* Room for a few more than asked, so that a group that grows a little can still reuse it. */
+  n_destinations = MAX (n_destinations, 8);
+  entry = g_malloc (sizeof (MpBroadcastEntry) + n_destinations * sizeof (MpBroadcastChannel *));
+  entry->capacity = n_destinations;
+  entry->n_destinations = 0;
+  entry->message = NULL;
+  entry->error = NULL;
+
+  return entry;
 }
 
 static void
@@ -290,7 +393,7 @@ mp_inbox_source_dispatch (GSource     *source,
               g_assert_not_reached ();
             }
         }
-      entry_free (entry);
+      inbox_return_entry (inbox, entry);
 
       g_mutex_lock (&inbox->mutex);
     }
@@ -866,8 +969,7 @@ deliveries_add_locked (Deliveries         *d,
 
   if (delivery == NULL)
     {
-      MpBroadcastEntry *entry = g_malloc (sizeof (MpBroadcastEntry) +
-                                          max_destinations * sizeof (MpBroadcastChannel *));
+      MpBroadcastEntry *entry = inbox_take_entry_locked (dest->inbox, max_destinations);
 
       entry->link.data = entry;
       entry->link.next = entry->link.prev = NULL;

@@ -226,6 +226,74 @@ test_fan_out_others (void)
   g_string_free (log, TRUE);
 }
 
+/* A delivered entry (message, destinations) goes back to its inbox for the next posts to
+ * reuse (mp-broadcast-channel.c, "Recycled entries"): bursts with deliveries in between
+ * keep the HTML order and counts exact; a group that grows past what a recycled entry
+ * holds gets bigger entries, every destination served, in creation order; channels closed
+ * in between get nothing more. */
+static void
+test_order_recycled_entries (void)
+{
+  MpBroadcastChannel *sender = channel_new_checked ("order/recycled");
+  MpBroadcastChannel *receivers[16];
+  Probe probes[16];
+  GString *log = g_string_new (NULL);
+  GString *expected = g_string_new (NULL);
+  guint n = 3;
+
+  for (guint i = 0; i < G_N_ELEMENTS (receivers); i++)
+    receivers[i] = NULL;
+  for (guint i = 0; i < n; i++)
+    {
+      receivers[i] = channel_new_checked ("order/recycled");
+      probe_connect (&probes[i], receivers[i], "r", NULL);
+    }
+
+  for (guint burst = 0; burst < 5; burst++)
+    {
+      for (guint i = 0; i < 100; i++)
+        post_string (sender, "m");
+      drain_main ();
+      for (guint r = 0; r < n; r++)
+        g_assert_cmpuint (probes[r].count, ==, 100 * (burst + 1));
+    }
+
+  /* The group grows to 16 channels on this context: 15 destinations a post. */
+  for (guint i = n; i < G_N_ELEMENTS (receivers); i++)
+    {
+      static const char *labels[] = { "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11",
+                                      "r12", "r13", "r14", "r15" };
+
+      receivers[i] = channel_new_checked ("order/recycled");
+      probe_connect (&probes[i], receivers[i], labels[i - n], log);
+    }
+  for (guint i = 0; i < 3; i++)
+    {
+      g_autofree char *text = g_strdup_printf ("g%u", i);
+
+      post_string (sender, text);
+      for (guint r = n; r < G_N_ELEMENTS (receivers); r++)
+        g_string_append_printf (expected, "%s(r%u,%s)", expected->len > 0 ? " " : "", r, text);
+    }
+  drain_main ();
+  g_assert_cmpstr (log->str, ==, expected->str);
+  for (guint r = 0; r < n; r++)
+    g_assert_cmpuint (probes[r].count, ==, 503);
+
+  /* Back to fewer destinations, after entries of both sizes went round. */
+  for (guint r = 1; r < G_N_ELEMENTS (receivers); r++)
+    close_and_finalize (g_steal_pointer (&receivers[r]));
+  for (guint i = 0; i < 100; i++)
+    post_string (sender, "m");
+  drain_main ();
+  g_assert_cmpuint (probes[0].count, ==, 603);
+
+  close_and_finalize (receivers[0]);
+  close_and_finalize (sender);
+  g_string_free (expected, TRUE);
+  g_string_free (log, TRUE);
+}
+
 /* The same MpMessage reaches each destination; its data is the posted variant. */
 static void
 on_message_keep (MpBroadcastChannel *channel,
@@ -1054,6 +1122,7 @@ main (int   argc,
   g_test_add_func ("/mpport/broadcast/fan-out/others-not-self", test_fan_out_others);
   g_test_add_func ("/mpport/broadcast/fan-out/payload", test_fan_out_payload);
   g_test_add_func ("/mpport/broadcast/order/html-rule", test_order_html_rule);
+  g_test_add_func ("/mpport/broadcast/order/recycled-entries", test_order_recycled_entries);
   g_test_add_func ("/mpport/broadcast/order/html-rule-posts-from-threads",
                    test_order_html_rule_threads);
   g_test_add_func ("/mpport/broadcast/close/before-post", test_close_before_post);
