@@ -998,48 +998,19 @@ mp_pipe_side_take_spare_locked (MpPipeSide *side)
   return node;
 }
 
-/* Queues @data (taken) at the peer of @from, as mp_pipe_side_send() with a message of no
- * ports, in a recycled node when the peer has one. */
-gboolean
-mp_pipe_side_send_data (MpPipeSide *from,
-                        GVariant   *data)
+/* Queues @message (transfer full) at @to, or, with @message NULL, a message of @data (taken)
+ * in a node recycled by @to (or a new one). What a closed @to refuses is dropped. */
+static gboolean
+send_to (MpPipeSide *to,
+         MpMessage  *message,
+         GVariant   *data)
 {
-  MpPipeSide *to = mp_pipe_side_get_peer (from);
   MpPipeDeferred deferred = MP_PIPE_DEFERRED_INIT;
-  MpMessage *message = NULL;
   MpSendResult result;
-
-  /* No recycled node (a side that never dispatched, the first messages of a burst): the
-   * allocation is made before locking. */
-  if (g_atomic_pointer_get (&to->spares) == NULL)
-    message = mp_message_renew_take (NULL, data);
 
   g_mutex_lock (&to->mutex);
   if (message == NULL)
     message = mp_message_renew_take (mp_pipe_side_take_spare_locked (to), data);
-  result = mp_pipe_side_send_locked (to, message, &deferred);
-  g_mutex_unlock (&to->mutex);
-
-  if (G_UNLIKELY (deferred.scheduled.head != NULL || deferred.messages.head != NULL))
-    mp_pipe_deferred_release (&deferred);
-  if (result != MP_SEND_QUEUED)
-    mp_message_drop (message);
-
-  return result != MP_SEND_REFUSED;
-}
-
-/* Queues @message (transfer full) at the peer of @from. A closed peer drops it and that is
- * success. Returns FALSE, dropping the message, only if @from itself closed concurrently and
- * its close marker is already queued: the message could no longer come before it. */
-gboolean
-mp_pipe_side_send (MpPipeSide *from,
-                   MpMessage  *message)
-{
-  MpPipeSide *to = mp_pipe_side_get_peer (from);
-  MpPipeDeferred deferred = MP_PIPE_DEFERRED_INIT;
-  MpSendResult result;
-
-  g_mutex_lock (&to->mutex);
   result = mp_pipe_side_send_locked (to, message, &deferred);
   g_mutex_unlock (&to->mutex);
 
@@ -1051,4 +1022,30 @@ mp_pipe_side_send (MpPipeSide *from,
     mp_message_drop (message);
 
   return result != MP_SEND_REFUSED;
+}
+
+/* Queues @data (taken) at the peer of @from, as mp_pipe_side_send() with a message of no
+ * ports, in a recycled node when the peer has one. */
+gboolean
+mp_pipe_side_send_data (MpPipeSide *from,
+                        GVariant   *data)
+{
+  MpPipeSide *to = mp_pipe_side_get_peer (from);
+
+  /* No recycled node (a side that never dispatched, the first messages of a burst): the
+   * allocation is made before locking. */
+  if (g_atomic_pointer_get (&to->spares) == NULL)
+    return send_to (to, mp_message_renew_take (NULL, data), NULL);
+
+  return send_to (to, NULL, data);
+}
+
+/* Queues @message (transfer full) at the peer of @from. A closed peer drops it and that is
+ * success. Returns FALSE, dropping the message, only if @from itself closed concurrently and
+ * its close marker is already queued: the message could no longer come before it. */
+gboolean
+mp_pipe_side_send (MpPipeSide *from,
+                   MpMessage  *message)
+{
+  return send_to (mp_pipe_side_get_peer (from), message, NULL);
 }

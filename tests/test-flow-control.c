@@ -1846,6 +1846,22 @@ test_errors_closed_or_transferred (Fixture       *f,
 
 /* A bad transfer list fails with MP_ERROR_DATA_CLONE at once, even at a full port, and
  * takes nothing: not the source port, not its peer, not a closed port. */
+/* @pair (mark 1) holds one message, 0, and nothing waits: a post of 4 is the first to wait,
+ * goes in once 0 is taken, and is the only other message. */
+static void
+assert_next_post_waits_its_turn (Fixture *f,
+                                 Pair    *pair,
+                                 Post    *post)
+{
+  post_async (post, pair->port1, 4);
+  assert_posts_waiting (f->context, post, 1);
+  g_assert_cmpint (receive_int (pair->port2), ==, 0);
+  WAIT_FOR (f->context, post_done (post));
+  assert_post_ok (post);
+  g_assert_cmpint (receive_int (pair->port2), ==, 4);
+  assert_receive_null (pair->port2);
+}
+
 static void
 test_errors_transfer_list (Fixture       *f,
                            gconstpointer  data)
@@ -1871,13 +1887,7 @@ test_errors_transfer_list (Fixture       *f,
   /* Nothing was taken or queued: the ports work, the next post is the first to wait. */
   g_assert_false (mp_message_port_is_closed (pair.port1));
   g_assert_false (mp_message_port_is_closed (t.port1));
-  post_async (&posts[3], pair.port1, 4);
-  assert_posts_waiting (f->context, &posts[3], 1);
-  g_assert_cmpint (receive_int (pair.port2), ==, 0);
-  WAIT_FOR (f->context, post_done (&posts[3]));
-  assert_post_ok (&posts[3]);
-  g_assert_cmpint (receive_int (pair.port2), ==, 4);
-  assert_receive_null (pair.port2);
+  assert_next_post_waits_its_turn (f, &pair, &posts[3]);
 
   for (guint i = 0; i < G_N_ELEMENTS (posts); i++)
     post_clear (&posts[i]);
@@ -1927,13 +1937,7 @@ test_errors_transfer_list_cancelled (Fixture       *f,
   g_assert_cmpuint (mp_message_port_get_n_queued (pair.port2), ==, 1);
   post_int (t.port1, 7);
   g_assert_cmpint (receive_int (t.port2), ==, 7);
-  post_async (&posts[3], pair.port1, 4);
-  assert_posts_waiting (f->context, &posts[3], 1);
-  g_assert_cmpint (receive_int (pair.port2), ==, 0);
-  WAIT_FOR (f->context, post_done (&posts[3]));
-  assert_post_ok (&posts[3]);
-  g_assert_cmpint (receive_int (pair.port2), ==, 4);
-  assert_receive_null (pair.port2);
+  assert_next_post_waits_its_turn (f, &pair, &posts[3]);
 
   for (guint i = 0; i < G_N_ELEMENTS (posts); i++)
     post_clear (&posts[i]);
