@@ -269,9 +269,10 @@ typedef struct
   GQueue messages;    /* MpMessage links, dropped */
   GQueue scheduled;   /* MpReceiveWaiter.schedule_link links: idles to attach */
   MpMessage *spares;  /* bare recycled nodes of a side that closed, freed */
+  MpWaker *wake;      /* a wake-up to write (mp_wakeable_source_wake_begin()), first */
 } MpPipeDeferred;
 
-#define MP_PIPE_DEFERRED_INIT { G_QUEUE_INIT, G_QUEUE_INIT, NULL }
+#define MP_PIPE_DEFERRED_INIT { G_QUEUE_INIT, G_QUEUE_INIT, NULL, NULL }
 
 void        mp_pipe_deferred_release (MpPipeDeferred *deferred);
 

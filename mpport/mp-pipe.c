@@ -640,6 +640,31 @@ mp_pipe_side_wake_locked (MpPipeSide *side)
   mp_wakeable_source_wake (side->source);
 }
 
+/* mp_pipe_side_wake_locked() for a post: the flag is set now, under the lock, and the
+ * eventfd written by the caller once it unlocked (mp_pipe_deferred_release()). Written under
+ * the lock, the wake-up let the woken thread run at once into the lock still held by the
+ * poster, and sleep on it: a futex wait and wake for nearly every round trip of a ping-pong.
+ * No wake-up is lost: the write always follows a flag this call set, and the waker outlives
+ * the source. */
+static void
+wake_after_unlock_locked (MpPipeSide     *side,
+                          MpPipeDeferred *deferred)
+{
+  MpWaker *waker;
+
+  if ((g_atomic_int_get (&side->state) & (MP_SIDE_ATTACHED | MP_SIDE_ARMED)) != MP_SIDE_ATTACHED)
+    return;
+
+  mp_pipe_side_set_locked (side, MP_SIDE_ARMED);
+  waker = mp_wakeable_source_wake_begin (side->source);
+  if (waker == NULL)
+    return;
+  if (deferred->wake == NULL)
+    deferred->wake = waker;
+  else
+    mp_waker_wake_end (waker);   /* a second side in one section: at once */
+}
+
 static void
 queue_move (GQueue *dest,
             GQueue *src)
@@ -691,6 +716,9 @@ void
 mp_pipe_deferred_release (MpPipeDeferred *deferred)
 {
   GList *link;
+
+  if (deferred->wake != NULL)
+    mp_waker_wake_end (g_steal_pointer (&deferred->wake));
 
   while ((link = g_queue_pop_head_link (&deferred->scheduled)) != NULL)
     {
@@ -896,7 +924,7 @@ mp_pipe_side_post_locked (MpPipeSide     *to,
   g_queue_push_tail_link (&to->inbox, &message->link);
   if (message_carries_ports (message))
     to->n_carrying++;   /* the caller added its edges */
-  mp_pipe_side_wake_locked (to);
+  wake_after_unlock_locked (to, deferred);
 
   return MP_SEND_QUEUED;
 }
@@ -1014,8 +1042,10 @@ send_to (MpPipeSide *to,
   result = mp_pipe_side_send_locked (to, message, &deferred);
   g_mutex_unlock (&to->mutex);
 
-  /* Something to do only when a pending receive was served: its idle, and an error entry,
-   * which the receive took as a copy of its error, to drop. */
+  if (deferred.wake != NULL)
+    mp_waker_wake_end (g_steal_pointer (&deferred.wake));
+  /* Something more to do only when a pending receive was served: its idle, and an error
+   * entry, which the receive took as a copy of its error, to drop. */
   if (G_UNLIKELY (deferred.scheduled.head != NULL || deferred.messages.head != NULL))
     mp_pipe_deferred_release (&deferred);
   if (result != MP_SEND_QUEUED)

@@ -63,6 +63,14 @@ void     mp_wakeable_source_wake     (GSource      *source);
  * therefore free the source as soon as it sees the flag: the waker is kept alive across
  * the write. The caller makes sure the source is alive when it calls. */
 void     mp_wakeable_source_wake_last (GSource     *source);
+/* The first half of mp_wakeable_source_wake(), for a caller that holds a lock the woken
+ * thread will want at once: sets the flag and, if it was clear, returns a reference on the
+ * waker (else NULL) for the caller to pass to mp_waker_wake_end() once it dropped that
+ * lock, so that the woken thread does not find it still held and sleep on it. The source
+ * may be gone by then; the waker is not. */
+MpWaker *mp_wakeable_source_wake_begin (GSource   *source);
+/* Writes the wake-up and drops the reference. */
+void     mp_waker_wake_end           (MpWaker      *waker);
 
 /* Called by the owning thread's dispatch when it stopped early (its budget ran out) with
  * work left: the source stays unready for one main-loop iteration, so that lower-priority

@@ -377,6 +377,24 @@ mp_wakeable_source_wake (GSource *source)
     mp_waker_wake (self->waker);
 }
 
+MpWaker *
+mp_wakeable_source_wake_begin (GSource *source)
+{
+  MpWakeableSource *self = (MpWakeableSource *) source;
+
+  if (!g_atomic_int_compare_and_exchange (&self->pending, 0, 1))
+    return NULL;
+
+  return mp_waker_ref (self->waker);
+}
+
+void
+mp_waker_wake_end (MpWaker *waker)
+{
+  mp_waker_wake (waker);
+  mp_waker_unref (waker);
+}
+
 void
 mp_wakeable_source_wake_last (GSource *source)
 {
