@@ -990,10 +990,11 @@ mp_pipe_side_send_all (MpPipeSide  *from,
 
 /* Recycled message nodes. A side's dispatch keeps the nodes of the messages it delivered
  * and released (mp_message_unref_to_node()), under the lock it takes for the next message
- * anyway; the peer's posts take them back under the lock they take to queue. A steady
- * stream then allocates and frees no message nodes, and the receiving thread stops
- * freeing chunks that the sending thread's malloc arena must take back. At most
- * MP_PIPE_SIDE_SPARES_MAX (4 KiB) per side, and none on a side that never dispatched. */
+ * anyway; the peer's posts take them back under the lock they take to queue. Each reused
+ * node is a malloc() the poster does not make and a free() the receiving thread does not
+ * make of a chunk from the poster's arena (in tput a third of the posts reuse one). At
+ * most MP_PIPE_SIDE_SPARES_MAX (4 KiB) per side, none on a side that never dispatched,
+ * and none once the side closed. */
 #define MP_PIPE_SIDE_SPARES_MAX 64
 
 /* Returns FALSE if @side has no use for @node (it holds enough, or it closed): the caller
