@@ -147,8 +147,8 @@ struct _MpBroadcastEntry
   MpBroadcastChannel *destinations[];   /* strong, in creation order */
 };
 
-/* The most entries an inbox keeps for reuse on its returned stack (about: pushes race with
- * the count; as many again may wait in its spares list). */
+/* The most entries an inbox keeps for reuse on its returned stack (about: the count is
+ * raised just after the push; as many again may wait in its spares list). */
 #define MP_BROADCAST_INBOX_SPARES_MAX 64
 
 typedef struct
@@ -313,15 +313,18 @@ entries_free (GQueue *entries)
 }
 
 /* Only the post that finds the inbox unarmed wakes it; the dispatch clears armed only when
- * it finds the queue empty, so posts made while it drains cost no wake-up. */
-static void
-inbox_wake_locked (MpBroadcastInbox *inbox)
+ * it finds the queue empty, so posts made while it drains cost no wake-up. The caller
+ * writes the wake-up once it unlocked the inbox (mp_waker_wake_end() on what this returns,
+ * if not NULL), as a port's post does (see mp-pipe.c, wake_after_unlock_locked()): written
+ * under the lock, it let the woken thread run into the lock still held and sleep on it. */
+static MpWaker *
+inbox_wake_begin_locked (MpBroadcastInbox *inbox)
 {
   if (inbox->armed || inbox->source == NULL)
-    return;
+    return NULL;
 
   inbox->armed = TRUE;
-  mp_wakeable_source_wake (inbox->source);
+  return mp_wakeable_source_wake_begin (inbox->source);
 }
 
 static gboolean
@@ -951,12 +954,11 @@ deliveries_init (Deliveries *d)
 }
 
 /* Adds @dest to the entry of its inbox, made if need be of @kind with a reference on
- * @message or a copy of @error, sized for @max_destinations. With bc_lock held. */
+ * @message or a copy of @error. With bc_lock held. */
 /* Inline: it is the inner loop of every post. */
 static inline void
 deliveries_add_locked (Deliveries         *d,
                        MpBroadcastChannel *dest,
-                       guint               max_destinations,
                        EntryKind           kind,
                        MpMessage          *message,
                        const GError       *error)
@@ -969,7 +971,8 @@ deliveries_add_locked (Deliveries         *d,
 
   if (delivery == NULL)
     {
-      MpBroadcastEntry *entry = inbox_take_entry_locked (dest->inbox, max_destinations);
+      /* The inbox's channels bound the destinations it gets from one post. */
+      MpBroadcastEntry *entry = inbox_take_entry_locked (dest->inbox, dest->inbox->n_channels);
 
       entry->link.data = entry;
       entry->link.next = entry->link.prev = NULL;
@@ -1003,16 +1006,20 @@ deliveries_queue (Deliveries *d)
   for (guint i = 0; i < d->n_items; i++)
     {
       Delivery *delivery = &d->items[i];
+      MpWaker *wake = NULL;
       gboolean queued = FALSE;
 
       g_mutex_lock (&delivery->inbox->mutex);
       if (delivery->inbox->source != NULL)
         {
           g_queue_push_tail_link (&delivery->inbox->entries, &delivery->entry->link);
-          inbox_wake_locked (delivery->inbox);
+          wake = inbox_wake_begin_locked (delivery->inbox);
           queued = TRUE;
         }
       g_mutex_unlock (&delivery->inbox->mutex);
+      /* Written once unlocked, so that the woken thread does not find the lock held. */
+      if (wake != NULL)
+        mp_waker_wake_end (wake);
 
       /* An inbox torn down meanwhile means all its channels closed: nothing to deliver. */
       if (!queued)
@@ -1051,7 +1058,7 @@ on_bus_received (MpBus      *bus,
         MpBroadcastChannel *dest = g_ptr_array_index (group->channels, i);
 
         if (dest->bus == bus && !is_closed (dest))
-          deliveries_add_locked (&d, dest, group->channels->len,
+          deliveries_add_locked (&d, dest,
                                  error == NULL ? ENTRY_MESSAGE : ENTRY_ERROR, message, error);
       }
   g_mutex_unlock (&bc_lock);
@@ -1088,7 +1095,7 @@ on_bus_lost (MpBus *bus)
                   g_atomic_int_get (&channel->bus_lost) == 0)
                 {
                   g_atomic_int_set (&channel->bus_lost, 1);
-                  deliveries_add_locked (&d, channel, group->channels->len, ENTRY_LOST,
+                  deliveries_add_locked (&d, channel, ENTRY_LOST,
                                          NULL, NULL);
                 }
             }
@@ -1450,7 +1457,7 @@ mp_broadcast_channel_post_message (MpBroadcastChannel  *self,
           MpBroadcastChannel *dest = g_ptr_array_index (channels, i);
 
           if (dest != self)
-            deliveries_add_locked (&d, dest, channels->len, ENTRY_MESSAGE, shared, NULL);
+            deliveries_add_locked (&d, dest, ENTRY_MESSAGE, shared, NULL);
         }
     }
   g_mutex_unlock (&bc_lock);

@@ -661,8 +661,10 @@ wake_after_unlock_locked (MpPipeSide     *side,
     return;
   if (deferred->wake == NULL)
     deferred->wake = waker;
+  else if (deferred->wake == waker)
+    mp_waker_unref (waker);      /* the same context: one write wakes both */
   else
-    mp_waker_wake_end (waker);   /* a second side in one section: at once */
+    mp_waker_wake_end (waker);   /* a second context in one section: at once */
 }
 
 static void

@@ -99,6 +99,12 @@
  * --------------------
  * A GSource has a ready time: ready[src] == 1 stands for ready time 0 ("dispatch now"),
  * 0 for -1 ("never"). g_source_set_ready_time() takes the context lock: one atomic store.
+ * With WAKER, ready[] stands for the pending flag, and the eventfd write that makes the
+ * owner's poll return is not modelled: a post sets the flag under the side lock and writes
+ * the eventfd only after it unlocked (mp-pipe.c, wake_after_unlock_locked()), a close or an
+ * admission under the lock. What the model relies on holds either way: a write follows every
+ * flag set 0 -> 1, so a loop waiting in poll for a set flag wakes; it may run one iteration
+ * later than the model's loop does, which only delays the dispatch.
  * A main loop dispatches a source that is attached, not destroyed and ready
  * (g_main_context_check: ready_time <= now). GLib never resets the ready time by itself,
  * and a source is blocked (not checked) while its own dispatch runs, which the sequential
