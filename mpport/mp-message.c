@@ -28,11 +28,8 @@ MpMessage *
 mp_message_new_take (GVariant  *data,
                      GPtrArray *ports)
 {
-  MpMessage *self = g_new0 (MpMessage, 1);
+  MpMessage *self = mp_message_renew_take (NULL, data);
 
-  self->link.data = self;
-  g_atomic_ref_count_init (&self->ref_count);
-  self->data = data;
   self->ports = ports;
 
   return self;
