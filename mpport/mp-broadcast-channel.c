@@ -188,6 +188,17 @@ static guint signals[N_SIGNALS];
 
 #define MP_BROADCAST_DISPATCH_BUDGET 1024
 
+/* Frees a list of bare recycled entries, linked through next_spare. */
+static void
+bare_entries_free (MpBroadcastEntry *entry)
+{
+  for (MpBroadcastEntry *next; entry != NULL; entry = next)
+    {
+      next = entry->next_spare;
+      g_free (entry);
+    }
+}
+
 static MpBroadcastInbox *
 inbox_ref (MpBroadcastInbox *inbox)
 {
@@ -203,16 +214,8 @@ inbox_unref (MpBroadcastInbox *inbox)
 
   g_assert (inbox->source == NULL);
   g_assert (inbox->entries.length == 0);
-  for (MpBroadcastEntry *e = inbox->spares, *next; e != NULL; e = next)
-    {
-      next = e->next_spare;
-      g_free (e);
-    }
-  for (MpBroadcastEntry *e = g_atomic_pointer_get (&inbox->returned), *next; e != NULL; e = next)
-    {
-      next = e->next_spare;
-      g_free (e);
-    }
+  bare_entries_free (inbox->spares);
+  bare_entries_free (g_atomic_pointer_get (&inbox->returned));
   g_mutex_clear (&inbox->mutex);
   g_free (inbox);
 }

@@ -40,6 +40,18 @@ mp_pipe_ref (MpPipe *self)
   return self;
 }
 
+/* Frees a stack of bare recycled message nodes (see mp_pipe_side_keep_spare_locked()),
+ * linked through link.next from @top. */
+static void
+spares_free (MpMessage *top)
+{
+  for (GList *l = top != NULL ? &top->link : NULL, *next; l != NULL; l = next)
+    {
+      next = l->next;
+      g_free (l->data);
+    }
+}
+
 void
 mp_pipe_unref (MpPipe *self)
 {
@@ -60,11 +72,7 @@ mp_pipe_unref (MpPipe *self)
                                           side->waiters->post_waiters.length == 0));
       g_assert (side->n_carrying == 0);
       g_assert (side->transit_at == NULL);
-      for (GList *l = side->spares != NULL ? &side->spares->link : NULL, *next; l != NULL; l = next)
-        {
-          next = l->next;
-          g_free (l->data);
-        }
+      spares_free (side->spares);
       g_free (side->waiters);
       g_mutex_clear (&side->mutex);
     }
@@ -734,13 +742,7 @@ mp_pipe_deferred_release (MpPipeDeferred *deferred)
     }
 
   mp_message_queue_drop (&deferred->messages);
-  for (GList *l = deferred->spares != NULL ? &deferred->spares->link : NULL, *next;
-       l != NULL; l = next)
-    {
-      next = l->next;
-      g_free (l->data);
-    }
-  deferred->spares = NULL;
+  spares_free (g_steal_pointer (&deferred->spares));
 }
 
 /* Closes @side: marks it closed and moves its inbox to @deferred, for the caller to release
