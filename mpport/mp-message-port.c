@@ -193,17 +193,18 @@ mp_port_source_dispatch (GSource     *source,
         {
           /* Still ARMED: come back after one iteration in which lower-priority sources
            * (a GTK frame clock) get their turn; our own thread, so no eventfd write. */
-          if (side->inbox.length > 0)
+          mp_pipe_side_flush_lane_locked (side);
+          if (side->inbox.length > 0 || !mp_pipe_side_disarm_locked (side))
             mp_wakeable_source_yield (source);
-          else
-            mp_pipe_side_clear_locked (side, MP_SIDE_ARMED);
           break;
         }
 
       message = mp_pipe_side_pop_for_dispatch_locked (side);
       if (message == NULL)
         {
-          mp_pipe_side_clear_locked (side, MP_SIDE_ARMED);
+          /* Unless a post came on the lane as we cleared ARMED. */
+          if (!mp_pipe_side_disarm_locked (side))
+            continue;
           break;
         }
 
@@ -1508,6 +1509,7 @@ mp_message_port_get_n_queued (MpMessagePort *self)
   g_mutex_lock (&side->mutex);
   if (!is_detached (self))
     {
+      mp_pipe_side_flush_lane_locked (side);
       n = side->inbox.length;
       /* The peer's close marker, if queued, is last. */
       if (n > 0 && mp_message_is_close_marker (side->inbox.tail->data))

@@ -18,7 +18,8 @@ typedef enum {
   /* The side is closed: its inbox was dropped and whatever is posted to it is dropped. */
   MP_SIDE_CLOSED        = 1 << 0,
   /* The attached source was woken and its dispatch has not yet found the inbox empty:
-   * posts made meanwhile need not wake it again. */
+   * posts made meanwhile need not wake it again. Read without the lock by a post that
+   * pushed on the empty lane (see mp_pipe_side_disarm_locked()). */
   MP_SIDE_ARMED         = 1 << 1,
   /* A started port's source is attached: side->source is set. */
   MP_SIDE_ATTACHED      = 1 << 2,
@@ -65,8 +66,9 @@ typedef struct _MpPipeSide MpPipeSide;
 struct _MpPipeSide
 {
   /* Guards inbox, source and the state bits. Never held while user code runs; the only
-   * foreign calls made under it are the eventfd write of mp_wakeable_source_wake() and, when
-   * two posters race for the last recycled message node, a malloc(). */
+   * foreign call made under it is the eventfd write of mp_wakeable_source_wake() (a close,
+   * a transfer; a post writes its wake-up after unlocking). Plain posts to a started port
+   * do not take it: see lane. */
   GMutex mutex;
 
   /* MpMessage links posted by the peer, oldest first. Guarded by mutex. */
@@ -95,10 +97,19 @@ struct _MpPipeSide
   MpPipeSide *transit_at;
 
   /* Bare message nodes that this side's dispatch delivered and released, for the peer's
-   * next posts to reuse (a stack through link.next, at most MP_PIPE_SIDE_SPARES_MAX; the
-   * top's link.prev holds the depth), until the side closes. Guarded by mutex; written
-   * atomically, so that a poster may look whether there is one before it locks. */
+   * posters to reuse: a lock-free stack through link.next, pushed one at a time by the
+   * dispatch (under mutex) and taken whole by a poster (an atomic exchange, so no ABA),
+   * until the side closes. n_spares counts them, about (atomic). See mp-pipe.c. */
   MpMessage *spares;
+  int n_spares;
+
+  /* The posts' lock-free lane: while open, a post of a message without ports pushes it
+   * here with one compare-and-swap instead of taking mutex (newest first, through
+   * link.next), and the lock holder moves them into inbox, oldest first, before it looks
+   * at inbox. MP_PIPE_LANE_SHUT while the side needs each post under its lock (not
+   * attached, closing, receives or posts waiting, a high-water mark, another process):
+   * only the lock holder opens or shuts it. See "The posts' lane" in mp-pipe.c. */
+  gpointer lane;
 
   /* The pipe and the peer: mp_pipe_side_get_pipe(), mp_pipe_side_get_peer(). */
 };
@@ -327,11 +338,35 @@ mp_pipe_side_test (MpPipeSide *side,
   return (g_atomic_int_get (&side->state) & bits) != 0;
 }
 
+/* The lane's value while it is shut (never a node's address). */
+#define MP_PIPE_LANE_SHUT ((gpointer) 1)
+
+/* The state bits whose change may open or shut the lane. */
+#define MP_SIDE_LANE_BITS (MP_SIDE_ATTACHED | MP_SIDE_CLOSED | MP_SIDE_CLOSE_PENDING | \
+                           MP_SIDE_PEER_CLOSED | MP_SIDE_REMOTE)
+
+void        mp_pipe_side_update_lane_locked  (MpPipeSide *side);
+void        mp_pipe_side_take_lane_locked    (MpPipeSide *side);
+gboolean    mp_pipe_side_disarm_locked       (MpPipeSide *side);
+
+/* Moves what was posted on the lane into the inbox (side's mutex held): whoever looks at
+ * the inbox, or queues at it under the lock, does this first. */
+static inline void
+mp_pipe_side_flush_lane_locked (MpPipeSide *side)
+{
+  gpointer top = g_atomic_pointer_get (&side->lane);
+
+  if (top != NULL && top != MP_PIPE_LANE_SHUT)
+    mp_pipe_side_take_lane_locked (side);
+}
+
 static inline void
 mp_pipe_side_set_locked (MpPipeSide *side,
                          MpSideState bits)
 {
   g_atomic_int_or (&side->state, bits);
+  if ((bits & MP_SIDE_LANE_BITS) != 0)
+    mp_pipe_side_update_lane_locked (side);
 }
 
 static inline void
@@ -339,6 +374,8 @@ mp_pipe_side_clear_locked (MpPipeSide *side,
                            MpSideState bits)
 {
   g_atomic_int_and (&side->state, ~bits);
+  if ((bits & MP_SIDE_LANE_BITS) != 0)
+    mp_pipe_side_update_lane_locked (side);
 }
 
 void        mp_pipe_side_wake_locked         (MpPipeSide *side);

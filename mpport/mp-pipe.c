@@ -26,6 +26,7 @@ mp_pipe_new (void)
 
       g_mutex_init (&side->mutex);
       g_queue_init (&side->inbox);
+      side->lane = MP_PIPE_LANE_SHUT;
       side->state = i == 1 ? MP_SIDE_SECOND : 0;
     }
 
@@ -65,6 +66,7 @@ mp_pipe_unref (MpPipe *self)
       /* Every port object is gone, and the last owner closed its side on finalization. */
       g_assert (side->source == NULL);
       g_assert (side->inbox.length == 0);
+      g_assert (side->lane == NULL || side->lane == MP_PIPE_LANE_SHUT);
       g_assert (side->waiters == NULL || (side->waiters->waiting.length == 0 &&
                                           side->waiters->completed.length == 0 &&
                                           side->waiters->to_wake.length == 0 &&
@@ -186,6 +188,150 @@ mp_pipe_side_transit_add_locked (MpPipeSide        *to,
   return TRUE;
 }
 
+/* The posts' lane. A post takes its destination's lock only when it must: a plain message
+ * (no ports) posted to a started, open port with no receive and no post waiting and no
+ * high-water mark is pushed on the side's lane with one compare-and-swap, newest first, and
+ * the lock is left to the receiving thread, which takes it for itself alone. Whoever holds
+ * the lock and looks at the inbox (the dispatch, receive(), a count, a post that goes
+ * through the lock) first moves the lane's messages to the inbox's tail, oldest first,
+ * with one exchange: everything in the inbox was posted before anything on the lane, so
+ * each sender's order holds. Only the lock holder shuts the lane (exchanging in
+ * MP_PIPE_LANE_SHUT, which moves what it held into the inbox) or opens it again: a post that
+ * finds it shut goes through the lock, where everything it checks is exact.
+ *
+ * Wake-ups: the post that pushes on an empty lane is the first of a burst, and it wakes the
+ * side unless it finds ARMED (a dispatch is draining); the dispatch clears ARMED when it
+ * finds nothing, then looks at the lane once more and goes on if a post came meanwhile
+ * (mp_pipe_side_disarm_locked()). Both sides write, then read the other's word, all
+ * sequentially consistent: at least one of them sees the other, so no post is left asleep.
+ * tests/model/pipe.pml checks this. */
+
+/* Appends the messages of a lane whose @top was just taken off it to @side's inbox, oldest
+ * first. */
+static void
+lane_splice (MpPipeSide *side,
+             MpMessage  *top)
+{
+  GList *newest = &top->link;
+  GList *newer = NULL;
+  GList *l = newest;
+  guint n = 0;
+
+  /* Reverses the chain (linked newest first through next) in place. */
+  while (l != NULL)
+    {
+      GList *older = l->next;
+
+      l->next = newer;
+      if (newer != NULL)
+        newer->prev = l;
+      newer = l;
+      l = older;
+      n++;
+    }
+
+  /* newer is the oldest now. */
+  newer->prev = side->inbox.tail;
+  if (side->inbox.tail != NULL)
+    side->inbox.tail->next = newer;
+  else
+    side->inbox.head = newer;
+  side->inbox.tail = newest;
+  side->inbox.length += n;
+}
+
+void
+mp_pipe_side_take_lane_locked (MpPipeSide *side)
+{
+  /* Not shut (the caller looked, and only we shut it), so it stays open. */
+  MpMessage *top = g_atomic_pointer_exchange (&side->lane, NULL);
+
+  g_assert (top != MP_PIPE_LANE_SHUT);
+  if (top != NULL)
+    lane_splice (side, top);
+}
+
+/* Shuts @side's lane (its lock held): posts take the lock from now on. */
+static void
+lane_shut_locked (MpPipeSide *side)
+{
+  MpMessage *top;
+
+  if (g_atomic_pointer_get (&side->lane) == MP_PIPE_LANE_SHUT)
+    return;
+
+  top = g_atomic_pointer_exchange (&side->lane, MP_PIPE_LANE_SHUT);
+  if (top != NULL)
+    lane_splice (side, top);
+}
+
+/* Whether a post to @side (its lock held) may skip the lock: the side is a started port's,
+ * open, in this process, and nothing a post must check or serve under the lock is there. */
+static gboolean
+lane_may_open (MpPipeSide *side)
+{
+  MpPipeWaiters *waiters = side->waiters;
+
+  if ((g_atomic_int_get (&side->state) & MP_SIDE_LANE_BITS) != MP_SIDE_ATTACHED)
+    return FALSE;
+
+  return waiters == NULL || (waiters->waiting.length == 0 && waiters->posting.length == 0 &&
+                             waiters->high_water_mark == 0);
+}
+
+/* Opens or shuts @side's lane (its lock held) as its state now asks. */
+void
+mp_pipe_side_update_lane_locked (MpPipeSide *side)
+{
+  gboolean shut = g_atomic_pointer_get (&side->lane) == MP_PIPE_LANE_SHUT;
+
+  if (!lane_may_open (side))
+    lane_shut_locked (side);
+  else if (shut)
+    g_atomic_pointer_set (&side->lane, NULL);
+}
+
+/* The side's dispatch found the inbox empty (its lock held, the lane flushed): it clears
+ * ARMED, so that the next post wakes it. Returns FALSE, ARMED set again, if a post came on
+ * the lane meanwhile, whose poster may have seen ARMED and left the wake-up to us. */
+gboolean
+mp_pipe_side_disarm_locked (MpPipeSide *side)
+{
+  gpointer top;
+
+  mp_pipe_side_clear_locked (side, MP_SIDE_ARMED);
+  top = g_atomic_pointer_get (&side->lane);
+  if (top == NULL || top == MP_PIPE_LANE_SHUT)
+    return TRUE;
+
+  mp_pipe_side_set_locked (side, MP_SIDE_ARMED);
+  return FALSE;
+}
+
+/* Pushes @message (transfer full if it returns TRUE) on @to's lane, or returns FALSE if the
+ * lane is shut. *first: the lane was empty. */
+static gboolean
+lane_push (MpPipeSide *to,
+           MpMessage  *message,
+           gboolean   *first)
+{
+  gpointer top = g_atomic_pointer_get (&to->lane);
+
+  do
+    {
+      if (top == MP_PIPE_LANE_SHUT)
+        {
+          message->link.next = NULL;   /* from a try that lost */
+          return FALSE;
+        }
+      message->link.next = top != NULL ? &((MpMessage *) top)->link : NULL;
+    }
+  while (!g_atomic_pointer_compare_and_exchange_full (&to->lane, top, message, &top));
+
+  *first = top == NULL;
+  return TRUE;
+}
+
 static void admit_locked (MpPipeSide *side,
                           gboolean    defer);
 
@@ -193,9 +339,25 @@ static MpMessage *
 pop_locked (MpPipeSide *side,
             gboolean    defer)
 {
-  GList *link = g_queue_pop_head_link (&side->inbox);
+  GList *link;
   MpMessage *message;
 
+  if (side->inbox.head == NULL)
+    {
+      /* What the lane holds is next. A receive that finds nothing may queue itself to wait,
+       * which needs every post under the lock: it shuts the lane, and the side's dispatch
+       * opens it again once the inbox is empty. */
+      if (defer)
+        {
+          mp_pipe_side_flush_lane_locked (side);
+          if (side->inbox.head == NULL && g_atomic_pointer_get (&side->lane) == MP_PIPE_LANE_SHUT)
+            mp_pipe_side_update_lane_locked (side);
+        }
+      else
+        lane_shut_locked (side);
+    }
+
+  link = g_queue_pop_head_link (&side->inbox);
   if (link == NULL)
     return NULL;
 
@@ -372,6 +534,8 @@ mp_pipe_side_set_high_water_mark_locked (MpPipeSide *side,
       side->waiters = g_new0 (MpPipeWaiters, 1);
     }
   side->waiters->high_water_mark = mark;
+  /* Posts must count against a mark under the lock. */
+  mp_pipe_side_update_lane_locked (side);
   /* Raised (or removed): what waits may go in now. */
   mp_pipe_side_admit_locked (side);
   /* Fed from another process: the sender there must know. */
@@ -420,7 +584,10 @@ mp_pipe_side_unsend_locked (MpPipeSide *side)
 guint
 mp_pipe_side_count_queued_locked (MpPipeSide *side)
 {
-  guint n = side->inbox.length;
+  guint n;
+
+  mp_pipe_side_flush_lane_locked (side);
+  n = side->inbox.length;
 
   if (n > 0 && mp_message_is_close_marker (side->inbox.tail->data))
     n--;
@@ -718,6 +885,9 @@ mp_pipe_side_enqueue_waiter_locked (MpPipeSide      *side,
   mp_pipe_side_wake_deferred_locked (side);
   waiter->queued = TRUE;
   g_queue_push_tail_link (&side->waiters->waiting, &waiter->link);
+  /* Shut already: the receive found nothing (mp_pipe_side_pop_locked()). */
+  mp_pipe_side_update_lane_locked (side);
+  g_assert (side->inbox.length == 0);
 }
 
 /* Drops the messages and attaches the delivery idles that a locked section left. No lock
@@ -767,15 +937,18 @@ mp_pipe_side_close_locked (MpPipeSide     *side,
   mp_pipe_side_wake_deferred_locked (side);
   queue_move (&deferred->messages, &side->inbox);
   /* Posts to a closed side are dropped: its recycled nodes have no more use. */
-  if (side->spares != NULL)
+  if (g_atomic_pointer_get (&side->spares) != NULL)
     {
-      MpMessage *last = side->spares;
+      MpMessage *top = g_atomic_pointer_exchange (&side->spares, NULL);
+      MpMessage *last = top;
 
-      while (last->link.next != NULL)
+      while (last != NULL && last->link.next != NULL)
         last = last->link.next->data;
-      last->link.next = deferred->spares != NULL ? &deferred->spares->link : NULL;
-      deferred->spares = side->spares;
-      g_atomic_pointer_set (&side->spares, NULL);
+      if (last != NULL)
+        {
+          last->link.next = deferred->spares != NULL ? &deferred->spares->link : NULL;
+          deferred->spares = top;
+        }
     }
   if (side->n_carrying > 0)
     {
@@ -891,6 +1064,9 @@ mp_pipe_side_post_locked (MpPipeSide     *to,
 {
   int state = g_atomic_int_get (&to->state);
 
+  /* Whatever was posted on the lane goes first. */
+  mp_pipe_side_flush_lane_locked (to);
+
   if (state & MP_SIDE_CLOSED)
     return MP_SEND_DROPPED;
   if (state & MP_SIDE_PEER_CLOSED)
@@ -993,57 +1169,102 @@ mp_pipe_side_send_all (MpPipeSide  *from,
 }
 
 /* Recycled message nodes. A side's dispatch keeps the nodes of the messages it delivered
- * and released (mp_message_unref_to_node()), under the lock it takes for the next message
- * anyway; the peer's posts take them back under the lock they take to queue. Each reused
- * node is a malloc() the poster does not make and a free() the receiving thread does not
- * make of a chunk from the poster's arena (in tput a third of the posts reuse one). At
- * most MP_PIPE_SIDE_SPARES_MAX (4 KiB) per side, none on a side that never dispatched,
- * and none once the side closed. */
+ * and released (mp_message_unref_to_node()) on a lock-free stack, for the peer's posters.
+ * A poster takes the whole stack with one exchange into a cache of its thread, from which
+ * its next posts take their nodes without any atomic operation; pushes are compare-and-
+ * swaps by the one dispatching thread, and nobody pops a single node off the shared stack,
+ * so there is no ABA. Each reused node is a malloc() the poster does not make and a free()
+ * the receiving thread does not make of a chunk from the poster's arena. About
+ * MP_PIPE_SIDE_SPARES_MAX (4 KiB) per side and per thread's cache, none on a side that never
+ * dispatched, and none once the side closed. */
 #define MP_PIPE_SIDE_SPARES_MAX 64
 
+typedef struct
+{
+  MpMessage *top;   /* through link.next */
+  guint n;
+} NodeCache;
+
+static void
+node_cache_free (gpointer data)
+{
+  NodeCache *cache = data;
+
+  spares_free (cache->top);
+  g_free (cache);
+}
+
+/* The calling thread's cache of bare nodes, freed when the thread ends. */
+static GPrivate node_cache_key = G_PRIVATE_INIT (node_cache_free);
+
 /* Returns FALSE if @side has no use for @node (it holds enough, or it closed): the caller
- * frees it, once unlocked. */
+ * frees it, once unlocked. Only the side's dispatch pushes. */
 gboolean
 mp_pipe_side_keep_spare_locked (MpPipeSide *side,
                                 MpMessage  *node)
 {
-  guint depth = side->spares != NULL ? GPOINTER_TO_UINT (side->spares->link.prev) : 0;
+  MpMessage *top;
 
-  if (depth >= MP_PIPE_SIDE_SPARES_MAX || mp_pipe_side_test (side, MP_SIDE_CLOSED))
+  if (g_atomic_int_get (&side->n_spares) >= MP_PIPE_SIDE_SPARES_MAX ||
+      mp_pipe_side_test (side, MP_SIDE_CLOSED))
     return FALSE;
 
-  node->link.next = side->spares != NULL ? &side->spares->link : NULL;
-  node->link.prev = GUINT_TO_POINTER (depth + 1);
-  g_atomic_pointer_set (&side->spares, node);
+  top = g_atomic_pointer_get (&side->spares);
+  do
+    node->link.next = top != NULL ? &top->link : NULL;
+  while (!g_atomic_pointer_compare_and_exchange_full (&side->spares, top, node, &top));
+  g_atomic_int_inc (&side->n_spares);
 
   return TRUE;
 }
 
-/* A bare node, or NULL if there is none. */
+/* A bare node for a post to @to, from the thread's cache or, when that is empty, from what
+ * @to's dispatch recycled; NULL if there is none. Any thread, no lock held. */
 static MpMessage *
-mp_pipe_side_take_spare_locked (MpPipeSide *side)
+take_node (MpPipeSide *to)
 {
-  MpMessage *node = side->spares;
+  NodeCache *cache = g_private_get (&node_cache_key);
+  MpMessage *node;
 
-  if (node != NULL)
-    g_atomic_pointer_set (&side->spares, node->link.next != NULL ? node->link.next->data : NULL);
+  if (cache == NULL || cache->top == NULL)
+    {
+      MpMessage *top;
+      guint n = 0;
+
+      if (g_atomic_pointer_get (&to->spares) == NULL)
+        return NULL;
+      top = g_atomic_pointer_exchange (&to->spares, NULL);
+      if (top == NULL)
+        return NULL;
+      for (GList *l = &top->link; l != NULL; l = l->next)
+        n++;
+      g_atomic_int_add (&to->n_spares, -(int) n);
+      if (cache == NULL)
+        {
+          cache = g_new0 (NodeCache, 1);
+          g_private_set (&node_cache_key, cache);
+        }
+      cache->top = top;
+      cache->n = n;
+    }
+
+  node = cache->top;
+  cache->top = node->link.next != NULL ? node->link.next->data : NULL;
+  cache->n--;
 
   return node;
 }
 
-/* Queues @message (transfer full) at @to, or, with @message NULL, a message of @data (taken)
- * in a node recycled by @to (or a new one). What a closed @to refuses is dropped. */
+/* Queues @message (transfer full) at @to through its lock. What a closed @to refuses is
+ * dropped. */
 static gboolean
 send_to (MpPipeSide *to,
-         MpMessage  *message,
-         GVariant   *data)
+         MpMessage  *message)
 {
   MpPipeDeferred deferred = MP_PIPE_DEFERRED_INIT;
   MpSendResult result;
 
   g_mutex_lock (&to->mutex);
-  if (message == NULL)
-    message = mp_message_renew_take (mp_pipe_side_take_spare_locked (to), data);
   result = mp_pipe_side_send_locked (to, message, &deferred);
   g_mutex_unlock (&to->mutex);
 
@@ -1059,20 +1280,42 @@ send_to (MpPipeSide *to,
   return result != MP_SEND_REFUSED;
 }
 
+/* Queues @message (transfer full, carrying no ports) at @to on its lane if it is open, else
+ * through its lock. */
+static gboolean
+send_plain (MpPipeSide *to,
+            MpMessage  *message)
+{
+  gboolean first;
+
+  if (!lane_push (to, message, &first))
+    return send_to (to, message);
+
+  /* The first of a burst: unless a dispatch is draining (which looks at the lane once more
+   * before it stops), the side is woken, under its lock (the source may be going). */
+  if (first && !mp_pipe_side_test (to, MP_SIDE_ARMED))
+    {
+      MpPipeDeferred deferred = MP_PIPE_DEFERRED_INIT;
+
+      g_mutex_lock (&to->mutex);
+      wake_after_unlock_locked (to, &deferred);
+      g_mutex_unlock (&to->mutex);
+      if (deferred.wake != NULL)
+        mp_waker_wake_end (g_steal_pointer (&deferred.wake));
+    }
+
+  return TRUE;
+}
+
 /* Queues @data (taken) at the peer of @from, as mp_pipe_side_send() with a message of no
- * ports, in a recycled node when the peer has one. */
+ * ports, in a recycled node when there is one. */
 gboolean
 mp_pipe_side_send_data (MpPipeSide *from,
                         GVariant   *data)
 {
   MpPipeSide *to = mp_pipe_side_get_peer (from);
 
-  /* No recycled node (a side that never dispatched, the first messages of a burst): the
-   * allocation is made before locking. */
-  if (g_atomic_pointer_get (&to->spares) == NULL)
-    return send_to (to, mp_message_renew_take (NULL, data), NULL);
-
-  return send_to (to, NULL, data);
+  return send_plain (to, mp_message_renew_take (take_node (to), data));
 }
 
 /* Queues @message (transfer full) at the peer of @from. A closed peer drops it and that is
@@ -1082,5 +1325,10 @@ gboolean
 mp_pipe_side_send (MpPipeSide *from,
                    MpMessage  *message)
 {
-  return send_to (mp_pipe_side_get_peer (from), message, NULL);
+  MpPipeSide *to = mp_pipe_side_get_peer (from);
+
+  if (message_carries_ports (message))
+    return send_to (to, message);
+
+  return send_plain (to, message);
 }

@@ -2538,6 +2538,7 @@ stream_pending (MpStream *self)
       MpPipeSide *side = mp_message_port_get_side (g_ptr_array_index (relays, i));
 
       g_mutex_lock (&side->mutex);
+      mp_pipe_side_flush_lane_locked (side);
       pending += side->inbox.length;
       g_mutex_unlock (&side->mutex);
     }

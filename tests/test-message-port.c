@@ -1553,6 +1553,184 @@ test_order_multi_sender_threads (Fixture       *f,
   pair_finish (&pair, f->context);
 }
 
+#define LANE_SENDERS 3
+#define LANE_PER_SENDER 10000
+#define LANE_CARRY_EVERY 8
+
+/* A sender of test_order_lane_and_lock(): every LANE_CARRY_EVERY-th post carries a port,
+ * so it goes through the destination's lock, while the others take the lock-free lane. */
+static gpointer
+lane_sender_main (gpointer data)
+{
+  SenderArgs *args = data;
+
+  for (guint i = 0; i < args->n; i++)
+    if (i % LANE_CARRY_EVERY == LANE_CARRY_EVERY - 1)
+      {
+        Pair carried;
+
+        pair_init (&carried);
+        post_int_with_ports (args->port, args->first + (gint32) i, &carried.port2, 1);
+        g_object_unref (carried.port1);
+        g_object_unref (carried.port2);
+        g_object_unref (carried.channel);
+      }
+    else
+      post_int (args->port, args->first + (gint32) i);
+
+  return NULL;
+}
+
+typedef struct
+{
+  MpMessagePort *port;
+  GArray *values;   /* what receive() took, in order; the taker's until joined */
+  gint n_taken;     /* values->len, atomic */
+  gint total;       /* how many both consumers must take; atomic */
+  Collector *collector;
+} LaneTaker;
+
+/* A thread that takes messages with receive() (non-blocking) and counts the queue, racing
+ * the port's own dispatch: both shut the lane and take it into the inbox under the lock. */
+static gpointer
+lane_taker_main (gpointer data)
+{
+  LaneTaker *taker = data;
+
+  while (g_atomic_int_get (&taker->n_taken) + collector_count (taker->collector) <
+         g_atomic_int_get (&taker->total))
+    {
+      MpMessage *message = mp_message_port_receive (taker->port);
+
+      if (message != NULL)
+        {
+          gint32 value = message_get_int (message);
+
+          g_array_append_val (taker->values, value);
+          g_atomic_int_inc (&taker->n_taken);
+          mp_message_unref (message);
+        }
+      /* Now and then only: a receive that finds the inbox empty shuts the lane (until the
+       * dispatch opens it again), and the lane is what this test is about. */
+      (void) mp_message_port_get_n_queued (taker->port);
+      g_usleep (100);
+    }
+
+  return NULL;
+}
+
+/* Checks that @values (a consumer's takes, in order) keeps each sender's order; counts
+ * them into @seen. */
+static void
+assert_lane_order (const GArray *values,
+                   guint        *seen)
+{
+  gint next[LANE_SENDERS];
+
+  for (guint i = 0; i < LANE_SENDERS; i++)
+    next[i] = -1;
+  for (guint i = 0; i < values->len; i++)
+    {
+      gint32 value = g_array_index (values, gint32, i);
+      guint sender = (guint) value >> 24;
+      gint seq = value & 0xffffff;
+
+      g_assert_cmpuint (sender, <, LANE_SENDERS);
+      if (seq <= next[sender])
+        g_assert_cmpint (seq, >, next[sender]);
+      next[sender] = seq;
+      seen[sender * LANE_PER_SENDER + (guint) seq]++;
+    }
+}
+
+/* One round of test_order_lane_and_lock() on @pair (port2 started on @context): the
+ * senders post on port1; with @taker, a thread takes with receive() meanwhile, else the
+ * context is iterated only once every sender is done, so that every post finds its
+ * sender's previous ones still on the lane. */
+static void
+lane_round (Pair         *pair,
+            GMainContext *context,
+            gboolean      with_taker)
+{
+  Collector c2;
+  SenderArgs args[LANE_SENDERS];
+  GThread *threads[LANE_SENDERS];
+  LaneTaker taker = { 0 };
+  GThread *taker_thread = NULL;
+  guint *seen = g_new0 (guint, LANE_SENDERS * LANE_PER_SENDER);
+  GArray *dispatched = g_array_new (FALSE, FALSE, sizeof (gint32));
+
+  collector_init (&c2, pair->port2);
+  c2.record_events = FALSE;
+
+  taker.port = pair->port2;
+  taker.values = g_array_new (FALSE, FALSE, sizeof (gint32));
+  taker.total = LANE_SENDERS * LANE_PER_SENDER;
+  taker.collector = &c2;
+  if (with_taker)
+    taker_thread = g_thread_new ("taker", lane_taker_main, &taker);
+  for (guint i = 0; i < LANE_SENDERS; i++)
+    {
+      args[i].port = pair->port1;
+      args[i].first = (gint32) (i << 24);
+      args[i].n = LANE_PER_SENDER;
+      threads[i] = g_thread_new ("sender", lane_sender_main, &args[i]);
+    }
+  if (!with_taker)
+    {
+      for (guint i = 0; i < LANE_SENDERS; i++)
+        g_thread_join (threads[i]);
+      g_assert_cmpint (collector_count (&c2), ==, 0);
+      g_assert_cmpuint (mp_message_port_get_n_queued (pair->port2), ==,
+                        LANE_SENDERS * LANE_PER_SENDER);
+    }
+
+  WAIT_FOR (context, collector_count (&c2) + g_atomic_int_get (&taker.n_taken) ==
+                     LANE_SENDERS * LANE_PER_SENDER);
+  if (with_taker)
+    {
+      for (guint i = 0; i < LANE_SENDERS; i++)
+        g_thread_join (threads[i]);
+      g_thread_join (taker_thread);
+    }
+  spin_context (context, QUIET_MSEC);
+
+  g_mutex_lock (&c2.mutex);
+  g_array_append_vals (dispatched, c2.values->data, c2.values->len);
+  g_mutex_unlock (&c2.mutex);
+  assert_lane_order (dispatched, seen);
+  assert_lane_order (taker.values, seen);
+  for (guint i = 0; i < LANE_SENDERS * LANE_PER_SENDER; i++)
+    if (seen[i] != 1)
+      g_assert_cmpuint (seen[i], ==, 1);
+  g_assert_cmpuint (dispatched->len + taker.values->len, ==, LANE_SENDERS * LANE_PER_SENDER);
+  g_assert_cmpuint (mp_message_port_get_n_queued (pair->port2), ==, 0);
+
+  g_array_unref (dispatched);
+  g_array_unref (taker.values);
+  g_free (seen);
+  collector_clear (&c2);
+}
+
+/* Posts on the lock-free lane and posts through the lock (those carrying ports), from
+ * several threads: each sender's order holds across the two ways in (a post through the
+ * lock goes after what its sender left on the lane), and every message arrives exactly
+ * once; first with the owner's dispatch alone, after the posts, then while the posts race
+ * the dispatch and another thread's receive(), which shuts the lane when it finds nothing
+ * (the dispatch opens it again). */
+static void
+test_order_lane_and_lock (Fixture       *f,
+                          gconstpointer  data)
+{
+  Pair pair;
+
+  pair_init (&pair);
+  mp_message_port_start (pair.port2);
+  lane_round (&pair, f->context, FALSE);
+  lane_round (&pair, f->context, TRUE);
+  pair_finish (&pair, f->context);
+}
+
 typedef struct
 {
   MpMessagePort *peer;
@@ -4340,6 +4518,7 @@ main (int   argc,
   ADD_TEST ("/mpport/port/order/fifo-100000", test_order_fifo_100000);
   ADD_TEST ("/mpport/port/order/recycled-nodes", test_order_recycled_nodes);
   ADD_TEST ("/mpport/port/order/multi-sender-threads", test_order_multi_sender_threads);
+  ADD_TEST ("/mpport/port/order/lane-and-lock", test_order_lane_and_lock);
   ADD_TEST ("/mpport/port/order/nested-iteration-in-handler", test_order_nested_iteration_in_handler);
   ADD_TEST ("/mpport/port/scheduling/burst-one-dispatch", test_scheduling_burst_one_dispatch);
   g_test_add_func ("/mpport/port/scheduling/burst-one-wakeup", test_scheduling_burst_one_wakeup);

@@ -217,6 +217,29 @@
  *  BUG_WAKER_ORDER  (with WAKER) the ARMED clear and the dispatch's reset in the wrong order:
  *                   the pending flag is reset after the drain cleared ARMED instead of before
  *                   it looks at the inbox: must fail with a lost wake-up.
+ *  LANE             the posts' lock-free lane (mp-pipe.c, "The posts' lane"; implies WAKER):
+ *                   while S is attached and open, a post pushes its message on the lane
+ *                   with one compare-and-swap (a step of its own, no lock), and, if the lane
+ *                   was empty, reads ARMED (another step) and wakes S under the lock only if
+ *                   it is clear. Whoever holds S's lock and looks at the inbox first moves
+ *                   the lane's messages to its tail (one exchange); a receive() that finds
+ *                   the inbox empty shuts the lane, a dispatch that finds it empty opens it
+ *                   again. Every change of ATTACHED, CLOSED, CLOSE_PENDING or PEER_CLOSED
+ *                   shuts it (moving what it held into the inbox) or opens it, under the
+ *                   lock. A dispatch that finds nothing clears ARMED and then, in a step of
+ *                   its own, looks at the lane once more, and goes on if a post came
+ *                   (mp_pipe_side_disarm_locked ()). The lane is kept oldest first here: C
+ *                   keeps it newest first and reverses it as it takes it, the same sequence.
+ *                   The sections that take the lane keep Lipton's reduction: the exchange is
+ *                   their one access shared with lock-free posters (a wake's store into a
+ *                   ready time does not touch what posters read), and the two accesses that
+ *                   do not commute (a poster's push and its read of ARMED, the dispatch's
+ *                   clear of ARMED and its second look) are separate steps.
+ *  BUG_LANE_NO_RECHECK  (LANE) the dispatch clears ARMED and stops without looking at the
+ *                   lane again: a post that saw ARMED set is left asleep: must fail.
+ *  BUG_LANE_STAYS_OPEN  (LANE) a transfer leaves the lane open: posts go on landing there
+ *                   while no dispatch looks at it: must fail (a message on the lane of a side
+ *                   that is not attached, or lost).
  *  FINE_GRAINED     no atomic critical sections (see above).
  *  FLOW             flow control (see above); implies WAKER, NO_MOVER, NO_HANDLER_TRANSFER.
  *                   MARK=n the mark (default 1); FLOW_ALL_ASYNC post 1 async too;
@@ -277,6 +300,12 @@
 #endif
 #endif
 
+#ifdef LANE
+#ifndef WAKER
+#define WAKER
+#endif
+#endif
+
 #ifdef FINE_GRAINED
 #define CS
 #else
@@ -323,6 +352,7 @@
 #define D_EMIT      1
 #define D_AGAIN     2
 #define D_FIRST     3
+#define D_DISARM    4   /* LANE: found nothing (the lane taken), the lock still held */
 
 /* ---- side S ---- */
 bit  s_mutex;                     /* MpPipeSide.mutex */
@@ -331,6 +361,11 @@ chan inbox = [NMSGS + 1] of { byte };   /* MpPipeSide.inbox: message ids and MAR
 byte s_source;                    /* MpPipeSide.source: 0 = NULL, else the source index */
 byte owner = 1;                   /* the one object that is not detached (MpMessagePort.detached) */
 bit  started[3];                  /* MpMessagePort.started of object 1, 2 */
+#ifdef LANE
+chan lane = [NMSGS] of { byte };  /* MpPipeSide.lane: posts pushed without the lock */
+bit  lane_shut = 1;               /* MpPipeSide.lane == MP_PIPE_LANE_SHUT */
+byte lm;                          /* scratch of the lane's locked steps (0 outside them) */
+#endif
 
 /* ---- side P (only what S depends on) ---- */
 bit  p_mutex;
@@ -460,6 +495,38 @@ inline wake_locked()
   :: else -> skip
   fi
 }
+
+#ifdef LANE
+/* mp_pipe_side_flush_lane_locked (S): the lane's messages go to the inbox's tail. */
+inline lane_flush()
+{
+  do
+  :: len(lane) > 0 -> lane?lm; inbox!lm
+  :: else -> break
+  od;
+  lm = 0
+}
+
+/* lane_shut_locked (S) */
+inline lane_shut_locked()
+{
+  lane_flush();
+  lane_shut = 1
+}
+
+/* mp_pipe_side_update_lane_locked (S), which every change of the lane's state bits calls
+ * (mp_pipe_side_set_locked (), mp_pipe_side_clear_locked ()). */
+inline lane_update()
+{
+  if
+  :: (st & (ATTACHED | CLOSED | CLOSE_PENDING | PEER_CLOSED)) == ATTACHED -> lane_shut = 0
+  :: else -> lane_shut_locked()
+  fi
+}
+#define LANE_UPDATE lane_update();
+#else
+#define LANE_UPDATE
+#endif
 
 /* A message leaves the inbox for a consumer (dispatch or receive), under the side lock. */
 inline take(m)
@@ -793,6 +860,7 @@ inline close_locked_S(res, m)
   :: (st & CLOSED) != 0 -> res = 0
   :: else ->
        st = st | CLOSED;
+       LANE_UPDATE
        FLOW_TELL_DEFERRED(37)
        drop_inbox(m);
 #ifdef FLOW
@@ -811,6 +879,7 @@ inline close_locked_S(res, m)
        if
        :: (st & ATTACHED) != 0 ->
             st = st | CLOSE_PENDING;
+            LANE_UPDATE
             close_owed = 1;
             wake_locked()
        :: else -> skip
@@ -843,6 +912,7 @@ inline notify_peer_closed_P(res, m)
     :: (st & (CLOSED | PEER_CLOSED)) != 0 -> skip    /* marker dropped */
     :: else ->
          st = st | PEER_CLOSED;
+         LANE_UPDATE
 #ifdef FLOW
          /* P's own code closed it: its waiting async posts fail (MP_ERROR_INVALID_STATE),
           * its sync posts behind them go in before the marker */
@@ -908,6 +978,12 @@ inline receive_S(o, res, m)
     if
     :: owner == o && (st & CLOSED) == 0 ->
          RECEIVE_TELLS(39)                           /* mp_pipe_side_pop_locked () */
+#ifdef LANE
+         if
+         :: len(inbox) == 0 -> lane_shut_locked()   /* it may queue itself to wait */
+         :: else -> skip
+         fi;
+#endif
          if
          :: len(inbox) > 0 ->
               inbox?m;
@@ -942,6 +1018,7 @@ inline start_S(o)
          obj_source[o] = 1;                /* self->source: takes our reference */
          s_source = o;                     /* the side takes our reference */
          st = st | ATTACHED;
+         LANE_UPDATE
          if
          :: len(inbox) > 0 -> REACH_POINT(13) wake_locked()
          :: else -> skip
@@ -974,6 +1051,9 @@ inline transfer_S(ok)
          fi;
          s_source = 0;
          st = st & ~(ATTACHED | ARMED);
+#ifndef BUG_LANE_STAYS_OPEN
+         LANE_UPDATE
+#endif
          ok = 1
     fi;
     s_unlock()
@@ -1031,6 +1111,7 @@ inline dispatch_turn(c, budget, m, res, act, closing, retired)
             /* the side's source goes; "close" is emitted after the loop */
             s_source = 0;
             st = st & ~(CLOSE_PENDING | ATTACHED | ARMED);
+            LANE_UPDATE
             closing = 1;
             act = D_STOP
        :: else ->
@@ -1043,6 +1124,9 @@ inline dispatch_turn(c, budget, m, res, act, closing, retired)
                  :: else -> skip
                  fi;
 #else
+#ifdef LANE
+                 lane_flush();
+#endif
                  if
                  :: len(inbox) > 0 ->
                       /* still ARMED: set our own flag and yield to the loop */
@@ -1051,18 +1135,41 @@ inline dispatch_turn(c, budget, m, res, act, closing, retired)
 #else
                       REACH_POINT(2) skip
 #endif
-                 :: else -> st = st & ~ARMED
+                      ; act = D_STOP
+#ifndef LANE
+                 :: else -> st = st & ~ARMED; act = D_STOP
+#else
+                 :: else -> act = D_DISARM     /* clears ARMED, then looks at the lane */
+#endif
                  fi;
 #endif
+#ifndef WAKER
                  act = D_STOP
+#endif
             :: else ->
+#ifdef LANE
+                 /* pop_locked (S, TRUE): the lane first; found nothing: open it again */
+                 if
+                 :: len(inbox) == 0 ->
+                      lane_flush();
+                      if
+                      :: len(inbox) == 0 && lane_shut -> lane_update()
+                      :: else -> skip
+                      fi
+                 :: else -> skip
+                 fi;
+#endif
                  if
                  :: len(inbox) == 0 ->
                       REACH_IF(12, act == D_FIRST)   /* an empty dispatch */
+#ifndef LANE
 #ifdef WAKER
                       st = st & ~ARMED;              /* found empty: only now unarmed */
 #endif
                       act = D_STOP
+#else
+                      act = D_DISARM                 /* clears ARMED, then looks at the lane */
+#endif
                  :: else ->
                       inbox?m;                       /* g_queue_pop_head_link () */
                       if
@@ -1105,7 +1212,14 @@ inline dispatch_turn(c, budget, m, res, act, closing, retired)
   fi;
 #endif
   m = 0; res = 0;                                    /* dead temporaries */
+#ifdef LANE
+  if
+  :: act == D_DISARM -> skip                         /* the lock is kept for the next step */
+  :: else -> s_unlock()
+  fi
+#else
   s_unlock()
+#endif
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -1116,6 +1230,10 @@ proctype sender(byte s)
   byte i = 0;
   byte id;
   bit ok;
+#ifdef LANE
+  bit pushed;
+  bit first;
+#endif
 
   do
   :: i < NMSG ->
@@ -1124,9 +1242,40 @@ proctype sender(byte s)
        :: (pst & CLOSED) != 0 ->                   /* mp_pipe_side_test (self->side, CLOSED) */
             fate[id] = F_REFUSED                   /* MP_ERROR_INVALID_STATE */
        :: else ->
+#ifdef LANE
+            /* send_plain (): lane_push (), one compare-and-swap */
+            atomic {
+              if
+              :: !lane_shut ->
+                   REACH_POINT(51)
+                   first = (len(lane) == 0);
+                   lane!id;
+                   fate[id] = F_QUEUED;
+                   pushed = 1
+              :: else -> skip
+              fi
+            };
+            if
+            :: pushed && first ->
+                 /* the first of a burst: unless a dispatch is draining, wake S under its lock */
+                 if
+                 :: atomic { (st & ARMED) == 0 -> first = 0 };
+                    CS {
+                      lock(s_mutex);
+                      wake_locked();
+                      s_unlock()
+                    }
+                 :: atomic { (st & ARMED) != 0 -> first = 0 }
+                 fi
+            :: pushed && !first -> skip
+            :: !pushed ->
+#endif
             /* mp_pipe_side_send (P, message) */
             CS {
               lock(s_mutex);
+#ifdef LANE
+              lane_flush();                        /* mp_pipe_side_post_locked (): lane first */
+#endif
               if
               :: (st & (CLOSED | PEER_CLOSED)) != 0 ->
                    ok = ((st & CLOSED) != 0);
@@ -1144,6 +1293,10 @@ proctype sender(byte s)
               fi;
               s_unlock()
             }
+#ifdef LANE
+            fi;
+            atomic { pushed = 0; first = 0 }
+#endif
        fi;
        i++
   :: else -> break
@@ -1501,6 +1654,26 @@ end_idle:
 #endif
      do
      :: act == D_STOP -> break
+#ifdef LANE
+     :: act == D_DISARM ->
+          /* mp_pipe_side_disarm_locked (), the lock still held: ARMED cleared (which posters
+           * read without the lock), then, in a step of its own, one more look at the lane */
+          st = st & ~ARMED;
+          atomic {
+            if
+#ifndef BUG_LANE_NO_RECHECK
+            :: len(lane) > 0 ->
+                 REACH_POINT(52)
+                 st = st | ARMED;
+                 if
+                 :: budget == 0 -> set_ready_time(c, 1); act = D_STOP; s_unlock()   /* yield */
+                 :: else -> dispatch_turn(c, budget, m, res, act, closing, retired)  /* goes on */
+                 fi
+#endif
+            :: else -> act = D_STOP; s_unlock()
+            fi
+          }
+#endif
      :: act == D_EMIT ->
           /* g_signal_emit ("message") with no lock held: the handler is user code */
           atomic {
@@ -1563,6 +1736,12 @@ active proctype monitor()
      * in a handler that waits for good: FLOW_HANDLER_RECEIVES, checked below). */
     assert((st & ATTACHED) == 0 || HANDLER_WAITS ||
            (len(inbox) == 0 && (st & (ARMED | CLOSE_PENDING)) == 0));
+#ifdef LANE
+    /* Nothing left on the lane, which is open only while S is attached and open (a
+     * receive () may have shut it since the last dispatch). */
+    assert(len(lane) == 0);
+    assert(lane_shut || (st & (ATTACHED | CLOSED | CLOSE_PENDING | PEER_CLOSED)) == ATTACHED);
+#endif
     assert((st & (CLOSED | ATTACHED)) != (CLOSED | ATTACHED));
 
     /* "close" exactly once when owed. */
