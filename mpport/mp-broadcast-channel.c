@@ -103,11 +103,17 @@ struct _MpBroadcastInbox
   /* Guards entries, source, armed and dead. Taken after bc_lock, never before it. */
   GMutex mutex;
   GQueue entries;    /* MpBroadcastEntry links, oldest first */
+  /* Posts push their entries here without the lock (newest first, through link.next; see
+   * inbox_lane_push()), and the dispatch moves them to entries before it looks there;
+   * LANE_SHUT once dead. Atomic; only the lock holder takes it or shuts it. */
+  gpointer lane;
   /* Strong, until the source retires itself from its dispatch (once dead) or its context is
    * finalized. Only those two ever destroy it, on the owning thread or inside the context's
    * finalization: destroying it from another thread would race with that finalization. */
   GSource *source;
-  gboolean armed;    /* the source was woken and its dispatch has not found the queue empty */
+  /* The source was woken and its dispatch has not found the queue empty. Written under the
+   * lock, atomically: a post that pushed on the empty lane reads it without the lock. */
+  int armed;
   gboolean dead;     /* torn down: no more entries; the source is woken to retire */
 
   /* Guarded by bc_lock. group is NULL once the inbox is unlinked. */
@@ -146,6 +152,9 @@ struct _MpBroadcastEntry
   MpBroadcastEntry *next_spare;
   MpBroadcastChannel *destinations[];   /* strong, in creation order */
 };
+
+/* MpBroadcastInbox.lane once the inbox is dead (never an entry's address). */
+#define LANE_SHUT ((gpointer) 1)
 
 /* The most entries an inbox keeps for reuse on its returned stack (about: the count is
  * raised just after the push; as many again may wait in its spares list). */
@@ -214,6 +223,7 @@ inbox_unref (MpBroadcastInbox *inbox)
 
   g_assert (inbox->source == NULL);
   g_assert (inbox->entries.length == 0);
+  g_assert (inbox->lane == LANE_SHUT || inbox->lane == NULL);
   bare_entries_free (inbox->spares);
   bare_entries_free (g_atomic_pointer_get (&inbox->returned));
   g_mutex_clear (&inbox->mutex);
@@ -306,6 +316,91 @@ inbox_take_entry_locked (MpBroadcastInbox *inbox,
   return entry;
 }
 
+/* The inbox's lane: as a port's (mp-pipe.c, "The posts' lane"), a post pushes its entry with
+ * one compare-and-swap instead of taking the inbox lock, which the receiving thread then takes
+ * for itself alone. Only the dispatch takes entries out, and it moves the whole lane to the
+ * tail of entries (one exchange, reversed into posting order) before it looks there. The
+ * post that finds the lane empty wakes the inbox unless it reads armed; the dispatch clears
+ * armed when it finds nothing and then looks at the lane once more. Every post goes by the
+ * lane, so the order of entries is the order of the pushes. */
+
+/* Moves the lane's entries to the tail of @inbox's entries, oldest first, and shuts the
+ * lane if @shut. With the inbox lock held. */
+static void
+inbox_take_lane_locked (MpBroadcastInbox *inbox,
+                        gboolean          shut)
+{
+  MpBroadcastEntry *top;
+  GList *newer = NULL;
+  GList *newest;
+  guint n = 0;
+
+  top = g_atomic_pointer_get (&inbox->lane);
+  if (top == LANE_SHUT || (top == NULL && !shut))
+    return;
+  top = g_atomic_pointer_exchange (&inbox->lane, shut ? LANE_SHUT : NULL);
+  if (top == NULL)
+    return;
+
+  newest = &top->link;
+  for (GList *l = newest, *older; l != NULL; l = older)
+    {
+      older = l->next;
+      l->next = newer;
+      if (newer != NULL)
+        newer->prev = l;
+      newer = l;
+      n++;
+    }
+  newer->prev = inbox->entries.tail;
+  if (inbox->entries.tail != NULL)
+    inbox->entries.tail->next = newer;
+  else
+    inbox->entries.head = newer;
+  inbox->entries.tail = newest;
+  inbox->entries.length += n;
+}
+
+/* Pushes @entry on @inbox's lane; FALSE if the inbox is dead. *first: the lane was empty. */
+static gboolean
+inbox_lane_push (MpBroadcastInbox *inbox,
+                 MpBroadcastEntry *entry,
+                 gboolean         *first)
+{
+  gpointer top = g_atomic_pointer_get (&inbox->lane);
+
+  do
+    {
+      if (top == LANE_SHUT)
+        {
+          entry->link.next = NULL;
+          return FALSE;
+        }
+      entry->link.next = top != NULL ? &((MpBroadcastEntry *) top)->link : NULL;
+    }
+  while (!g_atomic_pointer_compare_and_exchange_full (&inbox->lane, top, entry, &top));
+
+  *first = top == NULL;
+  return TRUE;
+}
+
+/* The dispatch found nothing (the lane taken, the lock held): clears armed, so that the next
+ * post wakes it; FALSE, armed again, if a post came on the lane meanwhile, which may have
+ * read armed and left the wake-up to us. */
+static gboolean
+inbox_disarm_locked (MpBroadcastInbox *inbox)
+{
+  gpointer top;
+
+  g_atomic_int_set (&inbox->armed, FALSE);
+  top = g_atomic_pointer_get (&inbox->lane);
+  if (top == NULL || top == LANE_SHUT)
+    return TRUE;
+
+  g_atomic_int_set (&inbox->armed, TRUE);
+  return FALSE;
+}
+
 static void
 entries_free (GQueue *entries)
 {
@@ -323,10 +418,10 @@ entries_free (GQueue *entries)
 static MpWaker *
 inbox_wake_begin_locked (MpBroadcastInbox *inbox)
 {
-  if (inbox->armed || inbox->source == NULL)
+  if (g_atomic_int_get (&inbox->armed) || inbox->source == NULL)
     return NULL;
 
-  inbox->armed = TRUE;
+  g_atomic_int_set (&inbox->armed, TRUE);
   return mp_wakeable_source_wake_begin (inbox->source);
 }
 
@@ -355,21 +450,24 @@ mp_inbox_source_dispatch (GSource     *source,
       GList *link;
       MpBroadcastEntry *entry;
 
+      if (inbox->entries.head == NULL)
+        inbox_take_lane_locked (inbox, FALSE);
+
       if (budget == 0)
         {
           /* Still armed: come back after one iteration in which lower-priority sources get
            * their turn (our own thread: no eventfd write). */
-          if (inbox->entries.length > 0)
+          if (inbox->entries.length > 0 || !inbox_disarm_locked (inbox))
             mp_wakeable_source_yield (source);
-          else
-            inbox->armed = FALSE;
           break;
         }
 
       link = g_queue_pop_head_link (&inbox->entries);
       if (link == NULL)
         {
-          inbox->armed = FALSE;
+          /* Unless a post came on the lane as we cleared armed. */
+          if (!inbox_disarm_locked (inbox))
+            continue;
           break;
         }
       entry = link->data;
@@ -470,6 +568,7 @@ inbox_teardown (MpBroadcastInbox *inbox)
 
   g_mutex_lock (&inbox->mutex);
   inbox->dead = TRUE;
+  inbox_take_lane_locked (inbox, TRUE);
   entries = inbox->entries;
   g_queue_init (&inbox->entries);
   if (inbox->source != NULL)
@@ -538,6 +637,7 @@ mp_inbox_source_destroyed (gpointer data)
 
   g_mutex_lock (&inbox->mutex);
   inbox->dead = TRUE;
+  inbox_take_lane_locked (inbox, TRUE);
   entries = inbox->entries;
   g_queue_init (&inbox->entries);
   if (inbox->source == source)
@@ -575,6 +675,7 @@ inbox_join_locked (MpBroadcastGroup *group,
   g_atomic_ref_count_init (&inbox->ref_count);   /* the joining channel's */
   g_mutex_init (&inbox->mutex);
   g_queue_init (&inbox->entries);
+  inbox->lane = NULL;   /* open: the source is set below, before anyone can post */
   inbox->group = group;
   inbox->n_channels = 1;
   inbox->context = context;
@@ -1009,25 +1110,27 @@ deliveries_queue (Deliveries *d)
   for (guint i = 0; i < d->n_items; i++)
     {
       Delivery *delivery = &d->items[i];
-      MpWaker *wake = NULL;
-      gboolean queued = FALSE;
+      MpBroadcastInbox *inbox = delivery->inbox;
+      gboolean first;
 
-      g_mutex_lock (&delivery->inbox->mutex);
-      if (delivery->inbox->source != NULL)
+      if (!inbox_lane_push (inbox, delivery->entry, &first))
         {
-          g_queue_push_tail_link (&delivery->inbox->entries, &delivery->entry->link);
-          wake = inbox_wake_begin_locked (delivery->inbox);
-          queued = TRUE;
+          /* An inbox torn down meanwhile means all its channels closed: nothing to
+           * deliver. */
+          entry_free (delivery->entry);
         }
-      g_mutex_unlock (&delivery->inbox->mutex);
-      /* Written once unlocked, so that the woken thread does not find the lock held. */
-      if (wake != NULL)
-        mp_waker_wake_end (wake);
+      else if (first && !g_atomic_int_get (&inbox->armed))
+        {
+          MpWaker *wake;
 
-      /* An inbox torn down meanwhile means all its channels closed: nothing to deliver. */
-      if (!queued)
-        entry_free (delivery->entry);
-      inbox_unref (delivery->inbox);
+          g_mutex_lock (&inbox->mutex);
+          wake = inbox_wake_begin_locked (inbox);
+          g_mutex_unlock (&inbox->mutex);
+          /* Written once unlocked, so that the woken thread does not find the lock held. */
+          if (wake != NULL)
+            mp_waker_wake_end (wake);
+        }
+      inbox_unref (inbox);
     }
   if (d->items != d->stack)
     g_free (d->items);
