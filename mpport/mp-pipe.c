@@ -534,10 +534,11 @@ mp_pipe_side_set_high_water_mark_locked (MpPipeSide *side,
       side->waiters = g_new0 (MpPipeWaiters, 1);
     }
   side->waiters->high_water_mark = mark;
-  /* Posts must count against a mark under the lock. */
-  mp_pipe_side_update_lane_locked (side);
   /* Raised (or removed): what waits may go in now. */
   mp_pipe_side_admit_locked (side);
+  /* Posts must count against a mark under the lock; without one (and nothing waiting any
+   * more) they need not. */
+  mp_pipe_side_update_lane_locked (side);
   /* Fed from another process: the sender there must know. */
   if (mp_pipe_side_test (side, MP_SIDE_FED) && side->waiters->feed->mark_changed != NULL)
     side->waiters->feed->mark_changed (side->waiters->feed, mark);
@@ -936,7 +937,9 @@ mp_pipe_side_close_locked (MpPipeSide     *side,
   mp_pipe_side_set_locked (side, MP_SIDE_CLOSED);
   mp_pipe_side_wake_deferred_locked (side);
   queue_move (&deferred->messages, &side->inbox);
-  /* Posts to a closed side are dropped: its recycled nodes have no more use. */
+  /* Posts to a closed side are dropped: its recycled nodes have no more use (what posters
+   * took into their threads' caches stays there, for their next posts anywhere). */
+  g_atomic_int_set (&side->n_spares, 0);
   if (g_atomic_pointer_get (&side->spares) != NULL)
     {
       MpMessage *top = g_atomic_pointer_exchange (&side->spares, NULL);
@@ -1098,6 +1101,8 @@ mp_pipe_side_post_locked (MpPipeSide     *to,
       waiter->queued = FALSE;
       mp_pipe_entry_take_result (message, &taken, &error, deferred);
       mp_receive_waiter_resolve_locked (waiter, taken, error, deferred);
+      /* The last one served: plain posts need the lock no more. */
+      mp_pipe_side_update_lane_locked (to);
       return MP_SEND_QUEUED;
     }
 
@@ -1175,8 +1180,10 @@ mp_pipe_side_send_all (MpPipeSide  *from,
  * swaps by the one dispatching thread, and nobody pops a single node off the shared stack,
  * so there is no ABA. Each reused node is a malloc() the poster does not make and a free()
  * the receiving thread does not make of a chunk from the poster's arena. About
- * MP_PIPE_SIDE_SPARES_MAX (4 KiB) per side and per thread's cache, none on a side that never
- * dispatched, and none once the side closed. */
+ * MP_PIPE_SIDE_SPARES_MAX (4 KiB) per side, none on a side that never dispatched, none left
+ * once the side closed; and what a thread took into its cache (one side's stack at a time,
+ * so about as much) until that thread ends: the nodes are plain memory, good for a post to
+ * any side. */
 #define MP_PIPE_SIDE_SPARES_MAX 64
 
 typedef struct

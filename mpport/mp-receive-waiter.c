@@ -187,6 +187,8 @@ waiter_cancelled (GCancellable *cancellable,
       g_queue_unlink (&side->waiters->waiting, &waiter->link);
       waiter->queued = FALSE;
       mp_receive_waiter_resolve_locked (waiter, NULL, mp_receive_cancelled_error (), &deferred);
+      /* The last one gone: plain posts need the lock no more. */
+      mp_pipe_side_update_lane_locked (side);
     }
   g_mutex_unlock (&side->mutex);
 
@@ -282,6 +284,7 @@ mp_receive_waiter_wait_locked (MpReceiveWaiter *self,
             {
               g_queue_unlink (&side->waiters->waiting, &self->link);
               self->queued = FALSE;
+              mp_pipe_side_update_lane_locked (side);
             }
           break;
         }
