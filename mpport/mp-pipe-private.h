@@ -13,7 +13,8 @@
 G_BEGIN_DECLS
 
 /* Bits of MpPipeSide.state. Written only with the side's mutex held (atomically, so that
- * lock-free readers such as is_closed() see whole values); read anywhere. */
+ * lock-free readers such as is_closed() see whole values); read anywhere. Bits 16 to 23 are
+ * not flags but a count, MP_SIDE_SPARES_COUNT() (see mp-pipe.c). */
 typedef enum {
   /* The side is closed: its inbox was dropped and whatever is posted to it is dropped. */
   MP_SIDE_CLOSED        = 1 << 0,
@@ -45,6 +46,10 @@ typedef enum {
    * mp_message_port_post_message_async()); what the post becomes is decided under the lock. */
   MP_SIDE_POSTS_WAIT    = 1 << 9,
 } MpSideState;
+
+/* How many recycled nodes MpPipeSide.spares holds: bits 16-23 of the state word. */
+#define MP_SIDE_SPARES_SHIFT 16
+#define MP_SIDE_SPARES_COUNT(state) ((((guint) (state)) >> MP_SIDE_SPARES_SHIFT) & 0xff)
 
 typedef struct _MpPipeWaiters MpPipeWaiters;
 typedef struct _MpPostWaiter  MpPostWaiter;
@@ -99,9 +104,8 @@ struct _MpPipeSide
   /* Bare message nodes that this side's dispatch delivered and released, for the peer's
    * posters to reuse: a lock-free stack through link.next, pushed one at a time by the
    * dispatch (under mutex) and taken whole by a poster (an atomic exchange, so no ABA),
-   * until the side closes. n_spares counts them, about (atomic). See mp-pipe.c. */
+   * until the side closes. Counted in state (MP_SIDE_SPARES_COUNT()). See mp-pipe.c. */
   MpMessage *spares;
-  int n_spares;
 
   /* The posts' lock-free lane: while open, a post of a message without ports pushes it
    * here with one compare-and-swap instead of taking mutex (newest first, through

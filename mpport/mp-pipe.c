@@ -53,6 +53,22 @@ spares_free (MpMessage *top)
     }
 }
 
+/* Takes @n recycled nodes off the count of @side's stack (see
+ * mp_pipe_side_keep_spare_locked()). The count lives in bits 16-23 of the state word rather
+ * than in a field of its own (an idle channel would be 16 bytes larger: its pipe would take
+ * the next malloc size). It never leaves 0..MP_PIPE_SIDE_SPARES_MAX, so adding and
+ * subtracting never carries into or borrows from the flags: the dispatch counts a node
+ * before it pushes it (and only while the count is below the maximum: one dispatching
+ * thread at a time, under the lock), and a poster or a close uncounts only nodes it took
+ * off the stack, which were all counted already. */
+static void
+spares_uncount (MpPipeSide *side,
+                guint       n)
+{
+  if (n > 0)
+    g_atomic_int_add (&side->state, -(int) (n << MP_SIDE_SPARES_SHIFT));
+}
+
 void
 mp_pipe_unref (MpPipe *self)
 {
@@ -939,14 +955,18 @@ mp_pipe_side_close_locked (MpPipeSide     *side,
   queue_move (&deferred->messages, &side->inbox);
   /* Posts to a closed side are dropped: its recycled nodes have no more use (what posters
    * took into their threads' caches stays there, for their next posts anywhere). */
-  g_atomic_int_set (&side->n_spares, 0);
   if (g_atomic_pointer_get (&side->spares) != NULL)
     {
       MpMessage *top = g_atomic_pointer_exchange (&side->spares, NULL);
       MpMessage *last = top;
+      guint n = top != NULL ? 1 : 0;
 
       while (last != NULL && last->link.next != NULL)
-        last = last->link.next->data;
+        {
+          last = last->link.next->data;
+          n++;
+        }
+      spares_uncount (side, n);
       if (last != NULL)
         {
           last->link.next = deferred->spares != NULL ? &deferred->spares->link : NULL;
@@ -1186,6 +1206,7 @@ mp_pipe_side_send_all (MpPipeSide  *from,
  * any side. */
 #define MP_PIPE_SIDE_SPARES_MAX 64
 
+
 typedef struct
 {
   MpMessage *top;   /* through link.next */
@@ -1210,17 +1231,17 @@ gboolean
 mp_pipe_side_keep_spare_locked (MpPipeSide *side,
                                 MpMessage  *node)
 {
+  int state = g_atomic_int_get (&side->state);
   MpMessage *top;
 
-  if (g_atomic_int_get (&side->n_spares) >= MP_PIPE_SIDE_SPARES_MAX ||
-      mp_pipe_side_test (side, MP_SIDE_CLOSED))
+  if (MP_SIDE_SPARES_COUNT (state) >= MP_PIPE_SIDE_SPARES_MAX || (state & MP_SIDE_CLOSED) != 0)
     return FALSE;
 
+  g_atomic_int_add (&side->state, 1 << MP_SIDE_SPARES_SHIFT);
   top = g_atomic_pointer_get (&side->spares);
   do
     node->link.next = top != NULL ? &top->link : NULL;
   while (!g_atomic_pointer_compare_and_exchange_full (&side->spares, top, node, &top));
-  g_atomic_int_inc (&side->n_spares);
 
   return TRUE;
 }
@@ -1245,7 +1266,7 @@ take_node (MpPipeSide *to)
         return NULL;
       for (GList *l = &top->link; l != NULL; l = l->next)
         n++;
-      g_atomic_int_add (&to->n_spares, -(int) n);
+      spares_uncount (to, n);
       if (cache == NULL)
         {
           cache = g_new0 (NodeCache, 1);
