@@ -11,6 +11,7 @@
 #include "mp-bus-private.h"
 #include "mp-error.h"
 #include "mp-i18n-private.h"
+#include "mp-lane-private.h"
 #include "mp-message-private.h"
 #include "mp-waker-private.h"
 #include "mp-wire-private.h"
@@ -104,8 +105,8 @@ struct _MpBroadcastInbox
   GMutex mutex;
   GQueue entries;    /* MpBroadcastEntry links, oldest first */
   /* Posts push their entries here without the lock (newest first, through link.next; see
-   * inbox_lane_push()), and the dispatch moves them to entries before it looks there;
-   * LANE_SHUT once dead. Atomic; only the lock holder takes it or shuts it. */
+   * mp-lane-private.h), and the dispatch moves them to entries before it looks there;
+   * MP_LANE_SHUT once dead. Atomic; only the lock holder takes it or shuts it. */
   gpointer lane;
   /* Strong, until the source retires itself from its dispatch (once dead) or its context is
    * finalized. Only those two ever destroy it, on the owning thread or inside the context's
@@ -152,9 +153,6 @@ struct _MpBroadcastEntry
   MpBroadcastEntry *next_spare;
   MpBroadcastChannel *destinations[];   /* strong, in creation order */
 };
-
-/* MpBroadcastInbox.lane once the inbox is dead (never an entry's address). */
-#define LANE_SHUT ((gpointer) 1)
 
 /* The most entries an inbox keeps for reuse on its returned stack (about: the count is
  * raised just after the push; as many again may wait in its spares list). */
@@ -223,7 +221,7 @@ inbox_unref (MpBroadcastInbox *inbox)
 
   g_assert (inbox->source == NULL);
   g_assert (inbox->entries.length == 0);
-  g_assert (inbox->lane == LANE_SHUT || inbox->lane == NULL);
+  g_assert (inbox->lane == MP_LANE_SHUT || inbox->lane == NULL);
   bare_entries_free (inbox->spares);
   bare_entries_free (g_atomic_pointer_get (&inbox->returned));
   g_mutex_clear (&inbox->mutex);
@@ -330,58 +328,9 @@ static void
 inbox_take_lane_locked (MpBroadcastInbox *inbox,
                         gboolean          shut)
 {
-  MpBroadcastEntry *top;
-  GList *newer = NULL;
-  GList *newest;
-  guint n = 0;
-
-  top = g_atomic_pointer_get (&inbox->lane);
-  if (top == LANE_SHUT || (top == NULL && !shut))
-    return;
-  top = g_atomic_pointer_exchange (&inbox->lane, shut ? LANE_SHUT : NULL);
-  if (top == NULL)
-    return;
-
-  newest = &top->link;
-  for (GList *l = newest, *older; l != NULL; l = older)
-    {
-      older = l->next;
-      l->next = newer;
-      if (newer != NULL)
-        newer->prev = l;
-      newer = l;
-      n++;
-    }
-  newer->prev = inbox->entries.tail;
-  if (inbox->entries.tail != NULL)
-    inbox->entries.tail->next = newer;
-  else
-    inbox->entries.head = newer;
-  inbox->entries.tail = newest;
-  inbox->entries.length += n;
-}
-
-/* Pushes @entry on @inbox's lane; FALSE if the inbox is dead. *first: the lane was empty. */
-static gboolean
-inbox_lane_push (MpBroadcastInbox *inbox,
-                 MpBroadcastEntry *entry,
-                 gboolean         *first)
-{
-  gpointer top = g_atomic_pointer_get (&inbox->lane);
-
-  do
-    {
-      if (top == LANE_SHUT)
-        {
-          entry->link.next = NULL;
-          return FALSE;
-        }
-      entry->link.next = top != NULL ? &((MpBroadcastEntry *) top)->link : NULL;
-    }
-  while (!g_atomic_pointer_compare_and_exchange_full (&inbox->lane, top, entry, &top));
-
-  *first = top == NULL;
-  return TRUE;
+  if (g_atomic_pointer_get (&inbox->lane) != MP_LANE_SHUT &&
+      (shut || mp_lane_is_busy (&inbox->lane)))
+    mp_lane_take (&inbox->lane, &inbox->entries, shut);
 }
 
 /* The dispatch found nothing (the lane taken, the lock held): clears armed, so that the next
@@ -390,11 +339,8 @@ inbox_lane_push (MpBroadcastInbox *inbox,
 static gboolean
 inbox_disarm_locked (MpBroadcastInbox *inbox)
 {
-  gpointer top;
-
   g_atomic_int_set (&inbox->armed, FALSE);
-  top = g_atomic_pointer_get (&inbox->lane);
-  if (top == NULL || top == LANE_SHUT)
+  if (!mp_lane_is_busy (&inbox->lane))
     return TRUE;
 
   g_atomic_int_set (&inbox->armed, TRUE);
@@ -1113,7 +1059,7 @@ deliveries_queue (Deliveries *d)
       MpBroadcastInbox *inbox = delivery->inbox;
       gboolean first;
 
-      if (!inbox_lane_push (inbox, delivery->entry, &first))
+      if (!mp_lane_push (&inbox->lane, &delivery->entry->link, &first))
         {
           /* An inbox torn down meanwhile means all its channels closed: nothing to
            * deliver. */

@@ -7,6 +7,7 @@
 
 #include <gio/gio.h>
 
+#include "mp-lane-private.h"
 #include "mp-message-private.h"
 #include "mp-waker-private.h"
 
@@ -110,7 +111,7 @@ struct _MpPipeSide
   /* The posts' lock-free lane: while open, a post of a message without ports pushes it
    * here with one compare-and-swap instead of taking mutex (newest first, through
    * link.next), and the lock holder moves them into inbox, oldest first, before it looks
-   * at inbox. MP_PIPE_LANE_SHUT while the side needs each post under its lock (not
+   * at inbox. MP_LANE_SHUT while the side needs each post under its lock (not
    * attached, closing, receives or posts waiting, a high-water mark, another process):
    * only the lock holder opens or shuts it. See "The posts' lane" in mp-pipe.c. */
   gpointer lane;
@@ -342,15 +343,11 @@ mp_pipe_side_test (MpPipeSide *side,
   return (g_atomic_int_get (&side->state) & bits) != 0;
 }
 
-/* The lane's value while it is shut (never a node's address). */
-#define MP_PIPE_LANE_SHUT ((gpointer) 1)
-
 /* The state bits whose change may open or shut the lane. */
 #define MP_SIDE_LANE_BITS (MP_SIDE_ATTACHED | MP_SIDE_CLOSED | MP_SIDE_CLOSE_PENDING | \
                            MP_SIDE_PEER_CLOSED | MP_SIDE_REMOTE)
 
 void        mp_pipe_side_update_lane_locked  (MpPipeSide *side);
-void        mp_pipe_side_take_lane_locked    (MpPipeSide *side);
 gboolean    mp_pipe_side_disarm_locked       (MpPipeSide *side);
 
 /* Moves what was posted on the lane into the inbox (side's mutex held): whoever looks at
@@ -358,10 +355,8 @@ gboolean    mp_pipe_side_disarm_locked       (MpPipeSide *side);
 static inline void
 mp_pipe_side_flush_lane_locked (MpPipeSide *side)
 {
-  gpointer top = g_atomic_pointer_get (&side->lane);
-
-  if (top != NULL && top != MP_PIPE_LANE_SHUT)
-    mp_pipe_side_take_lane_locked (side);
+  if (mp_lane_is_busy (&side->lane))
+    mp_lane_take (&side->lane, &side->inbox, FALSE);
 }
 
 static inline void

@@ -26,7 +26,7 @@ mp_pipe_new (void)
 
       g_mutex_init (&side->mutex);
       g_queue_init (&side->inbox);
-      side->lane = MP_PIPE_LANE_SHUT;
+      side->lane = MP_LANE_SHUT;
       side->state = i == 1 ? MP_SIDE_SECOND : 0;
     }
 
@@ -82,7 +82,7 @@ mp_pipe_unref (MpPipe *self)
       /* Every port object is gone, and the last owner closed its side on finalization. */
       g_assert (side->source == NULL);
       g_assert (side->inbox.length == 0);
-      g_assert (side->lane == NULL || side->lane == MP_PIPE_LANE_SHUT);
+      g_assert (side->lane == NULL || side->lane == MP_LANE_SHUT);
       g_assert (side->waiters == NULL || (side->waiters->waiting.length == 0 &&
                                           side->waiters->completed.length == 0 &&
                                           side->waiters->to_wake.length == 0 &&
@@ -212,7 +212,7 @@ mp_pipe_side_transit_add_locked (MpPipeSide        *to,
  * through the lock) first moves the lane's messages to the inbox's tail, oldest first,
  * with one exchange: everything in the inbox was posted before anything on the lane, so
  * each sender's order holds. Only the lock holder shuts the lane (exchanging in
- * MP_PIPE_LANE_SHUT, which moves what it held into the inbox) or opens it again: a post that
+ * MP_LANE_SHUT, which moves what it held into the inbox) or opens it again: a post that
  * finds it shut goes through the lock, where everything it checks is exact.
  *
  * Wake-ups: the post that pushes on an empty lane is the first of a burst, and it wakes the
@@ -222,63 +222,13 @@ mp_pipe_side_transit_add_locked (MpPipeSide        *to,
  * sequentially consistent: at least one of them sees the other, so no post is left asleep.
  * tests/model/pipe.pml checks this. */
 
-/* Appends the messages of a lane whose @top was just taken off it to @side's inbox, oldest
- * first. */
-static void
-lane_splice (MpPipeSide *side,
-             MpMessage  *top)
-{
-  GList *newest = &top->link;
-  GList *newer = NULL;
-  GList *l = newest;
-  guint n = 0;
-
-  /* Reverses the chain (linked newest first through next) in place. */
-  while (l != NULL)
-    {
-      GList *older = l->next;
-
-      l->next = newer;
-      if (newer != NULL)
-        newer->prev = l;
-      newer = l;
-      l = older;
-      n++;
-    }
-
-  /* newer is the oldest now. */
-  newer->prev = side->inbox.tail;
-  if (side->inbox.tail != NULL)
-    side->inbox.tail->next = newer;
-  else
-    side->inbox.head = newer;
-  side->inbox.tail = newest;
-  side->inbox.length += n;
-}
-
-void
-mp_pipe_side_take_lane_locked (MpPipeSide *side)
-{
-  /* Not shut (the caller looked, and only we shut it), so it stays open. */
-  MpMessage *top = g_atomic_pointer_exchange (&side->lane, NULL);
-
-  g_assert (top != MP_PIPE_LANE_SHUT);
-  if (top != NULL)
-    lane_splice (side, top);
-}
-
-/* Shuts @side's lane (its lock held): posts take the lock from now on. */
+/* Shuts @side's lane (its lock held): posts take the lock from now on. What it held goes to
+ * the inbox. */
 static void
 lane_shut_locked (MpPipeSide *side)
 {
-  MpMessage *top;
-
-  if (g_atomic_pointer_get (&side->lane) == MP_PIPE_LANE_SHUT)
-    return;
-
-  top = g_atomic_pointer_exchange (&side->lane, MP_PIPE_LANE_SHUT);
-  if (top != NULL)
-    lane_splice (side, top);
+  if (g_atomic_pointer_get (&side->lane) != MP_LANE_SHUT)
+    mp_lane_take (&side->lane, &side->inbox, TRUE);
 }
 
 /* Whether a post to @side (its lock held) may skip the lock: the side is a started port's,
@@ -299,7 +249,7 @@ lane_may_open (MpPipeSide *side)
 void
 mp_pipe_side_update_lane_locked (MpPipeSide *side)
 {
-  gboolean shut = g_atomic_pointer_get (&side->lane) == MP_PIPE_LANE_SHUT;
+  gboolean shut = g_atomic_pointer_get (&side->lane) == MP_LANE_SHUT;
 
   if (!lane_may_open (side))
     lane_shut_locked (side);
@@ -313,39 +263,12 @@ mp_pipe_side_update_lane_locked (MpPipeSide *side)
 gboolean
 mp_pipe_side_disarm_locked (MpPipeSide *side)
 {
-  gpointer top;
-
   mp_pipe_side_clear_locked (side, MP_SIDE_ARMED);
-  top = g_atomic_pointer_get (&side->lane);
-  if (top == NULL || top == MP_PIPE_LANE_SHUT)
+  if (!mp_lane_is_busy (&side->lane))
     return TRUE;
 
   mp_pipe_side_set_locked (side, MP_SIDE_ARMED);
   return FALSE;
-}
-
-/* Pushes @message (transfer full if it returns TRUE) on @to's lane, or returns FALSE if the
- * lane is shut. *first: the lane was empty. */
-static gboolean
-lane_push (MpPipeSide *to,
-           MpMessage  *message,
-           gboolean   *first)
-{
-  gpointer top = g_atomic_pointer_get (&to->lane);
-
-  do
-    {
-      if (top == MP_PIPE_LANE_SHUT)
-        {
-          message->link.next = NULL;   /* from a try that lost */
-          return FALSE;
-        }
-      message->link.next = top != NULL ? &((MpMessage *) top)->link : NULL;
-    }
-  while (!g_atomic_pointer_compare_and_exchange_full (&to->lane, top, message, &top));
-
-  *first = top == NULL;
-  return TRUE;
 }
 
 static void admit_locked (MpPipeSide *side,
@@ -366,7 +289,7 @@ pop_locked (MpPipeSide *side,
       if (defer)
         {
           mp_pipe_side_flush_lane_locked (side);
-          if (side->inbox.head == NULL && g_atomic_pointer_get (&side->lane) == MP_PIPE_LANE_SHUT)
+          if (side->inbox.head == NULL && g_atomic_pointer_get (&side->lane) == MP_LANE_SHUT)
             mp_pipe_side_update_lane_locked (side);
         }
       else
@@ -1316,7 +1239,7 @@ send_plain (MpPipeSide *to,
 {
   gboolean first;
 
-  if (!lane_push (to, message, &first))
+  if (!mp_lane_push (&to->lane, &message->link, &first))
     return send_to (to, message);
 
   /* The first of a burst: unless a dispatch is draining (which looks at the lane once more

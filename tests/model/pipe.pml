@@ -363,7 +363,7 @@ byte owner = 1;                   /* the one object that is not detached (MpMess
 bit  started[3];                  /* MpMessagePort.started of object 1, 2 */
 #ifdef LANE
 chan lane = [NMSGS] of { byte };  /* MpPipeSide.lane: posts pushed without the lock */
-bit  lane_shut = 1;               /* MpPipeSide.lane == MP_PIPE_LANE_SHUT */
+bit  lane_shut = 1;               /* MpPipeSide.lane == MP_LANE_SHUT */
 byte lm;                          /* scratch of the lane's locked steps (0 outside them) */
 #endif
 
@@ -1243,7 +1243,7 @@ proctype sender(byte s)
             fate[id] = F_REFUSED                   /* MP_ERROR_INVALID_STATE */
        :: else ->
 #ifdef LANE
-            /* send_plain (): lane_push (), one compare-and-swap */
+            /* send_plain (): mp_lane_push (), one compare-and-swap */
             atomic {
               if
               :: !lane_shut ->
