@@ -1133,7 +1133,6 @@ mp_pipe_side_send_all (MpPipeSide  *from,
 typedef struct
 {
   MpMessage *top;   /* through link.next */
-  guint n;
 } NodeCache;
 
 static void
@@ -1196,12 +1195,10 @@ take_node (MpPipeSide *to)
           g_private_set (&node_cache_key, cache);
         }
       cache->top = top;
-      cache->n = n;
     }
 
   node = cache->top;
   cache->top = node->link.next != NULL ? node->link.next->data : NULL;
-  cache->n--;
 
   return node;
 }
